@@ -1,0 +1,32 @@
+# tf2torch developer commands.  Every target creates .venv/ first if it is missing.
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed
+
+.PHONY: setup demo test test-slow lint bench clean
+
+$(VENV_STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3.11 -m venv .venv || python3 -m venv .venv
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(VENV_STAMP)
+
+setup: $(VENV_STAMP)
+
+demo: $(VENV_STAMP)
+	$(PY) -m pipeline demo -o runs
+
+test: $(VENV_STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(VENV_STAMP)
+	$(PY) -m pytest -q -m slow
+
+lint: $(VENV_STAMP)
+	$(PY) -m ruff check pipeline patches models tests bench
+	$(PY) -m mypy pipeline patches
+
+bench: $(VENV_STAMP)
+	$(PY) bench/bench_latency.py
+
+clean:
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

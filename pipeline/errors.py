@@ -1,0 +1,59 @@
+"""Exceptions raised by tf2torch.
+
+Every failure the pipeline can report is a :class:`Tf2TorchError`; its ``str`` is the
+one-line message the CLI prints (exit code 2).  Subclasses say which kind of failure it is.
+"""
+
+from __future__ import annotations
+
+
+class Tf2TorchError(Exception):
+    """Base class: the model could not be converted or checked.  ``str(err)`` is one line."""
+
+    kind = "error"
+
+
+class BadInputError(Tf2TorchError):
+    """The user's input is wrong: a missing path, a corrupt model, a bad option or input file."""
+
+    kind = "bad_input"
+
+
+class UnsupportedOpsError(Tf2TorchError):
+    """Some ONNX ops have no converter; ``ops`` maps op type to the node names that use it."""
+
+    kind = "unsupported_ops"
+
+    def __init__(self, stage: str, ops: dict[str, list[str]]) -> None:
+        self.stage = stage
+        self.ops = ops
+        parts = []
+        for op_type, nodes in sorted(ops.items()):
+            shown = ", ".join(nodes[:3]) + (", ..." if len(nodes) > 3 else "")
+            parts.append(f"{op_type} x{len(nodes)} ({shown})")
+        super().__init__(
+            f"{stage}: {len(ops)} unsupported op type(s): {'; '.join(parts)}. "
+            "Add a patch for them (see README, 'Writing a patch') or choose another opset."
+        )
+
+
+class WorkerError(Tf2TorchError):
+    """The TensorFlow worker process failed or died; ``stage`` names what it was doing."""
+
+    kind = "worker_crash"
+
+    def __init__(self, stage: str, message: str) -> None:
+        self.stage = stage
+        super().__init__(f"{stage}: {message}")
+
+
+class PassError(Tf2TorchError):
+    """A fixup pass broke the graph or changed ONNX Runtime's outputs; names the pass."""
+
+    kind = "pass_failed"
+
+
+class ExportError(Tf2TorchError):
+    """The PyTorch module could not be saved with ``torch.export``."""
+
+    kind = "torch_export"
