@@ -9,6 +9,7 @@ from __future__ import annotations
 from pipeline.errors import (
     BadInputError,
     ExportError,
+    OnnxExportError,
     PassError,
     Tf2TorchError,
     UnsupportedOpsError,
@@ -18,6 +19,7 @@ from pipeline.errors import (
 __all__ = [
     "BadInputError",
     "ExportError",
+    "OnnxExportError",
     "PassError",
     "Tf2TorchError",
     "UnsupportedOpsError",

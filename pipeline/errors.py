@@ -53,7 +53,20 @@ class PassError(Tf2TorchError):
     kind = "pass_failed"
 
 
+class OnnxExportError(Tf2TorchError):
+    """tf2onnx could not export the TensorFlow model to ONNX."""
+
+    kind = "onnx_export"
+
+
 class ExportError(Tf2TorchError):
     """The PyTorch module could not be saved with ``torch.export``."""
 
     kind = "torch_export"
+
+
+ERROR_KINDS: dict[str, type[Tf2TorchError]] = {
+    cls.kind: cls
+    for cls in (Tf2TorchError, BadInputError, PassError, OnnxExportError, ExportError)
+}
+"""Error classes by ``kind``, for rebuilding an error that crossed a process boundary."""

@@ -1,0 +1,121 @@
+"""Convert a TF model to PyTorch and compare TensorFlow, ONNX Runtime and PyTorch.
+
+SOURCE is a SavedModel directory, a .keras or .h5 file, or a factory returning a Keras
+model: path/to/file.py:function or package.module:function.  The run directory receives
+model.raw.onnx (tf2onnx), model.onnx (after fixup passes), model.pt2 (torch.export, dynamic
+batch), golden.npz (inputs and TF outputs), report.json and report.md.
+
+Each pair (tf-ort, tf-torch, ort-torch) passes when every element of every output satisfies
+|a - b| <= atol + rtol*|b| (b: the first framework of the pair).  Default tolerances depend
+on the dtype (float32: atol 1e-4, rtol 1e-4).  Exit codes: 0 all pairs agree, 1 a pair
+disagrees, 2 the model could not be converted or the input was bad.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from pipeline.api import ConvertOptions, convert
+from pipeline.errors import BadInputError
+from pipeline.inputs import parse_input_ranges, parse_input_specs
+from pipeline.report import print_summary
+
+
+def _parse_output_tolerances(items: list[str]) -> dict[str, tuple[float, float]]:
+    tolerances = {}
+    for item in items:
+        name, eq, values = item.partition("=")
+        atol, colon, rtol = values.partition(":")
+        try:
+            if not (name and eq and colon):
+                raise ValueError
+            tolerances[name] = (float(atol), float(rtol))
+        except ValueError:
+            raise BadInputError(
+                f"bad --output-tol {item!r}: expected OUTPUT=ATOL:RTOL, e.g. logits=1e-4:1e-3"
+            ) from None
+    return tolerances
+
+
+def default_out_dir(source: str) -> Path:
+    """``runs/<name>`` where name is the factory function or the model file's stem."""
+    head, sep, function = source.rpartition(":")
+    name = function if sep and function.isidentifier() else Path(source.rstrip("/")).stem
+    return Path("runs") / (name or "model")
+
+
+def add_parser(subparsers: Any, help: str, description: str) -> None:
+    """Register ``tf2torch convert``."""
+    p = subparsers.add_parser(
+        "convert", help=help, description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("source", help="the TF model (see above)")
+    p.add_argument("-o", "--out", type=Path, help="run directory (default: runs/<model name>)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset for tf2onnx (default 17)")
+    p.add_argument("--inputs", type=Path, metavar="NPZ",
+                   help="comparison inputs, an .npz keyed by input name (default: drawn)")
+    p.add_argument("--seed", type=int, default=0, help="seed for drawn inputs (default 0)")
+    p.add_argument("--batch", type=int, default=2, help="batch size of drawn inputs (default 2)")
+    p.add_argument("--input-range", action="append", default=[], metavar="NAME=LO:HI",
+                   help="half-open value range of an integer input (required for those); "
+                   "repeatable")
+    p.add_argument("--input-spec", action="append", default=[], metavar="NAME=DTYPE[DIMS]",
+                   help="input signature when the model has none, e.g. x=float32[None,28,28,1]; "
+                   "repeatable, in input order")
+    p.add_argument("--atol", type=float, help="absolute tolerance for every output "
+                   "(default per dtype: float32 1e-4, float16 1e-2, float64 1e-7, ints exact)")
+    p.add_argument("--rtol", type=float, help="relative tolerance for every output "
+                   "(default per dtype, as --atol)")
+    p.add_argument("--output-tol", action="append", default=[], metavar="OUTPUT=ATOL:RTOL",
+                   help="tolerance for one output; repeatable")
+    p.add_argument("--patches", action="append", default=[], type=Path, metavar="DIR",
+                   help="a directory of extra fixup patches (see README); repeatable")
+    p.add_argument("--custom-objects", metavar="MODULE",
+                   help="module (file.py or package.module) defining the model's custom layers")
+    p.add_argument("--unsafe", action="store_true",
+                   help="load Keras files with safe_mode off (only for files you trust)")
+    p.add_argument("--worker-timeout", type=float, metavar="SECONDS",
+                   help="give up on the TensorFlow worker after this long (default: no limit)")
+    p.add_argument("--json", action="store_true",
+                   help="print report.json to stdout instead of the table")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``tf2torch convert``; returns 0 (pass) or 1 (fail); errors raise."""
+    options = ConvertOptions(
+        opset=args.opset,
+        batch=args.batch,
+        seed=args.seed,
+        inputs=args.inputs,
+        input_ranges=parse_input_ranges(args.input_range),
+        input_specs=parse_input_specs(args.input_spec),
+        atol=args.atol,
+        rtol=args.rtol,
+        output_tolerances=_parse_output_tolerances(args.output_tol),
+        patches=args.patches,
+        custom_objects=args.custom_objects,
+        safe_mode=not args.unsafe,
+        worker_timeout=args.worker_timeout,
+    )
+    out_dir = args.out or default_out_dir(args.source)
+    console = Console(stderr=True, highlight=False)
+    show_progress = not (args.quiet or args.json)
+    if show_progress:
+        with console.status("starting") as status:
+            result = convert(args.source, out_dir, options,
+                             on_stage=lambda stage: status.update(f"{stage} ..."))
+    else:
+        result = convert(args.source, out_dir, options)
+    if args.json:
+        print(json.dumps(result.report, indent=2))
+    else:
+        print_summary(Console(highlight=False), result.report)
+    return 0 if result else 1

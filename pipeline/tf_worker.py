@@ -1,0 +1,329 @@
+"""The TensorFlow worker: every piece of TensorFlow work runs here, in its own process.
+
+Run as ``python -m pipeline.tf_worker REQUEST.json``.  TensorFlow may not share a process
+with torch (importing torchvision after TensorFlow segfaults with the pinned versions, and on
+a GPU TensorFlow takes all device memory), so the orchestrator writes a JSON request, this
+process loads the model, reads its signature, prepares the inputs, exports ONNX with tf2onnx
+and runs the TF reference, and answers with a JSON result beside the ``.npz`` artifacts.
+
+A failure the user can act on is answered as ``{"ok": false, "kind": ..., "message": ...}``
+with exit code 3; anything unexpected gets the same shape with kind ``worker_crash`` and the
+traceback goes to stderr, which the orchestrator keeps in ``tf_worker.log``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import BadInputError, OnnxExportError, Tf2TorchError
+from pipeline.inputs import check_range_names, draw_inputs, load_inputs
+from pipeline.signature import TensorSpec
+from pipeline.sources import Source, SourceKind
+
+EXIT_USER_ERROR = 3
+EXIT_CRASH = 4
+
+
+@dataclass
+class LoadedModel:
+    """A loaded TF model behind one interface, whatever its source format."""
+
+    inputs: list[TensorSpec]
+    run: Callable[[dict[str, np.ndarray]], list[np.ndarray]]
+    export: Callable[[list[TensorSpec], int], Any]  # -> onnx.ModelProto
+    output_names: list[str] | None = None
+    description: str = ""
+    trainable_variables: list[str] = field(default_factory=list)
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _import_user_module(location: str) -> ModuleType:
+    """Import ``path/to/file.py`` or ``package.module`` (the current directory is importable)."""
+    if location.endswith(".py"):
+        path = Path(location)
+        if not path.is_file():
+            raise BadInputError(f"module file not found: {location}")
+        name = f"_tf2torch_user_{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        # The user's file may import siblings next to it.
+        sys.path.insert(0, str(path.parent))
+        spec.loader.exec_module(module)
+        return module
+    return importlib.import_module(location)
+
+
+def _tf_specs(specs: Sequence[TensorSpec]) -> list[Any]:
+    import tensorflow as tf
+
+    return [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in specs]
+
+
+def _keras_model(model: Any, description: str, override: list[TensorSpec]) -> LoadedModel:
+    import keras
+    import tf2onnx
+
+    if not isinstance(model, keras.Model):
+        raise BadInputError(f"{description} is a {type(model).__name__}, not a Keras model")
+    if override:
+        specs = override
+    else:
+        try:
+            keras_inputs = model.inputs
+        except (AttributeError, ValueError):
+            keras_inputs = None
+        if not keras_inputs:
+            raise BadInputError(
+                f"{description} has no input signature (a subclassed model that was never "
+                "built?); give one with --input-spec NAME=DTYPE[None,...]"
+            )
+        specs = [
+            TensorSpec(t.name, np.dtype(t.dtype).name, tuple(t.shape)) for t in keras_inputs
+        ]
+
+    def run(arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+        args = [arrays[s.name] for s in specs]
+        result = model(args[0] if len(args) == 1 else args, training=False)
+        if isinstance(result, dict):
+            result = list(result.values())
+        if not isinstance(result, list | tuple):
+            result = [result]
+        return [np.asarray(r) for r in result]
+
+    def export(specs: list[TensorSpec], opset: int) -> Any:
+        proto, _ = tf2onnx.convert.from_keras(model, input_signature=_tf_specs(specs), opset=opset)
+        return proto
+
+    return LoadedModel(
+        inputs=specs,
+        run=run,
+        export=export,
+        description=description,
+        trainable_variables=[v.path for v in model.trainable_weights],
+    )
+
+
+def _saved_model(path: str, override: list[TensorSpec]) -> LoadedModel:
+    import tensorflow as tf
+    import tf2onnx
+
+    try:
+        loaded = tf.saved_model.load(path)
+    except Exception as err:
+        raise BadInputError(f"cannot load SavedModel {path}: {_one_line(err)}") from None
+    if "serving_default" not in loaded.signatures:
+        raise BadInputError(
+            f"SavedModel {path} has no 'serving_default' signature "
+            f"(it has: {', '.join(loaded.signatures) or 'none'})"
+        )
+    signature = loaded.signatures["serving_default"]
+    sig_inputs = signature.structured_input_signature[1]
+    specs = override or [
+        TensorSpec(name, spec.dtype.as_numpy_dtype.__name__, tuple(spec.shape))
+        for name, spec in sig_inputs.items()
+    ]
+    output_names = list(signature.structured_outputs)
+
+    def run(arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+        result = signature(**{s.name: tf.constant(arrays[s.name]) for s in specs})
+        return [np.asarray(result[name]) for name in output_names]
+
+    def export(specs: list[TensorSpec], opset: int) -> Any:
+        tf_specs = _tf_specs(specs)
+
+        # Signatures take keyword arguments; tf2onnx wants positional ones.  The outputs
+        # get the signature's names through Identity ops that `rename_outputs` resolves.
+        @tf.function(input_signature=tf_specs)
+        def positional(*args: Any) -> list[Any]:
+            result = signature(**{s.name: a for s, a in zip(specs, args, strict=True)})
+            return [result[name] for name in output_names]
+
+        proto, _ = tf2onnx.convert.from_function(positional, input_signature=tf_specs, opset=opset)
+        return proto
+
+    return LoadedModel(
+        inputs=specs,
+        run=run,
+        export=export,
+        output_names=output_names,
+        description=f"SavedModel {path}",
+        trainable_variables=[v.name for v in getattr(loaded, "trainable_variables", [])],
+    )
+
+
+def load_model(request: dict[str, Any]) -> LoadedModel:
+    """Load the request's model and read its signature.  Raises :class:`BadInputError`."""
+    import keras
+
+    source = Source(SourceKind(request["source"]["kind"]), request["source"]["location"],
+                    request["source"].get("function"))
+    override = [TensorSpec.from_json(d) for d in request.get("input_specs", [])]
+    custom_objects: dict[str, Any] = {}
+    if request.get("custom_objects"):
+        try:
+            module = _import_user_module(request["custom_objects"])
+        except BadInputError:
+            raise
+        except Exception as err:
+            raise BadInputError(
+                f"--custom-objects {request['custom_objects']} failed to import: {_one_line(err)}"
+            ) from None
+        custom_objects = dict(getattr(module, "CUSTOM_OBJECTS", {}))
+
+    if source.kind is SourceKind.SAVED_MODEL:
+        return _saved_model(source.location, override)
+    if source.kind in (SourceKind.KERAS, SourceKind.H5):
+        try:
+            model = keras.models.load_model(
+                source.location,
+                compile=False,
+                safe_mode=request.get("safe_mode", True),
+                custom_objects=custom_objects or None,
+            )
+        except Exception as err:
+            hint = ""
+            if "safe_mode" in str(err):
+                hint = " (the file holds code; pass --unsafe only if you trust it)"
+            raise BadInputError(
+                f"cannot load {source.location}: {_one_line(err)}{hint}"
+            ) from None
+        return _keras_model(model, source.location, override)
+    try:
+        module = _import_user_module(source.location)
+    except BadInputError:
+        raise
+    except Exception as err:
+        raise BadInputError(f"cannot import {source.location}: {_one_line(err)}") from None
+    factory = getattr(module, source.function or "", None)
+    if not callable(factory):
+        raise BadInputError(f"{source.location} has no function {source.function!r}")
+    try:
+        model = factory()
+    except Exception as err:
+        raise BadInputError(f"factory {source} raised {_one_line(err)}") from None
+    return _keras_model(model, str(source), override)
+
+
+def rename_outputs(proto: Any, names: Sequence[str]) -> None:
+    """Give the ONNX graph outputs the TF signature's output names, in place."""
+    graph = proto.graph
+    if len(names) != len(graph.output):
+        return
+    renames = {o.name: new for o, new in zip(graph.output, names, strict=True) if o.name != new}
+    if not renames:
+        return
+    for node in graph.node:
+        for i, name in enumerate(node.output):
+            node.output[i] = renames.get(name, name)
+        for i, name in enumerate(node.input):
+            node.input[i] = renames.get(name, name)
+    for value in graph.output:
+        value.name = renames.get(value.name, value.name)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[key] = round(time.perf_counter() - start, 3)
+
+
+def handle(request: dict[str, Any]) -> dict[str, Any]:
+    """Do the request's work and return the JSON-ready result (see the module docstring)."""
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    work_dir = Path(request["work_dir"])
+    timings: dict[str, float] = {}
+    with _timed(timings, "load"):
+        loaded = load_model(request)
+    specs = loaded.inputs
+    ranges = {k: tuple(v) for k, v in request.get("input_ranges", {}).items()}
+    check_range_names(ranges, specs)
+    if request.get("inputs_npz"):
+        arrays = load_inputs(Path(request["inputs_npz"]), specs)
+    else:
+        arrays = draw_inputs(specs, batch=request["batch"], seed=request["seed"], ranges=ranges)
+    np.savez(work_dir / "inputs.npz", **arrays)
+
+    with _timed(timings, "export"):
+        try:
+            proto = loaded.export(specs, request["opset"])
+        except Exception as err:
+            raise OnnxExportError(f"tf2onnx could not export the model: {_one_line(err)}") from None
+        if loaded.output_names:
+            rename_outputs(proto, loaded.output_names)
+        onnx.save(proto, work_dir / "model.raw.onnx")
+    output_names = [o.name for o in proto.graph.output]
+
+    with _timed(timings, "reference"):
+        try:
+            outputs = loaded.run(arrays)
+        except Exception as err:
+            raise BadInputError(
+                f"TensorFlow could not run the model on the inputs: {_one_line(err)}"
+            ) from None
+    if len(outputs) != len(output_names):
+        raise OnnxExportError(
+            f"the TF model returned {len(outputs)} outputs but the ONNX graph has "
+            f"{len(output_names)}"
+        )
+    np.savez(work_dir / "tf_outputs.npz", **dict(zip(output_names, outputs, strict=True)))
+    return {
+        "inputs": [s.to_json() for s in specs],
+        "outputs": output_names,
+        "timings": timings,
+        "trainable_variables": loaded.trainable_variables,
+        "versions": {
+            "tensorflow": tf.__version__,
+            "keras": __import__("keras").__version__,
+            "tf2onnx": tf2onnx.__version__,
+        },
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: read the request, answer with the result JSON, return the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    request = json.loads(Path(args[0]).read_text())
+    sys.path.insert(0, request.get("cwd", os.getcwd()))
+    result_path = Path(request["result"])
+    try:
+        answer: dict[str, Any] = {"ok": True, **handle(request)}
+        code = 0
+    except Tf2TorchError as err:
+        answer = {"ok": False, "kind": err.kind, "message": str(err)}
+        code = EXIT_USER_ERROR
+    except Exception as err:
+        traceback.print_exc()
+        answer = {"ok": False, "kind": "worker_crash", "message": _one_line(err)}
+        code = EXIT_CRASH
+    result_path.write_text(json.dumps(answer, indent=2))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
