@@ -6,6 +6,8 @@ The public API is :func:`convert` and :func:`load_torch`; errors derive from
 
 from __future__ import annotations
 
+from typing import Any
+
 from pipeline.errors import (
     BadInputError,
     ExportError,
@@ -16,12 +18,27 @@ from pipeline.errors import (
     WorkerError,
 )
 
+
+def __getattr__(name: str) -> Any:
+    # convert/load_torch pull in torch and onnx2torch; import them only when asked for, so
+    # `import pipeline.errors` (e.g. in the TF worker) stays light and torch-free.
+    if name in ("convert", "load_torch", "ConvertOptions", "ConversionResult"):
+        from pipeline import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+
+
 __all__ = [
     "BadInputError",
+    "ConversionResult",
+    "ConvertOptions",
     "ExportError",
     "OnnxExportError",
     "PassError",
     "Tf2TorchError",
     "UnsupportedOpsError",
     "WorkerError",
+    "convert",
+    "load_torch",
 ]

@@ -189,14 +189,21 @@ def convert(
         rep.providers = {"onnxruntime": ort.provider, "torch_device": str(device)}
         rep.comparisons = [c.to_json() for c in comparisons]
         rep.inputs = [
-            {**s.to_json(), "shape": list(inputs[s.name].shape),
-             "source": str(options.inputs) if options.inputs else f"seed={options.seed}"}
+            {
+                **s.to_json(),
+                "shape": list(inputs[s.name].shape),
+                "source": str(options.inputs) if options.inputs else f"seed={options.seed}",
+            }
             for s in exported.inputs
         ]
         rep.tolerances = tolerances.to_json()
         rep.artifacts = {
-            "raw_onnx": RAW_ONNX, "onnx": ONNX, "torch_program": PT2, "golden": GOLDEN,
-            "report_json": report.REPORT_JSON, "report_md": report.REPORT_MD,
+            "raw_onnx": RAW_ONNX,
+            "onnx": ONNX,
+            "torch_program": PT2,
+            "golden": GOLDEN,
+            "report_json": report.REPORT_JSON,
+            "report_md": report.REPORT_MD,
         }
         rep.versions = {
             "python": platform.python_version(),

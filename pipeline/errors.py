@@ -66,7 +66,6 @@ class ExportError(Tf2TorchError):
 
 
 ERROR_KINDS: dict[str, type[Tf2TorchError]] = {
-    cls.kind: cls
-    for cls in (Tf2TorchError, BadInputError, PassError, OnnxExportError, ExportError)
+    cls.kind: cls for cls in (Tf2TorchError, BadInputError, PassError, OnnxExportError, ExportError)
 }
 """Error classes by ``kind``, for rebuilding an error that crossed a process boundary."""

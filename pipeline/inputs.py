@@ -50,7 +50,9 @@ def parse_input_specs(items: Sequence[str]) -> list[TensorSpec]:
         try:
             dtype = np.dtype(match["dtype"]).name
         except TypeError:
-            raise BadInputError(f"bad --input-spec {item!r}: unknown dtype {match['dtype']!r}") from None
+            raise BadInputError(
+                f"bad --input-spec {item!r}: unknown dtype {match['dtype']!r}"
+            ) from None
         dims: list[int | None] = []
         for dim in filter(None, (d.strip() for d in match["dims"].split(","))):
             if dim in ("None", "?", "-1"):
@@ -58,7 +60,9 @@ def parse_input_specs(items: Sequence[str]) -> list[TensorSpec]:
             elif dim.isdigit():
                 dims.append(int(dim))
             else:
-                raise BadInputError(f"bad --input-spec {item!r}: dimension {dim!r} is not an integer")
+                raise BadInputError(
+                    f"bad --input-spec {item!r}: dimension {dim!r} is not an integer"
+                )
         specs.append(TensorSpec(match["name"], dtype, tuple(dims)))
     return specs
 
@@ -142,7 +146,8 @@ def load_inputs(path: Path, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray
                 f"input {spec.name!r} in {path} is {array.dtype.name}, the model expects {spec.dtype}"
             )
         if len(array.shape) != len(spec.shape) or any(
-            want is not None and got != want for got, want in zip(array.shape, spec.shape, strict=True)
+            want is not None and got != want
+            for got, want in zip(array.shape, spec.shape, strict=True)
         ):
             want_text = "[" + ", ".join("?" if d is None else str(d) for d in spec.shape) + "]"
             raise BadInputError(

@@ -83,8 +83,11 @@ def export_with_tf(
     export failure) or :class:`WorkerError` if the worker dies or times out.
     """
     request: dict[str, Any] = {
-        "source": {"kind": source.kind.value, "location": source.location,
-                   "function": source.function},
+        "source": {
+            "kind": source.kind.value,
+            "location": source.location,
+            "function": source.function,
+        },
         "work_dir": str(work_dir),
         "result": str(work_dir / "tf_worker.result.json"),
         "cwd": os.getcwd(),
@@ -113,13 +116,16 @@ def export_with_tf(
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            raise WorkerError("export", f"TensorFlow worker timed out after {timeout:g} s") from None
+            raise WorkerError(
+                "export", f"TensorFlow worker timed out after {timeout:g} s"
+            ) from None
     request_path.unlink()
     if not result_path.is_file():
         tail = _log_tail(log_path)
         raise WorkerError(
             "export",
-            f"TensorFlow worker {_death_reason(proc.returncode)}" + (f"; last log line: {tail}" if tail else ""),
+            f"TensorFlow worker {_death_reason(proc.returncode)}"
+            + (f"; last log line: {tail}" if tail else ""),
         )
     answer = json.loads(result_path.read_text())
     result_path.unlink()

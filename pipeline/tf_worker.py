@@ -97,9 +97,7 @@ def _keras_model(model: Any, description: str, override: list[TensorSpec]) -> Lo
                 f"{description} has no input signature (a subclassed model that was never "
                 "built?); give one with --input-spec NAME=DTYPE[None,...]"
             )
-        specs = [
-            TensorSpec(t.name, np.dtype(t.dtype).name, tuple(t.shape)) for t in keras_inputs
-        ]
+        specs = [TensorSpec(t.name, np.dtype(t.dtype).name, tuple(t.shape)) for t in keras_inputs]
 
     def run(arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
         args = [arrays[s.name] for s in specs]
@@ -175,8 +173,11 @@ def load_model(request: dict[str, Any]) -> LoadedModel:
     """Load the request's model and read its signature.  Raises :class:`BadInputError`."""
     import keras
 
-    source = Source(SourceKind(request["source"]["kind"]), request["source"]["location"],
-                    request["source"].get("function"))
+    source = Source(
+        SourceKind(request["source"]["kind"]),
+        request["source"]["location"],
+        request["source"].get("function"),
+    )
     override = [TensorSpec.from_json(d) for d in request.get("input_specs", [])]
     custom_objects: dict[str, Any] = {}
     if request.get("custom_objects"):
@@ -204,9 +205,7 @@ def load_model(request: dict[str, Any]) -> LoadedModel:
             hint = ""
             if "safe_mode" in str(err):
                 hint = " (the file holds code; pass --unsafe only if you trust it)"
-            raise BadInputError(
-                f"cannot load {source.location}: {_one_line(err)}{hint}"
-            ) from None
+            raise BadInputError(f"cannot load {source.location}: {_one_line(err)}{hint}") from None
         return _keras_model(model, source.location, override)
     try:
         module = _import_user_module(source.location)

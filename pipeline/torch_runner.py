@@ -35,6 +35,4 @@ def run_torch(
         raise ValueError(
             f"the torch module returned {len(tensors)} outputs, expected {len(output_names)}"
         )
-    return {
-        name: t.detach().cpu().numpy() for name, t in zip(output_names, tensors, strict=True)
-    }
+    return {name: t.detach().cpu().numpy() for name, t in zip(output_names, tensors, strict=True)}

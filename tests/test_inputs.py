@@ -39,7 +39,7 @@ def test_draw_is_seeded_and_respects_ranges() -> None:
 def test_draw_errors() -> None:
     with pytest.raises(BadInputError, match="integer input 'tokens' needs a range"):
         draw_inputs(SPECS, batch=2, seed=0, ranges={})
-    with pytest.raises(BadInputError, match="unknown --input-range name.*tokns"):
+    with pytest.raises(BadInputError, match=r"unknown --input-range name.*tokns"):
         draw_inputs(SPECS, batch=2, seed=0, ranges={"tokns": (0, 5)})
 
 
@@ -50,7 +50,10 @@ def test_load_inputs_checks_keys_dtypes_and_shapes(tmp_path: Path) -> None:
     assert list(loaded) == ["x", "tokens"]
     cases = {
         "shape": ({**good, "x": np.zeros((2, 4), np.float32)}, r"shape \[2, 4\].*\[\?, 3\]"),
-        "dtype": ({**good, "x": np.zeros((2, 3), np.float64)}, "is float64, the model expects float32"),
+        "dtype": (
+            {**good, "x": np.zeros((2, 3), np.float64)},
+            "is float64, the model expects float32",
+        ),
         "keys": ({"x": good["x"]}, "missing: tokens"),
         "batch": ({**good, "tokens": np.zeros((3, 5), np.int32)}, "disagree on the batch size"),
     }

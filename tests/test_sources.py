@@ -37,7 +37,10 @@ def test_files_and_saved_model(tmp_path: Path) -> None:
         (lambda d: str(d / "absent.keras"), "model not found"),
         (lambda d: str(d), "not a SavedModel"),
         (lambda d: str(d / "absent.py") + ":make", "factory file not found"),
-        (lambda d: (d / "m.onnx").write_bytes(b"x") and str(d / "m.onnx"), "unrecognised model file"),
+        (
+            lambda d: (d / "m.onnx").write_bytes(b"x") and str(d / "m.onnx"),
+            "unrecognised model file",
+        ),
         (lambda d: "not a/module:fn", "cannot read"),
     ],
 )

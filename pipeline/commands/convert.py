@@ -44,7 +44,7 @@ def _parse_output_tolerances(items: list[str]) -> dict[str, tuple[float, float]]
 
 def default_out_dir(source: str) -> Path:
     """``runs/<name>`` where name is the factory function or the model file's stem."""
-    head, sep, function = source.rpartition(":")
+    _, sep, function = source.rpartition(":")
     name = function if sep and function.isidentifier() else Path(source.rstrip("/")).stem
     return Path("runs") / (name or "model")
 
@@ -52,38 +52,82 @@ def default_out_dir(source: str) -> Path:
 def add_parser(subparsers: Any, help: str, description: str) -> None:
     """Register ``tf2torch convert``."""
     p = subparsers.add_parser(
-        "convert", help=help, description=description,
+        "convert",
+        help=help,
+        description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("source", help="the TF model (see above)")
     p.add_argument("-o", "--out", type=Path, help="run directory (default: runs/<model name>)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset for tf2onnx (default 17)")
-    p.add_argument("--inputs", type=Path, metavar="NPZ",
-                   help="comparison inputs, an .npz keyed by input name (default: drawn)")
+    p.add_argument(
+        "--inputs",
+        type=Path,
+        metavar="NPZ",
+        help="comparison inputs, an .npz keyed by input name (default: drawn)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for drawn inputs (default 0)")
     p.add_argument("--batch", type=int, default=2, help="batch size of drawn inputs (default 2)")
-    p.add_argument("--input-range", action="append", default=[], metavar="NAME=LO:HI",
-                   help="half-open value range of an integer input (required for those); "
-                   "repeatable")
-    p.add_argument("--input-spec", action="append", default=[], metavar="NAME=DTYPE[DIMS]",
-                   help="input signature when the model has none, e.g. x=float32[None,28,28,1]; "
-                   "repeatable, in input order")
-    p.add_argument("--atol", type=float, help="absolute tolerance for every output "
-                   "(default per dtype: float32 1e-4, float16 1e-2, float64 1e-7, ints exact)")
-    p.add_argument("--rtol", type=float, help="relative tolerance for every output "
-                   "(default per dtype, as --atol)")
-    p.add_argument("--output-tol", action="append", default=[], metavar="OUTPUT=ATOL:RTOL",
-                   help="tolerance for one output; repeatable")
-    p.add_argument("--patches", action="append", default=[], type=Path, metavar="DIR",
-                   help="a directory of extra fixup patches (see README); repeatable")
-    p.add_argument("--custom-objects", metavar="MODULE",
-                   help="module (file.py or package.module) defining the model's custom layers")
-    p.add_argument("--unsafe", action="store_true",
-                   help="load Keras files with safe_mode off (only for files you trust)")
-    p.add_argument("--worker-timeout", type=float, metavar="SECONDS",
-                   help="give up on the TensorFlow worker after this long (default: no limit)")
-    p.add_argument("--json", action="store_true",
-                   help="print report.json to stdout instead of the table")
+    p.add_argument(
+        "--input-range",
+        action="append",
+        default=[],
+        metavar="NAME=LO:HI",
+        help="half-open value range of an integer input (required for those); repeatable",
+    )
+    p.add_argument(
+        "--input-spec",
+        action="append",
+        default=[],
+        metavar="NAME=DTYPE[DIMS]",
+        help="input signature when the model has none, e.g. x=float32[None,28,28,1]; "
+        "repeatable, in input order",
+    )
+    p.add_argument(
+        "--atol",
+        type=float,
+        help="absolute tolerance for every output "
+        "(default per dtype: float32 1e-4, float16 1e-2, float64 1e-7, ints exact)",
+    )
+    p.add_argument(
+        "--rtol",
+        type=float,
+        help="relative tolerance for every output (default per dtype, as --atol)",
+    )
+    p.add_argument(
+        "--output-tol",
+        action="append",
+        default=[],
+        metavar="OUTPUT=ATOL:RTOL",
+        help="tolerance for one output; repeatable",
+    )
+    p.add_argument(
+        "--patches",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="a directory of extra fixup patches (see README); repeatable",
+    )
+    p.add_argument(
+        "--custom-objects",
+        metavar="MODULE",
+        help="module (file.py or package.module) defining the model's custom layers",
+    )
+    p.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="load Keras files with safe_mode off (only for files you trust)",
+    )
+    p.add_argument(
+        "--worker-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="give up on the TensorFlow worker after this long (default: no limit)",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print report.json to stdout instead of the table"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     p.set_defaults(run=run)
 
@@ -110,8 +154,9 @@ def run(args: argparse.Namespace) -> int:
     show_progress = not (args.quiet or args.json)
     if show_progress:
         with console.status("starting") as status:
-            result = convert(args.source, out_dir, options,
-                             on_stage=lambda stage: status.update(f"{stage} ..."))
+            result = convert(
+                args.source, out_dir, options, on_stage=lambda stage: status.update(f"{stage} ...")
+            )
     else:
         result = convert(args.source, out_dir, options)
     if args.json:

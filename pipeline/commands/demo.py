@@ -40,10 +40,18 @@ def load_catalog() -> ModuleType:
 def add_parser(subparsers: Any, help: str, description: str) -> None:
     """Register ``tf2torch demo``."""
     p = subparsers.add_parser("demo", help=help, description=description)
-    p.add_argument("-o", "--out", type=Path, default=Path("runs"),
-                   help="parent directory of the runs (default: runs)")
-    p.add_argument("--skip-slow", action="store_true",
-                   help="skip the large real networks (MobileNetV2, ConvNeXtTiny)")
+    p.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        default=Path("runs"),
+        help="parent directory of the runs (default: runs)",
+    )
+    p.add_argument(
+        "--skip-slow",
+        action="store_true",
+        help="skip the large real networks (MobileNetV2, ConvNeXtTiny)",
+    )
     p.add_argument("models", nargs="*", help="only these zoo models (default: all)")
     p.set_defaults(run=run)
 
@@ -70,11 +78,16 @@ def run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         with console.status(f"{name}: starting") as status:
             try:
-                result = convert(f"{MODELS_DIR / 'zoo.py'}:{name}", args.out / name, options,
-                                 on_stage=lambda s, n=name: status.update(f"{n}: {s} ..."))
+                result = convert(
+                    f"{MODELS_DIR / 'zoo.py'}:{name}",
+                    args.out / name,
+                    options,
+                    on_stage=lambda s, n=name: status.update(f"{n}: {s} ..."),
+                )
                 verdict = result.verdict
                 detail = "  ".join(
-                    _worst(result.report["comparisons"], p) for p in ("tf-ort", "tf-torch", "ort-torch")
+                    _worst(result.report["comparisons"], p)
+                    for p in ("tf-ort", "tf-torch", "ort-torch")
                 )
                 unsupported = False
             except Tf2TorchError as err:

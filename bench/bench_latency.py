@@ -1,0 +1,146 @@
+"""Latency benchmark: TensorFlow vs ONNX Runtime vs the converted PyTorch model.
+
+For MobileNetV2 and ConvNeXtTiny (zoo versions, random weights) at batch 1 and 8, prints the
+median latency of each framework and its ratio to ONNX Runtime measured in the same run,
+plus the seconds each pipeline stage took.  TensorFlow runs in a separate process
+(bench/tf_latency.py) because it may not share a process with torch.
+
+Usage: python bench/bench_latency.py [--repeats N] [--models a,b] [--batches 1,8] [--compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from pipeline.ort_runner import OrtRunner
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.api import convert, load_torch
+from pipeline.commands.demo import MODELS_DIR
+from pipeline.signature import TensorSpec
+from pipeline.torch_runner import run_torch
+
+
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``fn`` in milliseconds after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))
+
+
+def tf_median_ms(source: str, inputs_npz: Path, repeats: int) -> float:
+    """Median TensorFlow latency, measured in its own process by bench/tf_latency.py."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("tf_latency.py")),
+            source,
+            str(inputs_npz),
+            str(repeats),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(json.loads(proc.stdout.strip().splitlines()[-1])["median_ms"])
+
+
+def main() -> None:
+    """Run the benchmark and print the tables."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--models", default="mobilenet_v2,convnext_tiny")
+    parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    args = parser.parse_args()
+    console = Console()
+    timing = Table(title="median latency (ms) and ratio to ONNX Runtime")
+    for column in (
+        "model",
+        "batch",
+        "onnxruntime",
+        "tensorflow",
+        "torch (eager)",
+        "torch (compiled)",
+    ):
+        timing.add_column(column, justify="right")
+    stages = Table(title="pipeline stage seconds")
+    for column in ("model", "export", "fixup", "import", "compare"):
+        stages.add_column(column, justify="right")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            source = f"{MODELS_DIR / 'zoo.py'}:{name}"
+            with console.status(f"converting {name}"):
+                result = convert(source, Path(tmp) / name)
+            stage_secs = result.report["stages"]
+            stages.add_row(
+                name,
+                *(
+                    f"{stage_secs[s]['seconds']:.1f}"
+                    for s in ("export", "fixup", "import", "compare")
+                ),
+            )
+            specs = [TensorSpec.from_json(d) for d in result.report["inputs"]]
+            names = [s.name for s in specs]
+            outputs = [c["output"] for c in result.report["comparisons"] if c["pair"] == "tf-ort"]
+            ort = OrtRunner(onnx.load(str(result.run_dir / "model.onnx")))
+            module = load_torch(result.run_dir)
+            compiled = torch.compile(module) if args.compile else None
+            for batch in (int(b) for b in args.batches.split(",")):
+                rng = np.random.default_rng(0)
+                inputs = {
+                    s.name: rng.standard_normal(s.concrete_shape(batch)).astype(s.dtype)
+                    for s in specs
+                }
+                npz = Path(tmp) / f"{name}-{batch}.npz"
+                np.savez(npz, **inputs)
+                runners = {
+                    "ort": partial(ort.run, inputs),
+                    "torch": partial(run_torch, module, inputs, names, outputs),
+                }
+                if compiled is not None:
+                    runners["compiled"] = partial(run_torch, compiled, inputs, names, outputs)
+                with console.status(f"timing {name} batch {batch}"):
+                    ms: dict[str, float | None] = {
+                        key: median_ms(fn, args.repeats) for key, fn in runners.items()
+                    }
+                    ms["tf"] = tf_median_ms(source, npz, args.repeats)
+                ort_ms = ms["ort"]
+                assert ort_ms is not None
+
+                def cell(ms: float | None, ort_ms: float = ort_ms) -> str:
+                    return "-" if ms is None else f"{ms:.1f} ({ms / ort_ms:.2f}x)"
+
+                timing.add_row(
+                    name,
+                    str(batch),
+                    cell(ort_ms),
+                    cell(ms["tf"]),
+                    cell(ms["torch"]),
+                    cell(ms.get("compiled")),
+                )
+    console.print(timing)
+    console.print(stages)
+    console.print(
+        f"ONNX Runtime provider: {ort.provider}; torch threads: {torch.get_num_threads()}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""TensorFlow side of the latency benchmark; runs in its own process (no torch here).
+
+Usage: python bench/tf_latency.py SOURCE INPUTS.npz REPEATS  -> prints {"median_ms": ...}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def main() -> None:
+    """Time the model's forward pass in eager Keras on the given inputs."""
+    source, inputs_path, repeats = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+    import importlib.util
+
+    path, _, function = source.rpartition(":")
+    spec = importlib.util.spec_from_file_location("bench_zoo", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = getattr(module, function)()
+    with np.load(inputs_path) as npz:
+        args = [npz[name] for name in npz.files]
+    call = args[0] if len(args) == 1 else args
+    model(call, training=False)  # warm-up: tracing and first allocations
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(call, training=False)
+        times.append(time.perf_counter() - start)
+    print(json.dumps({"median_ms": 1e3 * float(np.median(times))}))
+
+
+if __name__ == "__main__":
+    main()

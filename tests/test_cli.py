@@ -1,0 +1,102 @@
+"""The command line as a user meets it: help, exit codes, one-line errors, nothing half written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ZOO = REPO / "models" / "zoo.py"
+
+
+def tf2torch(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as ``python -m pipeline`` in a fresh process."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+        check=False,
+    )
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess[str], message: str) -> None:
+    """Exit 2, one line on stderr that says ``message``, and no traceback."""
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("tf2torch: error: ")
+    assert message in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_help_lists_commands_and_options() -> None:
+    top = tf2torch("--help")
+    assert top.returncode == 0 and "convert" in top.stdout and "demo" in top.stdout
+    sub = tf2torch("convert", "--help")
+    assert sub.returncode == 0
+    for option in (
+        "--inputs",
+        "--seed",
+        "--input-range",
+        "--opset",
+        "--atol",
+        "--rtol",
+        "--patches",
+        "--custom-objects",
+        "--input-spec",
+        "--output-tol",
+    ):
+        assert option in sub.stdout
+
+
+@pytest.fixture
+def bad_inputs(tmp_path: Path) -> dict[str, list[str]]:
+    """CLI argument lists that must each fail cleanly, keyed by the message they must give."""
+    not_a_model = tmp_path / "just_a_dir"
+    not_a_model.mkdir()
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes(b"PK\x03\x04 this is not a whole zip archive")
+    factory = tmp_path / "raising.py"
+    factory.write_text("def make():\n    raise RuntimeError('weights file missing')\n")
+    wrong_shape = tmp_path / "wrong_shape.npz"
+    np.savez(wrong_shape, x=np.zeros((2, 11), np.float32))
+    wrong_dtype = tmp_path / "wrong_dtype.npz"
+    np.savez(wrong_dtype, x=np.zeros((2, 10), np.float64))
+    dense = f"{ZOO}:dense_relu"
+    return {
+        "model not found": ["convert", str(tmp_path / "absent.keras")],
+        "not a SavedModel": ["convert", str(not_a_model)],
+        "cannot load": ["convert", str(truncated)],
+        "raised RuntimeError: weights file missing": ["convert", f"{factory}:make"],
+        "has shape [2, 11]": ["convert", dense, "--inputs", str(wrong_shape)],
+        "is float64, the model expects float32": ["convert", dense, "--inputs", str(wrong_dtype)],
+        "unknown --input-range name(s) nope": ["convert", dense, "--input-range", "nope=0:3"],
+    }
+
+
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing(
+    tmp_path: Path, bad_inputs: dict[str, list[str]]
+) -> None:
+    for message, args in bad_inputs.items():
+        out = tmp_path / "runs" / "x"
+        proc = tf2torch(*args, "-o", str(out), "-q")
+        assert_clean_error(proc, message)
+        assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == [], (
+            message
+        )
+
+
+def test_error_keeps_the_previous_run(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "report.json").write_text('{"verdict": "pass"}')
+    proc = tf2torch("convert", str(tmp_path / "absent.h5"), "-o", str(out))
+    assert_clean_error(proc, "model not found")
+    assert (out / "report.json").read_text() == '{"verdict": "pass"}'
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]

@@ -1,0 +1,135 @@
+"""End to end through the real stack: every zoo model TF -> ONNX -> PyTorch, three-way checked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import pipeline
+from pipeline import compare
+from pipeline.commands.demo import load_catalog
+from pipeline.errors import UnsupportedOpsError
+from pipeline.torch_runner import run_torch
+
+REPO = Path(__file__).resolve().parents[1]
+ZOO_FILE = REPO / "models" / "zoo.py"
+ZOO = load_catalog().ZOO
+PAIRS = {"tf-ort", "tf-torch", "ort-torch"}
+
+
+def _params(expected: str) -> list[object]:
+    return [
+        pytest.param(name, marks=[pytest.mark.slow] if entry.slow else [], id=name)
+        for name, entry in ZOO.items()
+        if entry.expected == expected
+    ]
+
+
+def _options(name: str) -> pipeline.ConvertOptions:
+    return pipeline.ConvertOptions(input_ranges=dict(ZOO[name].input_ranges))
+
+
+def assert_three_way_pass(result: pipeline.ConversionResult) -> None:
+    """Every output has all three pairs, each passing, and the report says so."""
+    report = result.report
+    assert result.verdict == "pass" and report["verdict"] == "pass", report["comparisons"]
+    outputs = {c["output"] for c in report["comparisons"]}
+    assert outputs
+    for output in outputs:
+        pairs = {c["pair"] for c in report["comparisons"] if c["output"] == output}
+        assert pairs == PAIRS
+    for c in report["comparisons"]:
+        assert c["pass"] is True and c["mismatch_fraction"] == 0.0, c
+        assert c["cosine"] > 0.999999, c
+
+
+@pytest.mark.parametrize("name", _params("pass"))
+def test_zoo_model_passes_three_ways(name: str, tmp_path: Path) -> None:
+    run_dir = tmp_path / name
+    result = pipeline.convert(f"{ZOO_FILE}:{name}", run_dir, _options(name))
+    assert_three_way_pass(result)
+    on_disk = json.loads((run_dir / "report.json").read_text())
+    assert on_disk["verdict"] == "pass" and on_disk["schema"]
+    for stage in ("export", "fixup", "import", "compare"):
+        assert on_disk["stages"][stage]["status"] == "ok"
+    assert on_disk["providers"]["onnxruntime"] == "CPUExecutionProvider"
+    assert on_disk["providers"]["torch_device"] == "cpu"
+    for artifact in on_disk["artifacts"].values():
+        assert (run_dir / artifact).is_file(), artifact
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no staging left behind
+
+    # The saved program runs at another batch size (the batch dimension is dynamic) and
+    # agrees with the module the comparison used.
+    with np.load(run_dir / "golden.npz") as golden:
+        inputs = {
+            k.removeprefix("input/"): golden[k] for k in golden.files if k.startswith("input/")
+        }
+    specs = on_disk["inputs"]
+    names = [s["name"] for s in specs]
+    outputs = sorted({c["output"] for c in on_disk["comparisons"]})
+    tripled = {k: np.concatenate([v, v, v]) for k, v in inputs.items()}
+    loaded = pipeline.load_torch(run_dir)
+    big = run_torch(loaded, tripled, names, [o for o in outputs])
+    small = run_torch(result.module, inputs, names, [o for o in outputs])
+    for o in outputs:
+        np.testing.assert_allclose(big[o][: len(small[o])], small[o], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", _params("unsupported"))
+def test_model_without_converter_fails_clearly(name: str, tmp_path: Path) -> None:
+    with pytest.raises(UnsupportedOpsError) as caught:
+        pipeline.convert(f"{ZOO_FILE}:{name}", tmp_path / name, _options(name))
+    assert caught.value.ops, "the error must list the ops"
+    assert all(nodes for nodes in caught.value.ops.values())
+    assert "unsupported op type" in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_planted_weight_fault_fails_the_comparison(tmp_path: Path) -> None:
+    result = pipeline.convert(f"{ZOO_FILE}:dense_relu", tmp_path / "run")
+    assert result.verdict == "pass"
+    module = result.module
+    tensors = dict(module.named_parameters()) | dict(module.named_buffers())
+    name, weight = max(tensors.items(), key=lambda kv: kv[1].numel())
+    with torch.no_grad():
+        weight.mul_(1 + 1e-3)
+    with np.load(tmp_path / "run" / "golden.npz") as golden:
+        inputs = {
+            k.removeprefix("input/"): golden[k] for k in golden.files if k.startswith("input/")
+        }
+        tf_out = {
+            k.removeprefix("output/"): golden[k] for k in golden.files if k.startswith("output/")
+        }
+    torch_out = run_torch(module, inputs, list(inputs), list(tf_out))
+    comparisons = compare.compare_all({"tf": tf_out, "torch": torch_out}, compare.Tolerances())
+    assert comparisons and not any(comparisons), f"perturbing {name} went unnoticed"
+
+
+@pytest.fixture(scope="module")
+def saved_formats(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ScaleLayer net saved as SavedModel, .keras and .h5 (TF runs in a subprocess)."""
+    root = tmp_path_factory.mktemp("formats")
+    script = f"""
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("zoo", {str(ZOO_FILE)!r})
+zoo = importlib.util.module_from_spec(spec); spec.loader.exec_module(zoo)
+model = zoo.scale_layer_net()
+model.save({str(root / "net.keras")!r})
+model.save({str(root / "net.h5")!r})
+model.export({str(root / "saved")!r})
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=300)
+    return root
+
+
+@pytest.mark.parametrize("fmt", ["net.keras", "net.h5", "saved"])
+def test_saved_formats_convert(fmt: str, saved_formats: Path, tmp_path: Path) -> None:
+    options = pipeline.ConvertOptions(custom_objects=str(ZOO_FILE))
+    result = pipeline.convert(saved_formats / fmt, tmp_path / "run", options)
+    assert_three_way_pass(result)
