@@ -73,6 +73,50 @@ def _import_user_module(location: str) -> ModuleType:
     return importlib.import_module(location)
 
 
+@contextmanager
+def _grouped_convolutions_without_xla() -> Iterator[None]:
+    """While tracing for export, run Keras 3 grouped convolutions as plain TF ops.
+
+    On CPU, Keras 3's TensorFlow backend runs grouped convolutions (ConvNeXt's depthwise
+    ``Conv2D(groups=C)``) inside ``tf.function(jit_compile=True)``; tf2onnx cannot see into
+    that and leaves an unconverted ``StatefulPartitionedCall``.  Export only traces, so the
+    plain ``tf.nn.convolution`` it wraps is what we hand to tf2onnx.  The TF reference run
+    still uses Keras's own code path.
+    """
+    try:
+        import keras
+        import tensorflow as tf
+        from keras.src.backend.tensorflow import nn as tf_nn
+    except ImportError:  # another Keras layout: nothing to patch
+        yield
+        return
+    original = tf_nn.conv
+
+    def conv(
+        inputs: Any,
+        kernel: Any,
+        strides: Any = 1,
+        padding: str = "valid",
+        data_format: str | None = None,
+        dilation_rate: Any = 1,
+    ) -> Any:
+        data_format = data_format or keras.config.image_data_format()
+        return tf.nn.convolution(
+            inputs,
+            kernel,
+            strides,
+            padding.upper(),
+            data_format=tf_nn._convert_data_format(data_format, len(inputs.shape)),
+            dilations=dilation_rate,
+        )
+
+    tf_nn.conv = conv
+    try:
+        yield
+    finally:
+        tf_nn.conv = original
+
+
 def _tf_specs(specs: Sequence[TensorSpec]) -> list[Any]:
     import tensorflow as tf
 
@@ -109,7 +153,10 @@ def _keras_model(model: Any, description: str, override: list[TensorSpec]) -> Lo
         return [np.asarray(r) for r in result]
 
     def export(specs: list[TensorSpec], opset: int) -> Any:
-        proto, _ = tf2onnx.convert.from_keras(model, input_signature=_tf_specs(specs), opset=opset)
+        with _grouped_convolutions_without_xla():
+            proto, _ = tf2onnx.convert.from_keras(
+                model, input_signature=_tf_specs(specs), opset=opset
+            )
         return proto
 
     return LoadedModel(

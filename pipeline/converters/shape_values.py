@@ -1,0 +1,336 @@
+"""Integer tensors known at import time: constants and shape arithmetic on ``x.shape``.
+
+tf2onnx writes shape computations as ONNX ops on small int64 tensors, e.g.
+``Reshape(y, Concat(Slice(Cast(Shape(x)), 0, 1), [1152]))``.  onnx2torch converts them to
+tensor ops and reads the result back with ``.tolist()``/``.item()`` at run time, which
+``torch.export`` rejects.  This module evaluates such chains once, at import, into
+:class:`IntValue`: a 0-D or 1-D vector whose elements are Python ints or symbolic
+expressions over tensor dimensions (:class:`DimOf`, :class:`BinOp`).  A converter whose
+"shape-like" input is known this way builds a module that computes the Python list from
+``x.shape`` in ``forward`` (via :class:`ShapeArgs`): static dims become ints during
+``torch.export`` and the batch dim stays a ``SymInt``.
+
+Ops understood on the way (the set tf2onnx uses for shape arithmetic): initializers and
+``Constant`` nodes, ``Shape``, ``Cast`` (to integer types), ``Identity``, ``Gather``,
+``Slice``, ``Concat``, ``Squeeze``, ``Unsqueeze``, ``Reshape``, ``ReduceProd``/``Sum``/
+``Max``/``Min`` and element-wise ``Add``/``Sub``/``Mul``/``Div``/``Mod``/``Max``/``Min``/
+``Neg``.  Anything else makes the value unknown and its consumer falls back to onnx2torch.
+"""
+
+from __future__ import annotations
+
+import operator
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+from onnx2torch.onnx_graph import OnnxGraph
+from torch import nn
+
+# Larger integer constants (embedding indices, gather tables) are data, not shapes.
+_MAX_CONSTANT_ELEMENTS = 64
+
+_INTEGER_TYPES = {
+    onnx.TensorProto.INT8,
+    onnx.TensorProto.INT16,
+    onnx.TensorProto.INT32,
+    onnx.TensorProto.INT64,
+    onnx.TensorProto.UINT8,
+    onnx.TensorProto.UINT16,
+    onnx.TensorProto.UINT32,
+    onnx.TensorProto.UINT64,
+}
+
+
+@dataclass(frozen=True)
+class DimOf:
+    """Dimension ``axis`` of the ONNX value ``value`` (``value.shape[axis]`` at run time)."""
+
+    value: str
+    axis: int
+
+
+@dataclass(frozen=True)
+class BinOp:
+    """An integer operation on two expressions; ``op`` is a key of ``_BINARY_OPS``."""
+
+    op: str
+    lhs: Expr
+    rhs: Expr
+
+
+Expr: TypeAlias = int | DimOf | BinOp
+
+
+def _trunc_div(a: int, b: int) -> int:
+    # ONNX integer Div truncates toward zero; Python's // floors.
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b >= 0) else -q
+
+
+# Symbolic operands are dimensions (non-negative), so floor division equals truncation there.
+_BINARY_OPS: dict[str, tuple[Callable[[int, int], int], Callable[[Any, Any], Any]]] = {
+    "add": (operator.add, operator.add),
+    "sub": (operator.sub, operator.sub),
+    "mul": (operator.mul, operator.mul),
+    "div": (_trunc_div, operator.floordiv),
+    "mod": (operator.mod, operator.mod),
+    "max": (max, torch.sym_max),
+    "min": (min, torch.sym_min),
+}
+
+
+def binop(op: str, lhs: Expr, rhs: Expr) -> Expr:
+    """``lhs op rhs``, folded to an int when both sides are ints, with x*1 / x+0 removed."""
+    if isinstance(lhs, int) and isinstance(rhs, int):
+        return _BINARY_OPS[op][0](lhs, rhs)
+    if (op == "mul" and rhs == 1) or (op in ("add", "sub") and rhs == 0):
+        return lhs
+    if (op == "mul" and lhs == 1) or (op == "add" and lhs == 0):
+        return rhs
+    return BinOp(op, lhs, rhs)
+
+
+def evaluate(expr: Expr, tensors: dict[str, torch.Tensor]) -> Any:
+    """The value of ``expr``: an int, or a ``SymInt`` while ``torch.export`` traces."""
+    if isinstance(expr, int):
+        return expr
+    if isinstance(expr, DimOf):
+        return tensors[expr.value].shape[expr.axis]
+    return _BINARY_OPS[expr.op][1](evaluate(expr.lhs, tensors), evaluate(expr.rhs, tensors))
+
+
+def _sources(expr: Expr) -> Iterable[str]:
+    if isinstance(expr, DimOf):
+        yield expr.value
+    elif isinstance(expr, BinOp):
+        yield from _sources(expr.lhs)
+        yield from _sources(expr.rhs)
+
+
+@dataclass(frozen=True)
+class IntValue:
+    """An integer tensor of rank 0 (``scalar``) or 1 whose elements are known expressions."""
+
+    elems: tuple[Expr, ...]
+    scalar: bool = False
+
+    def ints(self) -> list[int] | None:
+        """The elements as ints, or None if any depends on a run-time dimension."""
+        if all(isinstance(e, int) for e in self.elems):
+            return [int(e) for e in self.elems]  # type: ignore[arg-type]
+        return None
+
+
+class ShapeArgs(nn.Module):
+    """Base for modules whose integer arguments are :class:`Expr` lists over tensor dims.
+
+    ``sources`` names the ONNX values whose shapes the expressions read; a converter appends
+    them to the module's ONNX inputs, so ``forward`` receives them after its data inputs.
+    """
+
+    def __init__(self, exprs: Iterable[Expr]) -> None:
+        super().__init__()
+        self.sources: tuple[str, ...] = tuple(dict.fromkeys(s for e in exprs for s in _sources(e)))
+
+    def resolve(self, exprs: Sequence[Expr], source_tensors: Sequence[torch.Tensor]) -> list[Any]:
+        """Evaluate ``exprs`` given the source tensors in ``self.sources`` order."""
+        tensors = dict(zip(self.sources, source_tensors, strict=True))
+        return [evaluate(e, tensors) for e in exprs]
+
+
+def static_dims(graph: OnnxGraph, name: str) -> list[int | None] | None:
+    """The dims of ``name`` from shape inference (None for a symbolic dim), or None if the
+    rank is unknown."""
+    if name in graph.initializers:
+        return [int(d) for d in graph.initializers[name].proto.dims]
+    info = graph.value_info.get(name)
+    if info is None or not info.type.HasField("tensor_type"):
+        return None
+    ttype = info.type.tensor_type
+    if not ttype.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else None for d in ttype.shape.dim]
+
+
+def elem_type(graph: OnnxGraph, name: str) -> int | None:
+    """The ONNX element type of ``name`` if known."""
+    if name in graph.initializers:
+        return int(graph.initializers[name].proto.data_type)
+    info = graph.value_info.get(name)
+    if info is None or not info.type.HasField("tensor_type"):
+        return None
+    return int(info.type.tensor_type.elem_type) or None
+
+
+def dim_expr(graph: OnnxGraph, name: str, axis: int) -> Expr:
+    """``name.shape[axis]``: an int if shape inference knows it, else a :class:`DimOf`."""
+    dims = static_dims(graph, name)
+    if dims is not None and dims[axis] is not None:
+        return int(dims[axis])  # type: ignore[arg-type]
+    return DimOf(name, axis)
+
+
+def _from_array(array: np.ndarray) -> IntValue | None:
+    if array.dtype.kind not in "iu" or array.ndim > 1 or array.size > _MAX_CONSTANT_ELEMENTS:
+        return None
+    return IntValue(tuple(int(v) for v in array.reshape(-1)), scalar=array.ndim == 0)
+
+
+def _constant_node_value(node: onnx.NodeProto) -> IntValue | None:
+    for attr in node.attribute:
+        if attr.name == "value":
+            return _from_array(numpy_helper.to_array(attr.t))
+        if attr.name == "value_int":
+            return IntValue((int(attr.i),), scalar=True)
+        if attr.name == "value_ints":
+            return IntValue(tuple(int(i) for i in attr.ints))
+    return None
+
+
+def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
+    for attr in node.attribute:
+        if attr.name == name:
+            return onnx.helper.get_attribute_value(attr)
+    return default
+
+
+def _broadcast(values: Sequence[IntValue]) -> list[tuple[Expr, ...]] | None:
+    length = max(len(v.elems) for v in values)
+    rows = []
+    for v in values:
+        if len(v.elems) not in (1, length):
+            return None
+        rows.append(v.elems * length if len(v.elems) == 1 else v.elems)
+    return rows
+
+
+_ELEMENTWISE = {
+    "Add": "add",
+    "Sub": "sub",
+    "Mul": "mul",
+    "Div": "div",
+    "Mod": "mod",
+    "Max": "max",
+    "Min": "min",
+}
+_REDUCE = {"ReduceProd": "mul", "ReduceSum": "add", "ReduceMax": "max", "ReduceMin": "min"}
+
+
+def _infer(
+    node: onnx.NodeProto, inputs: list[IntValue | None], graph: OnnxGraph
+) -> IntValue | None:
+    # One branch per ONNX op: the shape-arithmetic subset listed in the module docstring.
+    op = node.op_type
+    if op == "Shape":
+        dims = static_dims(graph, node.input[0])
+        if dims is None:
+            return None
+        rank = len(dims)
+        start, end = _attr(node, "start", 0), _attr(node, "end", rank)
+        return IntValue(tuple(dim_expr(graph, node.input[0], a) for a in range(rank)[start:end]))
+    if any(v is None for v in inputs[:1]):
+        return None
+    first = inputs[0]
+    assert first is not None
+    if op in ("Identity",) or (op == "Cast" and _attr(node, "to") in _INTEGER_TYPES):
+        return first
+    if op == "Neg":
+        return IntValue(tuple(binop("sub", 0, e) for e in first.elems), first.scalar)
+    if op in _ELEMENTWISE:
+        if any(v is None for v in inputs):
+            return None
+        known = [v for v in inputs if v is not None]
+        rows = _broadcast(known)
+        if rows is None:
+            return None
+        result = list(rows[0])
+        for row in rows[1:]:
+            result = [binop(_ELEMENTWISE[op], a, b) for a, b in zip(result, row, strict=True)]
+        return IntValue(tuple(result), scalar=all(v.scalar for v in known))
+    if first.scalar:
+        if op == "Unsqueeze":
+            return IntValue(first.elems)
+        if op == "Reshape" and len(inputs) > 1 and inputs[1] is not None:
+            return IntValue(first.elems, scalar=inputs[1].elems == ())
+        return None
+    # From here on `first` is a 1-D vector.
+    if op == "Gather":
+        indices = inputs[1].ints() if inputs[1] is not None else None
+        if indices is None or _attr(node, "axis", 0) not in (0, -1):
+            return None
+        assert inputs[1] is not None
+        n = len(first.elems)
+        if any(not -n <= i < n for i in indices):
+            return None
+        return IntValue(tuple(first.elems[i] for i in indices), scalar=inputs[1].scalar)
+    if op == "Slice":
+        args = [v.ints() if v is not None else None for v in inputs[1:]]
+        if any(a is None for a in args) or len(args) < 2:
+            return None
+        starts, ends = args[0], args[1]
+        axes = args[2] if len(args) > 2 else [0]
+        steps = args[3] if len(args) > 3 else [1]
+        if axes not in ([0], [-1]) or starts is None or ends is None or steps is None:
+            return None
+        # Python's slice clamping is ONNX's, for either sign of step.
+        return IntValue(first.elems[slice(starts[0], ends[0], steps[0])])
+    if op == "Concat":
+        if any(v is None or v.scalar for v in inputs):
+            return None
+        return IntValue(tuple(e for v in inputs if v is not None for e in v.elems))
+    if op == "Squeeze" and len(first.elems) == 1:
+        return IntValue(first.elems, scalar=True)
+    if op == "Reshape" and len(inputs) > 1 and inputs[1] is not None:
+        target = inputs[1].ints()
+        if target == []:
+            return IntValue(first.elems, scalar=True) if len(first.elems) == 1 else None
+        return first if target is not None and len(target) == 1 else None
+    if op in _REDUCE and first.elems:
+        total: Expr = first.elems[0]
+        for e in first.elems[1:]:
+            total = binop(_REDUCE[op], total, e)
+        return IntValue((total,), scalar=not _attr(node, "keepdims", 1))
+    return None
+
+
+_CACHE: weakref.WeakKeyDictionary[OnnxGraph, dict[str, IntValue]] = weakref.WeakKeyDictionary()
+
+
+def _analyse(graph: OnnxGraph) -> dict[str, IntValue]:
+    known: dict[str, IntValue] = {}
+    for name, tensor in graph.initializers.items():
+        value = _from_array(numpy_helper.to_array(tensor.proto))
+        if value is not None:
+            known[name] = value
+    for onnx_node in graph.nodes.values():
+        node = onnx_node.proto
+        if node.op_type == "Constant":
+            value = _constant_node_value(node)
+        elif node.domain in ("", "ai.onnx") and len(node.output) == 1:
+            value = _infer(node, [known.get(i) for i in node.input], graph)
+        else:
+            value = None
+        if value is not None:
+            known[node.output[0]] = value
+    return known
+
+
+def known_int_value(graph: OnnxGraph, name: str) -> IntValue | None:
+    """What the import knows about the integer tensor ``name``, or None (also for ``''``)."""
+    if not name:
+        return None
+    if graph not in _CACHE:
+        _CACHE[graph] = _analyse(graph)
+    return _CACHE[graph].get(name)
+
+
+def known_ints(graph: OnnxGraph, name: str) -> list[int] | None:
+    """The elements of ``name`` if it is a constant integer tensor (possibly computed)."""
+    value = known_int_value(graph, name)
+    return value.ints() if value is not None else None
