@@ -1,0 +1,212 @@
+"""The run report: ``report.json`` for machines, ``report.md`` and a terminal table for people.
+
+``report.json`` keys (schema ``tf2torch.report/1``; other tools read these names):
+``schema``, ``created``, ``source``, ``verdict`` (pass/fail/error), ``error``, ``stages``
+(name → ``status``, ``seconds``), ``providers`` (``onnxruntime``: the execution provider
+that ran, ``torch_device``), ``comparisons`` (see :class:`pipeline.compare.OutputComparison`),
+``passes``, ``inputs``, ``tolerances``, ``artifacts`` (name → file in the run directory),
+``versions``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from pipeline.compare import OutputComparison
+from pipeline.errors import Tf2TorchError
+from pipeline.run_dir import REPORT_NAME, atomic_write_bytes
+
+REPORT_SCHEMA = "tf2torch.report/1"
+REPORT_JSON = REPORT_NAME
+REPORT_MD = "report.md"
+STAGES = ("export", "fixup", "import", "compare")
+
+
+def verdict_of(comparisons: Iterable[OutputComparison]) -> str:
+    """``pass`` when there is at least one comparison and all pass, else ``fail``."""
+    results = list(comparisons)
+    return "pass" if results and all(results) else "fail"
+
+
+@dataclass
+class Report:
+    """Collects what the stages did; :meth:`write` saves it into a run directory."""
+
+    source: str
+    verdict: str = "error"
+    error: dict[str, str] | None = None
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    providers: dict[str, str] = field(default_factory=dict)
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
+    passes: list[dict[str, Any]] = field(default_factory=list)
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    tolerances: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[dict[str, Any]]:
+        """Time stage ``name``; mark it ``ok``, or ``failed`` (and record the error) on raise."""
+        entry: dict[str, Any] = {"status": "running", "seconds": 0.0}
+        self.stages[name] = entry
+        start = time.perf_counter()
+        try:
+            yield entry
+        except Tf2TorchError as err:
+            entry["status"] = "failed"
+            self.error = {"kind": err.kind, "message": str(err), "stage": name}
+            raise
+        except BaseException:
+            entry["status"] = "failed"
+            raise
+        else:
+            entry["status"] = "ok"
+        finally:
+            entry["seconds"] = round(time.perf_counter() - start, 3)
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as a JSON-ready dict (see the module docstring for the keys)."""
+        return {
+            "schema": REPORT_SCHEMA,
+            "created": self.created,
+            "source": self.source,
+            "verdict": self.verdict,
+            "error": self.error,
+            "stages": self.stages,
+            "providers": self.providers,
+            "comparisons": self.comparisons,
+            "passes": self.passes,
+            "inputs": self.inputs,
+            "tolerances": self.tolerances,
+            "artifacts": self.artifacts,
+            "versions": self.versions,
+        }
+
+    def write(self, run_dir: Path) -> None:
+        """Write ``report.json`` and ``report.md`` into ``run_dir``, each atomically."""
+        data = self.to_json()
+        text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+        atomic_write_bytes(run_dir / REPORT_JSON, text.encode())
+        atomic_write_bytes(run_dir / REPORT_MD, render_markdown(data).encode())
+
+
+def _fmt(value: float | None, spec: str = ".2e") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _row(c: Mapping[str, Any]) -> list[str]:
+    mismatch = c["mismatch_fraction"]
+    return [
+        c["pair"],
+        c["output"],
+        _fmt(c["max_abs"]),
+        _fmt(c["max_rel"]),
+        "-" if mismatch is None else f"{100 * mismatch:.2f}%",
+        _fmt(c["cosine"], ".8f"),
+        f"{c['atol']:g}",
+        f"{c['rtol']:g}",
+        "PASS" if c["pass"] else "FAIL",
+        c.get("note") or "",
+    ]
+
+
+_COLUMNS = (
+    "pair",
+    "output",
+    "max abs",
+    "max rel",
+    "mismatch",
+    "cosine",
+    "atol",
+    "rtol",
+    "verdict",
+    "note",
+)
+
+
+def render_table(comparisons: Iterable[Mapping[str, Any]]) -> Table:
+    """The comparisons as a rich table, PASS in green and FAIL in red."""
+    table = Table(title="TensorFlow vs ONNX Runtime vs PyTorch")
+    for column in _COLUMNS:
+        table.add_column(
+            column, justify="right" if column not in ("pair", "output", "note") else "left"
+        )
+    for c in comparisons:
+        cells = [escape(cell) for cell in _row(c)]
+        colour = "green" if c["pass"] else "red"
+        cells[8] = f"[{colour}]{cells[8]}[/]"
+        table.add_row(*cells)
+    return table
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    """``report.md``: the verdict, stages, providers, comparisons, passes and artifacts."""
+    lines = [
+        f"# tf2torch report: {report['verdict'].upper()}",
+        "",
+        f"- source: `{report['source']}`",
+        f"- created: {report['created']}",
+    ]
+    if report["providers"]:
+        lines.append(
+            f"- ONNX Runtime provider: {report['providers'].get('onnxruntime')}; "
+            f"torch device: {report['providers'].get('torch_device')}"
+        )
+    if report.get("error"):
+        lines.append(f"- error ({report['error']['stage']}): {report['error']['message']}")
+    lines += ["", "## Stages", "", "| stage | status | seconds |", "|---|---|---|"]
+    lines += [
+        f"| {name} | {s['status']} | {s['seconds']:.2f} |" for name, s in report["stages"].items()
+    ]
+    lines += [
+        "",
+        "## Comparisons",
+        "",
+        "| " + " | ".join(_COLUMNS) + " |",
+        "|" + "---|" * len(_COLUMNS),
+    ]
+    lines += ["| " + " | ".join(_row(c)) + " |" for c in report["comparisons"]]
+    if report["passes"]:
+        lines += [
+            "",
+            "## Fixup passes",
+            "",
+            "| pass | status | check | seconds |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {p.get('name')} | {p.get('status')} | {p.get('check', '')} | {p.get('seconds', 0):.2f} |"
+            for p in report["passes"]
+        ]
+    lines += ["", "## Artifacts", ""]
+    lines += [f"- {name}: `{path}`" for name, path in report["artifacts"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def print_summary(console: Console, report: Mapping[str, Any]) -> None:
+    """Print the stage times, the comparison table and the verdict line."""
+    stages = "  ".join(f"{name} {s['seconds']:.1f}s" for name, s in report["stages"].items())
+    providers = report["providers"]
+    console.print(
+        f"stages: {stages}   (onnxruntime: {providers.get('onnxruntime')}, "
+        f"torch: {providers.get('torch_device')})",
+        markup=False,
+    )
+    console.print(render_table(report["comparisons"]))
+    verdict = report["verdict"]
+    colour = "green" if verdict == "pass" else "red"
+    failing = sum(1 for c in report["comparisons"] if not c["pass"])
+    detail = "all pairs agree" if verdict == "pass" else f"{failing} comparison(s) out of tolerance"
+    console.print(f"[bold {colour}]{verdict.upper()}[/]: {detail}")
