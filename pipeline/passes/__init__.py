@@ -1,0 +1,234 @@
+"""The fixup stage: an ordered list of graph passes, each checked as it runs.
+
+A pass is any object with ``name``, ``description`` and ``apply(model) -> PassResult``
+(:class:`~pipeline.passes.base.FixupPass`).  Built-in passes live in this package; custom-op
+patches are modules of the :mod:`patches` package (and of any ``--patches DIR``) that define
+``PATCH``, an object of that shape.
+
+After every pass that changed something, the graph must pass the ONNX checker (full check,
+strict shape inference), and ONNX Runtime's outputs on the run's inputs must still match
+the outputs of the graph before the pass (per-dtype tolerances of
+:data:`pipeline.compare.DTYPE_DEFAULTS`).  A pass that breaks either stops the run with a
+:class:`~pipeline.errors.PassError` naming it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import pkgutil
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from pipeline import compare
+from pipeline.errors import BadInputError, PassError
+from pipeline.ort_runner import OrtRunner
+from pipeline.passes.base import FixupPass, PassRecord, PassResult
+from pipeline.passes.erfc import ErfcPass
+
+__all__ = [
+    "FixupPass",
+    "PassRecord",
+    "PassResult",
+    "builtin_patches",
+    "default_passes",
+    "load_patch_dir",
+    "run_passes",
+]
+
+
+def _check_pass_object(obj: object, origin: str) -> FixupPass:
+    if not isinstance(obj, FixupPass) or not isinstance(getattr(obj, "name", None), str):
+        raise BadInputError(
+            f"{origin}: PATCH must have a str 'name', a 'description' and an "
+            "'apply(model) -> PassResult' method"
+        )
+    return obj
+
+
+def builtin_patches() -> list[FixupPass]:
+    """The ``PATCH`` of every module in the :mod:`patches` package, in module-name order."""
+    import patches
+
+    found = []
+    for info in sorted(pkgutil.iter_modules(patches.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"patches.{info.name}")
+        if hasattr(module, "PATCH"):
+            found.append(_check_pass_object(module.PATCH, f"patches/{info.name}.py"))
+    return found
+
+
+def default_passes() -> list[FixupPass]:
+    """Built-in passes followed by the built-in custom-op patches."""
+    return [ErfcPass(), *builtin_patches()]
+
+
+def load_patch_dir(directory: Path) -> list[FixupPass]:
+    """Import every ``*.py`` in ``directory`` (names starting with ``_`` excepted) and
+    return their ``PATCH`` objects in file-name order.
+
+    Raises :class:`BadInputError` naming the file when one fails to import, lacks ``PATCH``
+    or defines one of the wrong shape.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise BadInputError(f"patch directory not found: {directory}")
+    found = []
+    for path in sorted(directory.glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        module_name = f"tf2torch_user_patch_{abs(hash(path.resolve()))}_{path.stem}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise BadInputError(f"patch file {path} cannot be imported")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as err:  # any error in user code: name the file, keep one line
+            del sys.modules[module_name]
+            raise BadInputError(
+                f"patch file {path} failed to import: {type(err).__name__}: {err}"
+            ) from err
+        if not hasattr(module, "PATCH"):
+            raise BadInputError(f"patch file {path} defines no PATCH object")
+        found.append(_check_pass_object(module.PATCH, f"patch file {path}"))
+    return found
+
+
+def _check_unique(passes: Sequence[FixupPass]) -> None:
+    seen: dict[str, FixupPass] = {}
+    for p in passes:
+        if p.name in seen:
+            raise BadInputError(
+                f"two passes are named {p.name!r} ({type(seen[p.name]).__module__} and "
+                f"{type(p).__module__}); rename one"
+            )
+        seen[p.name] = p
+
+
+def _validity_error(model: onnx.ModelProto) -> str | None:
+    """The checker's complaint about ``model`` (full check, strict shape inference), or None."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
+        return str(err).strip().splitlines()[0]
+    return None
+
+
+def _unknown_ops(model: onnx.ModelProto) -> list[str]:
+    """Default-domain op types of ``model`` that ONNX itself does not define."""
+    local = {(f.domain, f.name) for f in model.functions}
+    unknown = set()
+    for node in model.graph.node:
+        if (node.domain, node.op_type) in local or node.domain not in ("", "ai.onnx"):
+            continue
+        if not onnx.defs.has(node.op_type):
+            unknown.add(node.op_type)
+    return sorted(unknown)
+
+
+def _ort_outputs(
+    model: onnx.ModelProto, inputs: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray] | None:
+    """ONNX Runtime's outputs, or None where the graph is not runnable yet."""
+    if _validity_error(model) is not None:
+        return None
+    try:
+        return OrtRunner(model).run(inputs)
+    except Exception:  # valid ONNX that ONNX Runtime lacks a kernel for: no numbers yet
+        return None
+
+
+def _max_change(before: Mapping[str, np.ndarray], after: Mapping[str, np.ndarray]) -> float:
+    worst = 0.0
+    for name, ref in before.items():
+        other = after.get(name)
+        if other is None or other.shape != ref.shape:
+            return float("inf")
+        if ref.size and np.issubdtype(ref.dtype, np.number):
+            diff = np.abs(ref.astype(np.float64) - other.astype(np.float64))
+            worst = max(worst, float(np.nanmax(diff)) if not np.isnan(diff).all() else 0.0)
+    return worst
+
+
+def _run_one(
+    p: FixupPass,
+    model: onnx.ModelProto,
+    before: dict[str, np.ndarray] | None,
+    inputs: Mapping[str, np.ndarray],
+) -> tuple[onnx.ModelProto, dict[str, np.ndarray] | None, PassRecord]:
+    start = time.perf_counter()
+    try:
+        result = p.apply(model)
+    except Exception as err:  # a pass is code we (or the user) wrote: name it
+        raise PassError(f"pass {p.name!r} raised {type(err).__name__}: {err}") from err
+    if not isinstance(result, PassResult):
+        raise PassError(f"pass {p.name!r} returned {type(result).__name__}, not a PassResult")
+    record = PassRecord(
+        name=p.name,
+        status="unchanged" if result.changes == 0 else "applied",
+        seconds=0.0,
+        nodes_before=len(model.graph.node),
+        nodes_after=len(result.model.graph.node),
+        changes=result.changes,
+        check="none",
+    )
+    if result.changes == 0:
+        record.seconds = time.perf_counter() - start
+        return model, before, record
+
+    after_model = result.model
+    problem = _validity_error(after_model)
+    if problem is not None:
+        if before is not None:
+            raise PassError(f"pass {p.name!r} made the graph invalid: {problem}")
+        record.seconds = time.perf_counter() - start
+        return after_model, None, record  # still not valid ONNX: a later pass may fix it
+
+    try:
+        after = OrtRunner(after_model).run(inputs)
+    except Exception as err:  # ORT's own exceptions share no base class worth naming
+        raise PassError(
+            f"pass {p.name!r} left a graph ONNX Runtime cannot run: {str(err).splitlines()[0]}"
+        ) from err
+    if before is None:
+        record.check = "validity"
+    else:
+        record.check = "numeric"
+        for c in compare.compare_all(
+            {"before": before, "after": after}, compare.Tolerances(), [("before", "after")]
+        ):
+            if not c:
+                raise PassError(f"pass {p.name!r} changed ONNX Runtime's outputs: {c}")
+        record.max_abs_change = _max_change(before, after)
+    record.seconds = time.perf_counter() - start
+    return after_model, after, record
+
+
+def run_passes(
+    model: onnx.ModelProto,
+    passes: Iterable[FixupPass],
+    inputs: Mapping[str, np.ndarray],
+) -> tuple[onnx.ModelProto, list[PassRecord]]:
+    """Apply ``passes`` in order to ``model``, checking each one; return the graph and records.
+
+    The final graph may still contain ops ONNX does not define (the import stage lists them
+    all as unsupported); any other checker error left at the end raises :class:`PassError`.
+    """
+    passes = list(passes)
+    _check_unique(passes)
+    before = _ort_outputs(model, inputs)
+    records = []
+    for p in passes:
+        model, before, record = _run_one(p, model, before, inputs)
+        records.append(record)
+    problem = _validity_error(model)
+    if problem is not None and not _unknown_ops(model):
+        raise PassError(f"the graph after all fixup passes is not valid ONNX: {problem}")
+    return model, records

@@ -1,0 +1,41 @@
+"""The zoo's index, importable without TensorFlow: what each model in ``zoo.py`` needs.
+
+``expected`` is what the pipeline does with the model today: ``"pass"`` (all three pairs
+agree) or ``"unsupported"`` (the import stage lists ops no converter handles yet).
+``slow`` models (real networks) are left out of the default test run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One zoo model: the factory ``zoo.py:<name>`` and how to run it."""
+
+    name: str
+    expected: str = "pass"
+    slow: bool = False
+    input_ranges: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+
+
+ZOO: dict[str, ZooEntry] = {
+    e.name: e
+    for e in (
+        ZooEntry("scale_layer_net"),
+        ZooEntry("dense_relu"),
+        ZooEntry("dense_sigmoid"),
+        ZooEntry("dense_mlp"),
+        ZooEntry("linear_regression"),
+        ZooEntry("cnn"),
+        ZooEntry("lstm", expected="unsupported"),
+        ZooEntry("self_attention"),
+        ZooEntry("self_attention_layernorm"),
+        ZooEntry("multi_head_attention"),
+        ZooEntry("attention_pooling", input_ranges={"tokens": (0, 50)}),
+        ZooEntry("mobilenet_v2", slow=True),
+        ZooEntry("convnext_tiny", slow=True),
+    )
+}

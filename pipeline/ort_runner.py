@@ -1,0 +1,75 @@
+"""ONNX Runtime sessions: the CUDA execution provider where it really works, CPU otherwise."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Mapping
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+log = logging.getLogger(__name__)
+
+# ONNX Runtime 1.31 reads IR versions up to 13; onnx 1.23's helpers write 14 by default.
+MAX_ORT_IR_VERSION = 10
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+@functools.cache
+def select_providers() -> tuple[str, ...]:
+    """``(CUDA, CPU)`` where a GPU and the CUDA provider are usable, else ``(CPU,)``.
+
+    Asking for CUDA on a machine without it makes ONNX Runtime log an error at every session,
+    so CUDA is requested only when the provider is built in, torch sees a GPU, and the
+    CUDA 13 / cuDNN 9 libraries (installed by the torch wheel) load.
+    """
+    if CUDA not in ort.get_available_providers():
+        return (CPU,)
+    import torch
+
+    if not torch.cuda.is_available():
+        return (CPU,)
+    try:
+        ort.preload_dlls()
+    except Exception as err:  # a broken CUDA install: run on the CPU and say why
+        log.warning("ONNX Runtime cannot load the CUDA libraries (%s); using the CPU", err)
+        return (CPU,)
+    return (CUDA, CPU)
+
+
+def ensure_ir_version(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Return ``model`` with an IR version ONNX Runtime accepts (at most 10; copied if changed)."""
+    if model.ir_version <= MAX_ORT_IR_VERSION:
+        return model
+    clamped = onnx.ModelProto()
+    clamped.CopyFrom(model)
+    clamped.ir_version = MAX_ORT_IR_VERSION
+    return clamped
+
+
+class OrtRunner:
+    """One ONNX Runtime session over a model; :attr:`provider` is the EP that actually runs."""
+
+    def __init__(self, model: onnx.ModelProto, providers: tuple[str, ...] | None = None) -> None:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: no per-node fallback warnings
+        self.session = ort.InferenceSession(
+            ensure_ir_version(model).SerializeToString(),
+            sess_options=options,
+            providers=list(providers or select_providers()),
+        )
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    @property
+    def provider(self) -> str:
+        """The execution provider the session really uses (never claims CUDA it lacks)."""
+        return str(self.session.get_providers()[0])
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model; outputs keyed by name, in graph output order."""
+        feed = {i.name: inputs[i.name] for i in self.session.get_inputs()}
+        values = self.session.run(self.output_names, feed)
+        return dict(zip(self.output_names, (np.asarray(v) for v in values), strict=True))
