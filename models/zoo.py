@@ -12,8 +12,8 @@ layers for loading a saved ``.keras``/``.h5`` file.
 
 from __future__ import annotations
 
-import numpy as np
 import keras
+import numpy as np
 from keras import layers, ops
 
 SEED = 1234
@@ -185,7 +185,7 @@ def linear_regression() -> keras.Model:
 
 
 def cnn() -> keras.Model:
-    """28×28×1 NHWC → Conv 3×3 (32) → MaxPool → Flatten → Dense(10) logits."""
+    """28x28x1 NHWC → Conv 3x3 (32) → MaxPool → Flatten → Dense(10) logits."""
     _seeded()
     inputs = keras.Input((28, 28, 1), name="image")
     h = layers.Conv2D(32, 3, activation="relu", name="conv")(inputs)
@@ -218,7 +218,9 @@ def self_attention_layernorm() -> keras.Model:
     _seeded()
     inputs = keras.Input((8, 16), name="sequence")
     h = SelfAttention(16, name="attention")(inputs)
-    h = layers.LayerNormalization(epsilon=1e-3, name="norm")(layers.Add(name="residual")([inputs, h]))
+    h = layers.LayerNormalization(epsilon=1e-3, name="norm")(
+        layers.Add(name="residual")([inputs, h])
+    )
     outputs = layers.Dense(4, name="head")(h)
     return randomize_weights(keras.Model(inputs, outputs, name="self_attention_layernorm"))
 
@@ -243,7 +245,7 @@ def attention_pooling() -> keras.Model:
 
 
 def mobilenet_v2() -> keras.Model:
-    """``keras.applications.MobileNetV2`` on 96×96, random weights, logits out."""
+    """``keras.applications.MobileNetV2`` on 96x96, random weights, logits out."""
     _seeded()
     model = keras.applications.MobileNetV2(
         input_shape=(96, 96, 3), weights=None, classifier_activation=None
@@ -252,7 +254,7 @@ def mobilenet_v2() -> keras.Model:
 
 
 def convnext_tiny() -> keras.Model:
-    """``keras.applications.ConvNeXtTiny`` on 64×64 (exact gelu: needs the Erfc pass)."""
+    """``keras.applications.ConvNeXtTiny`` on 64x64 (exact gelu: needs the Erfc pass)."""
     _seeded()
     model = keras.applications.ConvNeXtTiny(
         input_shape=(64, 64, 3), weights=None, classifier_activation=None

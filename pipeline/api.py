@@ -21,7 +21,7 @@ from pipeline import compare, report
 from pipeline.errors import BadInputError, UnsupportedOpsError
 from pipeline.ort_runner import OrtRunner
 from pipeline.passes import default_passes, load_patch_dir, run_passes
-from pipeline.run_dir import staged_run_dir
+from pipeline.run_dir import staged_run_dir, write_npz
 from pipeline.signature import TensorSpec
 from pipeline.sources import parse_source
 from pipeline.tf_client import export_with_tf
@@ -151,10 +151,10 @@ def convert(
         tf_outputs = _read_npz(exported.tf_outputs_npz)
         exported.inputs_npz.unlink()
         exported.tf_outputs_npz.unlink()
-        np.savez(
+        write_npz(
             staging / GOLDEN,
-            **{f"input/{k}": v for k, v in inputs.items()},
-            **{f"output/{k}": v for k, v in tf_outputs.items()},
+            {f"input/{k}": v for k, v in inputs.items()}
+            | {f"output/{k}": v for k, v in tf_outputs.items()},
         )
 
         notify("fixup")

@@ -137,17 +137,33 @@ _COLUMNS = (
 
 
 def render_table(comparisons: Iterable[Mapping[str, Any]]) -> Table:
-    """The comparisons as a rich table, PASS in green and FAIL in red."""
+    """The comparisons as a compact rich table (fits 80 columns), PASS green, FAIL red.
+
+    The note column appears only when some comparison has a note.
+    """
+    rows = list(comparisons)
+    with_notes = any(c.get("note") for c in rows)
     table = Table(title="TensorFlow vs ONNX Runtime vs PyTorch")
-    for column in _COLUMNS:
+    columns = ["pair", "output", "max abs", "max rel", "mismatch", "cosine", "atol/rtol", "verdict"]
+    for column in columns + (["note"] if with_notes else []):
+        left = column in ("pair", "output", "note")
         table.add_column(
-            column, justify="right" if column not in ("pair", "output", "note") else "left"
+            column,
+            justify="left" if left else "right",
+            no_wrap=column != "note",
+            overflow="fold" if column in ("output", "note") else "ellipsis",
         )
-    for c in comparisons:
-        cells = [escape(cell) for cell in _row(c)]
+    for c in rows:
+        full = _row(c)
         colour = "green" if c["pass"] else "red"
-        cells[8] = f"[{colour}]{cells[8]}[/]"
-        table.add_row(*cells)
+        cells = [
+            *full[:5],
+            _fmt(c["cosine"], ".6f"),
+            f"{c['atol']:g}/{c['rtol']:g}",
+            f"[{colour}]{full[8]}[/]",
+        ]
+        cells = [escape(x) if i < 7 else x for i, x in enumerate(cells)]
+        table.add_row(*cells, *([escape(full[9])] if with_notes else []))
     return table
 
 

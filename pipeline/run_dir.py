@@ -8,12 +8,15 @@ the new one replaces it.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
 
 from pipeline.errors import BadInputError
 
@@ -79,3 +82,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write ``arrays`` as an uncompressed ``.npz`` at ``path``, atomically."""
+    buffer = io.BytesIO()
+    # numpy's stub types **kwds as if a key could be `allow_pickle`; ours are array names.
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    atomic_write_bytes(Path(path), buffer.getvalue())

@@ -31,6 +31,7 @@ import numpy as np
 
 from pipeline.errors import BadInputError, OnnxExportError, Tf2TorchError
 from pipeline.inputs import check_range_names, draw_inputs, load_inputs
+from pipeline.run_dir import write_npz
 from pipeline.signature import TensorSpec
 from pipeline.sources import Source, SourceKind
 
@@ -189,7 +190,11 @@ def _saved_model(path: str, override: list[TensorSpec]) -> LoadedModel:
     ]
     output_names = list(signature.structured_outputs)
 
+    # The closures below must hold `loaded` itself: a signature alone does not keep the
+    # SavedModel's variables alive ("Called a function referencing variables which have
+    # been deleted").
     def run(arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+        signature = loaded.signatures["serving_default"]
         result = signature(**{s.name: tf.constant(arrays[s.name]) for s in specs})
         return [np.asarray(result[name]) for name in output_names]
 
@@ -200,6 +205,7 @@ def _saved_model(path: str, override: list[TensorSpec]) -> LoadedModel:
         # get the signature's names through Identity ops that `rename_outputs` resolves.
         @tf.function(input_signature=tf_specs)
         def positional(*args: Any) -> list[Any]:
+            signature = loaded.signatures["serving_default"]
             result = signature(**{s.name: a for s, a in zip(specs, args, strict=True)})
             return [result[name] for name in output_names]
 
@@ -313,7 +319,7 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
         arrays = load_inputs(Path(request["inputs_npz"]), specs)
     else:
         arrays = draw_inputs(specs, batch=request["batch"], seed=request["seed"], ranges=ranges)
-    np.savez(work_dir / "inputs.npz", **arrays)
+    write_npz(work_dir / "inputs.npz", arrays)
 
     with _timed(timings, "export"):
         try:
@@ -337,7 +343,7 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
             f"the TF model returned {len(outputs)} outputs but the ONNX graph has "
             f"{len(output_names)}"
         )
-    np.savez(work_dir / "tf_outputs.npz", **dict(zip(output_names, outputs, strict=True)))
+    write_npz(work_dir / "tf_outputs.npz", dict(zip(output_names, outputs, strict=True)))
     return {
         "inputs": [s.to_json() for s in specs],
         "outputs": output_names,

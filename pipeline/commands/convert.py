@@ -18,9 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from pipeline.api import ConvertOptions, convert
+from pipeline.console import make_console
 from pipeline.errors import BadInputError
 from pipeline.inputs import parse_input_ranges, parse_input_specs
 from pipeline.report import print_summary
@@ -150,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         worker_timeout=args.worker_timeout,
     )
     out_dir = args.out or default_out_dir(args.source)
-    console = Console(stderr=True, highlight=False)
+    console = make_console(stderr=True)
     show_progress = not (args.quiet or args.json)
     if show_progress:
         with console.status("starting") as status:
@@ -162,5 +161,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.report, indent=2))
     else:
-        print_summary(Console(highlight=False), result.report)
+        print_summary(make_console(), result.report)
     return 0 if result else 1

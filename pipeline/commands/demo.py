@@ -8,6 +8,7 @@ unsupported-op error.  Exit code 0 when every model is as expected, 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import sys
 import time
@@ -15,10 +16,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from rich.console import Console
 from rich.markup import escape
+from rich.status import Status
 
 from pipeline.api import ConvertOptions, convert
+from pipeline.console import make_console
 from pipeline.errors import BadInputError, Tf2TorchError, UnsupportedOpsError
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
@@ -63,13 +65,17 @@ def _worst(comparisons: list[dict[str, Any]], pair: str) -> str:
     return f"{pair} {max(values):.1e}"
 
 
+def _show_stage(status: Status, name: str, stage: str) -> None:
+    status.update(f"{name}: {stage} ...")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``tf2torch demo``; returns 0 when every model behaved as the zoo expects."""
     zoo = load_catalog().ZOO
     unknown = sorted(set(args.models) - set(zoo))
     if unknown:
         raise BadInputError(f"unknown zoo model(s): {', '.join(unknown)}; known: {', '.join(zoo)}")
-    console = Console(highlight=False)
+    console = make_console()
     all_as_expected = True
     for name, entry in zoo.items():
         if (args.models and name not in args.models) or (args.skip_slow and entry.slow):
@@ -82,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
                     f"{MODELS_DIR / 'zoo.py'}:{name}",
                     args.out / name,
                     options,
-                    on_stage=lambda s, n=name: status.update(f"{n}: {s} ..."),
+                    on_stage=functools.partial(_show_stage, status, name),
                 )
                 verdict = result.verdict
                 detail = "  ".join(

@@ -45,7 +45,9 @@ class ErfcPass:
 
     def apply(self, model: onnx.ModelProto) -> PassResult:
         """Return the rewritten copy of ``model`` and the number of Erfc nodes replaced."""
-        if not any(node.op_type == "Erfc" and node.domain in ("", "ai.onnx") for node in model.graph.node):
+        if not any(
+            node.op_type == "Erfc" and node.domain in ("", "ai.onnx") for node in model.graph.node
+        ):
             return PassResult(model, 0)
         ir_model = ir.serde.deserialize_model(model)
         changes = ERFC_RULE.apply_to_model(ir_model)
