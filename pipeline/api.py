@@ -7,6 +7,7 @@ never imports TensorFlow (TF work runs in :mod:`pipeline.tf_worker`); failures r
 
 from __future__ import annotations
 
+import json
 import platform
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,9 @@ import torch
 
 from pipeline import compare, report
 from pipeline.errors import BadInputError, UnsupportedOpsError
+from pipeline.gradients import compare_gradients, torch_gradients
 from pipeline.ort_runner import OrtRunner
+from pipeline.parameters import adopt_tf_variables, count_trainable
 from pipeline.passes import default_passes, load_patch_dir, run_passes
 from pipeline.run_dir import staged_run_dir, write_npz
 from pipeline.signature import TensorSpec
@@ -149,8 +152,9 @@ def convert(
             )
         inputs = _read_npz(exported.inputs_npz)
         tf_outputs = _read_npz(exported.tf_outputs_npz)
-        exported.inputs_npz.unlink()
-        exported.tf_outputs_npz.unlink()
+        tf_variables = _read_npz(exported.variables_npz)
+        for scratch in (exported.inputs_npz, exported.tf_outputs_npz, exported.variables_npz):
+            scratch.unlink()
         write_npz(
             staging / GOLDEN,
             {f"input/{k}": v for k, v in inputs.items()}
@@ -170,6 +174,12 @@ def convert(
             if unsupported:
                 raise UnsupportedOpsError("import", unsupported)
             eager = import_onnx(fixed)
+            parameters = adopt_tf_variables(
+                eager,
+                exported.variables,
+                [tf_variables[f"value/{i}"] for i in range(len(exported.variables))],
+            )
+            rep.parameters = [p.to_json() for p in parameters]
             example = [inputs[s.name] for s in exported.inputs]
             export_program(eager, example, staging / PT2)
             module = load_program(staging / PT2)
@@ -185,6 +195,24 @@ def convert(
                 "torch": run_torch(module, inputs, input_names, exported.outputs, device),
             }
             comparisons = compare.compare_all(outputs, tolerances)
+
+        notify("gradients")
+        with rep.stage("gradients"):
+            tf_grads = {
+                meta["path"]: tf_variables[f"grad/{i}"]
+                for i, meta in enumerate(exported.variables)
+                if f"grad/{i}" in tf_variables
+            }
+            weights = {
+                k.removeprefix("loss_weight/"): v
+                for k, v in tf_variables.items()
+                if k.startswith("loss_weight/")
+            }
+            torch_grads = torch_gradients(module, inputs, input_names, exported.outputs, weights)
+            gradient_checks = compare_gradients(
+                parameters, tf_grads, torch_grads, compare.DTYPE_DEFAULTS["float32"]
+            )
+            rep.gradients = [g.to_json() for g in gradient_checks]
 
         rep.providers = {"onnxruntime": ort.provider, "torch_device": str(device)}
         rep.comparisons = [c.to_json() for c in comparisons]
@@ -212,7 +240,8 @@ def convert(
             "torch": torch.__version__,
             **exported.versions,
         }
-        rep.verdict = report.verdict_of(comparisons)
+        rep.parameter_count = count_trainable(module, exported.variables, parameters)
+        rep.verdict = report.verdict_of(comparisons, gradient_checks, rep.parameter_count)
         rep.write(staging)
         result_dir = Path(out_dir).absolute()
     return ConversionResult(
@@ -232,4 +261,17 @@ def load_torch(run_dir: str | Path) -> torch.nn.Module:
     path = Path(run_dir) / PT2
     if not path.is_file():
         raise BadInputError(f"{run_dir} is not a tf2torch run directory (no {PT2})")
-    return load_program(path)
+    module = load_program(path)
+    _restore_requires_grad(module, Path(run_dir) / report.REPORT_JSON)
+    return module
+
+
+def _restore_requires_grad(module: torch.nn.Module, report_path: Path) -> None:
+    # torch.export does not keep requires_grad: torch slots that Keras lacks (nn.LSTM's second
+    # bias) are frozen, as the report's parameter table says.
+    if not report_path.is_file():
+        return
+    table = json.loads(report_path.read_text()).get("parameters") or []
+    frozen = {row["torch_name"] for row in table if row.get("torch_name") and not row["trainable"]}
+    for name, parameter in module.named_parameters():
+        parameter.requires_grad_(name not in frozen)

@@ -5,16 +5,27 @@ For one output of one pair, ``b`` is the reference (the pair's first framework: 
 
 - ``max_abs`` = max |a - b|
 - ``max_rel`` = max |a - b| / max(|b|, tiny), with ``tiny`` the smallest positive normal
-  number of the reference's floating dtype (float32: 1.18e-38), so a zero reference
-  gives a huge but finite ratio instead of a division by zero
+  number of the reference's floating dtype (float32 and bfloat16: 1.18e-38, float64:
+  2.2e-308; 1 for integer and boolean references), so a zero reference gives a huge but
+  finite ratio instead of a division by zero.  Where a ratio or a difference of finite
+  values exceeds the float64 range (float64 outputs only) it counts as the largest float64,
+  1.8e308, and ``note`` says so.
+- ``max_abs`` and ``max_rel`` are taken over the elements whose reference is finite and
+  whose difference is not NaN; the others are named in ``note`` (see NaN and ±Inf below).
+  A finite reference facing ±Inf gives an infinite maximum, written as ``null``.
 - an element **mismatches** unless |a - b| ≤ atol + rtol·|b|; ``mismatch_fraction`` is the
   share of mismatching elements
-- ``cosine`` = a·b / (‖a‖‖b‖) over the flattened outputs in float64; 1.0 when both are
-  all zero, 0.0 when exactly one is
+- ``cosine`` = a·b / (‖a‖‖b‖) over the flattened outputs in float64, leaving out elements
+  that are not finite on either side; 1.0 when both are all zero, 0.0 when exactly one is
 - NaN anywhere (either side) fails the comparison and is named in ``note``: a model that
   produces NaN is not a passing migration.  ±Inf must match exactly (same sign, same place).
 - a shape difference fails with null metrics; a dtype difference fails too, with metrics
-  computed after casting both to float64.  Integer and boolean outputs compare exactly.
+  computed after casting both to float64 (integers to exact integers when both sides are
+  integer or boolean).
+- Floating outputs, including the ml_dtypes ones (bfloat16, float8 ...), are compared in
+  float64.  Integer and boolean outputs compare exactly, as integers (int64 values above
+  2**53 are not rounded); their metrics are reported as floats, ``worst_ref`` and
+  ``worst_other`` as integers.
 
 Numbers in the JSON are never NaN or Inf: undefined metrics are ``null`` and ``note`` says
 why.
@@ -91,7 +102,60 @@ class Tolerances:
 def _finite_or_none(value: float | None) -> float | None:
     if value is None or not math.isfinite(value):
         return None
+    if isinstance(value, int):
+        return value  # exact integer output values stay exact
     return float(value)
+
+
+_FLOAT64_MAX = float(np.finfo(np.float64).max)
+
+
+def _finfo(dtype: np.dtype[Any]) -> Any:
+    """``finfo`` of a floating dtype, numpy's or ml_dtypes' (bfloat16, float8 ...), else None."""
+    if dtype.kind == "f":
+        return np.finfo(dtype)
+    if dtype.kind == "V":
+        try:
+            import ml_dtypes
+        except ImportError:
+            return None
+        try:
+            return ml_dtypes.finfo(dtype)
+        except ValueError:
+            return None
+    return None
+
+
+def _is_exact(dtype: np.dtype[Any]) -> bool:
+    """Integer or boolean, numpy's or ml_dtypes' (int4 ...): compared as exact integers."""
+    if dtype.kind in "biu":
+        return True
+    if dtype.kind == "V":
+        try:
+            import ml_dtypes
+        except ImportError:
+            return False
+        try:
+            ml_dtypes.iinfo(dtype)
+        except ValueError:
+            return False
+        return True
+    return False
+
+
+def _as_float64(array: np.ndarray) -> np.ndarray:
+    return array.astype(np.float64)
+
+
+def _exact_integers(ref: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both integer/bool arrays as int64 when ``a - b`` cannot overflow, else as Python ints."""
+    ref = ref.astype(np.int64) if ref.dtype.kind in "bV" else ref
+    other = other.astype(np.int64) if other.dtype.kind in "bV" else other
+    lo = min(int(ref.min()), int(other.min()))
+    hi = max(int(ref.max()), int(other.max()))
+    if lo > -(2**62) and hi < 2**62:
+        return ref.astype(np.int64), other.astype(np.int64)
+    return ref.astype(object), other.astype(object)
 
 
 @dataclass
@@ -157,7 +221,8 @@ def _nonfinite_notes(
 ) -> list[str]:
     notes = []
     for array, who in ((ref, ref_name), (other, other_name)):
-        if array.dtype.kind in "fc":
+        if array.dtype.kind == "c" or _finfo(array.dtype) is not None:
+            array = array if array.dtype.kind in "fc" else _as_float64(array)
             nans = int(np.isnan(array).sum())
             infs = int(np.isinf(array).sum())
             if nans:
@@ -168,6 +233,9 @@ def _nonfinite_notes(
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float | None:
+    # Cosine ignores scale: bring each side to max |x| in [0.5, 1) by a power of two (exact),
+    # so the norms neither overflow for huge values nor underflow for tiny ones.
+    a, b = (np.ldexp(x, -np.frexp(np.abs(x).max(initial=0.0))[1]) for x in (a, b))
     na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
     if not (math.isfinite(na) and math.isfinite(nb)):
         return None
@@ -206,8 +274,8 @@ def compare_pair(
     failing_notes += [n for n in nonfinite if n.startswith("NaN")]
     notes = failing_notes + [n for n in nonfinite if not n.startswith("NaN")]
 
-    b = ref.astype(np.float64).ravel()
-    a = other.astype(np.float64).ravel()
+    b = _as_float64(ref).ravel()
+    a = _as_float64(other).ravel()
     if b.size == 0:
         return OutputComparison(
             pair,
@@ -221,25 +289,56 @@ def compare_pair(
             not failing_notes,
             note="; ".join(notes) or "empty output",
         )
-    same_inf = np.isinf(a) & np.isinf(b) & (np.sign(a) == np.sign(b))
-    with np.errstate(invalid="ignore", over="ignore"):
-        diff = np.where(same_inf, 0.0, np.abs(a - b))
-    nan = np.isnan(diff)
-    diff_for_max = np.where(nan, np.inf, diff)
-    tiny = float(np.finfo(ref.dtype).tiny) if ref.dtype.kind == "f" else 1.0
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        rel = diff / np.maximum(np.abs(b), tiny)
-        allowed = tol.atol + tol.rtol * np.abs(b)
-    # An Inf on one side only gives an infinite difference: a mismatch, whatever rtol·|b|.
-    mismatched = np.where(same_inf, False, nan | ~np.isfinite(diff) | (diff > allowed))
-    worst = int(np.argmax(diff_for_max))
-    passed = not failing_notes and not bool(mismatched.any())
     finite = np.isfinite(a) & np.isfinite(b)
+    with np.errstate(invalid="ignore", over="ignore"):
+        allowed = tol.atol + tol.rtol * np.abs(b)
+    worst_ref: float | None
+    worst_other: float | None
+    if _is_exact(ref.dtype) and _is_exact(other.dtype):
+        # Integers as integers: a float64 cast would make 2**53 and 2**53 + 1 equal.
+        bi, ai = (x.ravel() for x in _exact_integers(ref, other))
+        diff_int = np.abs(ai - bi)
+        mismatched = np.asarray(diff_int > allowed, dtype=bool)
+        worst = int(np.argmax(diff_int))
+        max_abs: float | None = float(diff_int[worst])
+        rel = np.asarray(diff_int / np.maximum(np.abs(bi), 1), dtype=np.float64)
+        max_rel: float | None = float(rel.max())
+        worst_ref, worst_other = int(bi[worst]), int(ai[worst])
+    else:
+        same_inf = np.isinf(a) & np.isinf(b) & (np.sign(a) == np.sign(b))
+        with np.errstate(invalid="ignore", over="ignore"):
+            diff = np.where(same_inf, 0.0, np.abs(a - b))
+        nan = np.isnan(diff)
+        info = _finfo(ref.dtype)
+        tiny = float(info.tiny) if info is not None else 1.0
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            rel = diff / np.maximum(np.abs(b), tiny)
+            # An Inf on one side only gives an infinite difference: a mismatch, whatever rtol·|b|.
+            mismatched = np.where(same_inf, False, nan | ~np.isfinite(diff) | (diff > allowed))
+        worst = int(np.argmax(np.where(nan, np.inf, diff)))
+        # Finite values whose difference or ratio overflows float64 count as its maximum.
+        overflow_abs = finite & np.isinf(diff)
+        overflow_rel = finite & np.isinf(rel)
+        diff = np.where(overflow_abs, _FLOAT64_MAX, diff)
+        rel = np.where(overflow_rel, _FLOAT64_MAX, rel)
+        # Non-finite references (and NaN differences) are named in the note, and fail unless
+        # matched exactly; leaving them out keeps them from hiding every other element.
+        counted = np.isfinite(b) & ~nan
+        max_abs = float(diff[counted].max()) if counted.any() else None
+        max_rel = float(rel[counted].max()) if counted.any() else None
+        for metric, value, overflow in (
+            ("max_abs", max_abs, overflow_abs),
+            ("max_rel", max_rel, overflow_rel),
+        ):
+            if overflow.any() and value == _FLOAT64_MAX:
+                notes.append(f"{metric} beyond the float64 range, shown as {_FLOAT64_MAX:.3g}")
+        worst_ref, worst_other = float(b[worst]), float(a[worst])
+    passed = not failing_notes and not bool(mismatched.any())
     return OutputComparison(
         pair=pair,
         output=output,
-        max_abs=float(diff[~nan].max()) if (~nan).any() else None,
-        max_rel=float(rel[~nan].max()) if (~nan).any() else None,
+        max_abs=max_abs,
+        max_rel=max_rel,
         mismatch_fraction=float(mismatched.mean()),
         cosine=_cosine(a[finite], b[finite]),
         atol=tol.atol,
@@ -247,8 +346,8 @@ def compare_pair(
         passed=passed,
         note="; ".join(notes) or None,
         worst_index=tuple(int(i) for i in np.unravel_index(worst, ref.shape)),
-        worst_ref=float(b[worst]),
-        worst_other=float(a[worst]),
+        worst_ref=worst_ref,
+        worst_other=worst_other,
     )
 
 

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -33,10 +34,18 @@ REPORT_MD = "report.md"
 STAGES = ("export", "fixup", "import", "compare")
 
 
-def verdict_of(comparisons: Iterable[OutputComparison]) -> str:
-    """``pass`` when there is at least one comparison and all pass, else ``fail``."""
+def verdict_of(
+    comparisons: Iterable[OutputComparison],
+    gradients: Iterable[Any] = (),
+    parameter_count: Mapping[str, Any] | None = None,
+) -> str:
+    """``pass`` when there is at least one output comparison, every comparison and gradient
+    check passes, and the trainable-element counts agree; else ``fail``."""
     results = list(comparisons)
-    return "pass" if results and all(results) else "fail"
+    ok = bool(results) and all(results) and all(gradients)
+    if parameter_count is not None:
+        ok = ok and bool(parameter_count["pass"])
+    return "pass" if ok else "fail"
 
 
 @dataclass
@@ -50,6 +59,9 @@ class Report:
     providers: dict[str, str] = field(default_factory=dict)
     comparisons: list[dict[str, Any]] = field(default_factory=list)
     passes: list[dict[str, Any]] = field(default_factory=list)
+    parameters: list[dict[str, Any]] = field(default_factory=list)
+    parameter_count: dict[str, Any] = field(default_factory=dict)
+    gradients: list[dict[str, Any]] = field(default_factory=list)
     inputs: list[dict[str, Any]] = field(default_factory=list)
     tolerances: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
@@ -58,7 +70,11 @@ class Report:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[dict[str, Any]]:
-        """Time stage ``name``; mark it ``ok``, or ``failed`` (and record the error) on raise."""
+        """Time stage ``name`` and mark it ``ok``, or ``failed`` when it raises (re-raised).
+
+        Only a :class:`Tf2TorchError` is recorded in :attr:`error` (kind, message, stage);
+        any other exception (a bug, ``KeyboardInterrupt``) leaves :attr:`error` unchanged.
+        """
         entry: dict[str, Any] = {"status": "running", "seconds": 0.0}
         self.stages[name] = entry
         start = time.perf_counter()
@@ -88,6 +104,9 @@ class Report:
             "providers": self.providers,
             "comparisons": self.comparisons,
             "passes": self.passes,
+            "parameters": self.parameters,
+            "parameter_count": self.parameter_count,
+            "gradients": self.gradients,
             "inputs": self.inputs,
             "tolerances": self.tolerances,
             "artifacts": self.artifacts,
@@ -106,11 +125,15 @@ def _fmt(value: float | None, spec: str = ".2e") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
 def _row(c: Mapping[str, Any]) -> list[str]:
     mismatch = c["mismatch_fraction"]
     return [
-        c["pair"],
-        c["output"],
+        _md_cell(c["pair"]),
+        _md_cell(c["output"]),
         _fmt(c["max_abs"]),
         _fmt(c["max_rel"]),
         "-" if mismatch is None else f"{100 * mismatch:.2f}%",
@@ -118,7 +141,7 @@ def _row(c: Mapping[str, Any]) -> list[str]:
         f"{c['atol']:g}",
         f"{c['rtol']:g}",
         "PASS" if c["pass"] else "FAIL",
-        c.get("note") or "",
+        _md_cell(c.get("note") or ""),
     ]
 
 
@@ -136,16 +159,39 @@ _COLUMNS = (
 )
 
 
-def render_table(comparisons: Iterable[Mapping[str, Any]]) -> Table:
-    """The comparisons as a compact rich table (fits 80 columns), PASS green, FAIL red.
+def _tol(value: float) -> str:
+    """A tolerance in the shortest scientific notation that reads back exactly: ``1e-04``."""
+    if value == 0:
+        return "0"
+    for digits in range(17):
+        text = format(value, f".{digits}e")
+        if float(text) == value:
+            return text
+    return repr(value)
 
-    The note column appears only when some comparison has a note.
+
+def render_table(comparisons: Iterable[Mapping[str, Any]]) -> Table:
+    """The comparisons as a compact rich table, PASS green, FAIL red.
+
+    Without notes it fits 80 columns for output names of up to ~13 characters (~8 when some
+    atol ≠ rtol).  Max abs/rel show 2 significant digits (report.md has 3).  The tolerance
+    column shows ``atol`` when every row has atol = rtol (header ``tol``), else
+    ``atol/rtol``.  The note column appears only when some comparison has a note; it wraps
+    into the width the other columns leave, which at 80 columns is little or none.
     """
     rows = list(comparisons)
     with_notes = any(c.get("note") for c in rows)
-    table = Table(title="TensorFlow vs ONNX Runtime vs PyTorch")
-    columns = ["pair", "output", "max abs", "max rel", "mismatch", "cosine", "atol/rtol", "verdict"]
-    for column in columns + (["note"] if with_notes else []):
+    same_tol = all(c["atol"] == c["rtol"] for c in rows)
+    table = Table(
+        title="TensorFlow vs ONNX Runtime vs PyTorch",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    tol_header = "tol" if same_tol else "atol/rtol"
+    columns = ["pair", "output", "max abs", "max rel", "mismatch", "cosine", tol_header]
+    for column in [*columns, "verdict", *(["note"] if with_notes else [])]:
         left = column in ("pair", "output", "note")
         table.add_column(
             column,
@@ -154,16 +200,21 @@ def render_table(comparisons: Iterable[Mapping[str, Any]]) -> Table:
             overflow="fold" if column in ("output", "note") else "ellipsis",
         )
     for c in rows:
-        full = _row(c)
-        colour = "green" if c["pass"] else "red"
+        mismatch = c["mismatch_fraction"]
+        tol = _tol(c["atol"]) if same_tol else f"{_tol(c['atol'])}/{_tol(c['rtol'])}"
         cells = [
-            *full[:5],
+            c["pair"],
+            c["output"],
+            _fmt(c["max_abs"], ".1e"),
+            _fmt(c["max_rel"], ".1e"),
+            "-" if mismatch is None else f"{100 * mismatch:.2f}%",
             _fmt(c["cosine"], ".6f"),
-            f"{c['atol']:g}/{c['rtol']:g}",
-            f"[{colour}]{full[8]}[/]",
+            tol,
         ]
-        cells = [escape(x) if i < 7 else x for i, x in enumerate(cells)]
-        table.add_row(*cells, *([escape(full[9])] if with_notes else []))
+        colour = "green" if c["pass"] else "red"
+        verdict = f"[{colour}]{'PASS' if c['pass'] else 'FAIL'}[/]"
+        note = [escape(c.get("note") or "")] if with_notes else []
+        table.add_row(*(escape(x) for x in cells), verdict, *note)
     return table
 
 

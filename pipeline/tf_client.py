@@ -34,7 +34,10 @@ class TfExport:
     outputs: list[str]
     timings: dict[str, float]
     versions: dict[str, str]
-    trainable_variables: list[str]
+    variables: list[dict[str, Any]]
+    """Every TF variable in model order: ``path``, ``shape``, ``dtype``, ``trainable``,
+    ``has_grad``; values and gradients are in :attr:`variables_npz`."""
+    variables_npz: Path
 
 
 def _worker_env() -> dict[str, str]:
@@ -142,5 +145,6 @@ def export_with_tf(
         outputs=list(answer["outputs"]),
         timings=answer["timings"],
         versions=answer["versions"],
-        trainable_variables=answer["trainable_variables"],
+        variables=answer["variables"],
+        variables_npz=work_dir / "tf_variables.npz",
     )

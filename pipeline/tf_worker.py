@@ -39,16 +39,35 @@ EXIT_USER_ERROR = 3
 EXIT_CRASH = 4
 
 
+@dataclass(frozen=True)
+class TfVariable:
+    """One variable of the model: its path (``layer/sublayer/name``), trainability and value."""
+
+    path: str
+    trainable: bool
+    variable: Any  # tf.Variable
+
+
 @dataclass
 class LoadedModel:
-    """A loaded TF model behind one interface, whatever its source format."""
+    """A loaded TF model behind one interface, whatever its source format.
+
+    ``call`` takes TF tensors keyed by input name and returns the output tensors in output
+    order (inference mode); it is what both the reference run and the gradients use.
+    """
 
     inputs: list[TensorSpec]
-    run: Callable[[dict[str, np.ndarray]], list[np.ndarray]]
+    call: Callable[[dict[str, Any]], list[Any]]
     export: Callable[[list[TensorSpec], int], Any]  # -> onnx.ModelProto
     output_names: list[str] | None = None
     description: str = ""
-    trainable_variables: list[str] = field(default_factory=list)
+    variables: list[TfVariable] = field(default_factory=list)
+
+    def run(self, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The outputs for numpy inputs, as numpy arrays."""
+        import tensorflow as tf
+
+        return [np.asarray(t) for t in self.call({k: tf.constant(v) for k, v in arrays.items()})]
 
 
 def _one_line(err: BaseException) -> str:
@@ -144,14 +163,14 @@ def _keras_model(model: Any, description: str, override: list[TensorSpec]) -> Lo
             )
         specs = [TensorSpec(t.name, np.dtype(t.dtype).name, tuple(t.shape)) for t in keras_inputs]
 
-    def run(arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
-        args = [arrays[s.name] for s in specs]
+    def call(tensors: dict[str, Any]) -> list[Any]:
+        args = [tensors[s.name] for s in specs]
         result = model(args[0] if len(args) == 1 else args, training=False)
         if isinstance(result, dict):
             result = list(result.values())
         if not isinstance(result, list | tuple):
             result = [result]
-        return [np.asarray(r) for r in result]
+        return list(result)
 
     def export(specs: list[TensorSpec], opset: int) -> Any:
         with _grouped_convolutions_without_xla():
@@ -162,10 +181,10 @@ def _keras_model(model: Any, description: str, override: list[TensorSpec]) -> Lo
 
     return LoadedModel(
         inputs=specs,
-        run=run,
+        call=call,
         export=export,
         description=description,
-        trainable_variables=[v.path for v in model.trainable_weights],
+        variables=[TfVariable(v.path, bool(v.trainable), v.value) for v in model.weights],
     )
 
 
@@ -193,10 +212,10 @@ def _saved_model(path: str, override: list[TensorSpec]) -> LoadedModel:
     # The closures below must hold `loaded` itself: a signature alone does not keep the
     # SavedModel's variables alive ("Called a function referencing variables which have
     # been deleted").
-    def run(arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def call(tensors: dict[str, Any]) -> list[Any]:
         signature = loaded.signatures["serving_default"]
-        result = signature(**{s.name: tf.constant(arrays[s.name]) for s in specs})
-        return [np.asarray(result[name]) for name in output_names]
+        result = signature(**{s.name: tensors[s.name] for s in specs})
+        return [result[name] for name in output_names]
 
     def export(specs: list[TensorSpec], opset: int) -> Any:
         tf_specs = _tf_specs(specs)
@@ -214,11 +233,14 @@ def _saved_model(path: str, override: list[TensorSpec]) -> LoadedModel:
 
     return LoadedModel(
         inputs=specs,
-        run=run,
+        call=call,
         export=export,
         output_names=output_names,
         description=f"SavedModel {path}",
-        trainable_variables=[v.name for v in getattr(loaded, "trainable_variables", [])],
+        variables=[
+            TfVariable(v.name.removesuffix(":0"), bool(v.trainable), v)
+            for v in getattr(loaded, "variables", [])
+        ],
     )
 
 
@@ -302,6 +324,73 @@ def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
         timings[key] = round(time.perf_counter() - start, 3)
 
 
+VARIABLES_NPZ = "tf_variables.npz"
+LOSS_SEED_OFFSET = 7919
+
+
+def loss_weights(outputs: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    """Fixed random weights per floating output: the gradient check's loss is
+    ``sum over outputs of sum(output * weight)``, so d(loss)/d(output) = weight exactly."""
+    rng = np.random.default_rng(seed + LOSS_SEED_OFFSET)
+    return {
+        name: rng.standard_normal(value.shape).astype(value.dtype)
+        for name, value in outputs.items()
+        if np.issubdtype(value.dtype, np.floating)
+    }
+
+
+def _write_variables_and_gradients(
+    loaded: LoadedModel,
+    arrays: dict[str, np.ndarray],
+    outputs: dict[str, np.ndarray],
+    seed: int,
+    path: Path,
+) -> list[dict[str, Any]]:
+    """Write every variable's value and every trainable one's gradient of the fixed loss to
+    ``path`` (keys ``value/<i>``, ``grad/<i>``, ``loss_weight/<output>``); return the
+    variables' metadata in the same order."""
+    import tensorflow as tf
+
+    weights = loss_weights(outputs, seed)
+    trainable = [v for v in loaded.variables if v.trainable]
+    with tf.GradientTape() as tape:
+        results = loaded.call({k: tf.constant(v) for k, v in arrays.items()})
+        loss = tf.add_n(
+            [
+                tf.reduce_sum(tf.cast(r, tf.float64) * tf.constant(weights[name], tf.float64))
+                for name, r in zip(outputs, results, strict=True)
+                if name in weights
+            ]
+            or [tf.constant(0.0, tf.float64)]
+        )
+    grads = dict(
+        zip(
+            (id(v) for v in trainable),
+            tape.gradient(loss, [v.variable for v in trainable]),
+            strict=True,
+        )
+    )
+    npz: dict[str, np.ndarray] = {f"loss_weight/{k}": w for k, w in weights.items()}
+    meta = []
+    for i, v in enumerate(loaded.variables):
+        value = np.asarray(v.variable)
+        npz[f"value/{i}"] = value
+        grad = grads.get(id(v))
+        if grad is not None:
+            npz[f"grad/{i}"] = np.asarray(tf.convert_to_tensor(grad))
+        meta.append(
+            {
+                "path": v.path,
+                "shape": list(value.shape),
+                "dtype": value.dtype.name,
+                "trainable": v.trainable,
+                "has_grad": grad is not None,
+            }
+        )
+    write_npz(path, npz)
+    return meta
+
+
 def handle(request: dict[str, Any]) -> dict[str, Any]:
     """Do the request's work and return the JSON-ready result (see the module docstring)."""
     import onnx
@@ -344,11 +433,19 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
             f"{len(output_names)}"
         )
     write_npz(work_dir / "tf_outputs.npz", dict(zip(output_names, outputs, strict=True)))
+    with _timed(timings, "gradients"):
+        variables = _write_variables_and_gradients(
+            loaded,
+            arrays,
+            dict(zip(output_names, outputs, strict=True)),
+            request["seed"],
+            work_dir / VARIABLES_NPZ,
+        )
     return {
         "inputs": [s.to_json() for s in specs],
         "outputs": output_names,
         "timings": timings,
-        "trainable_variables": loaded.trainable_variables,
+        "variables": variables,
         "versions": {
             "tensorflow": tf.__version__,
             "keras": __import__("keras").__version__,
