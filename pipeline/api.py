@@ -22,7 +22,7 @@ from pipeline import compare, report
 from pipeline.errors import BadInputError, UnsupportedOpsError
 from pipeline.gradients import compare_gradients, torch_gradients
 from pipeline.ort_runner import OrtRunner
-from pipeline.parameters import adopt_tf_variables, count_trainable
+from pipeline.parameters import ParameterEntry, adopt_tf_variables, count_trainable
 from pipeline.passes import default_passes, load_patch_dir, run_passes
 from pipeline.run_dir import staged_run_dir, write_npz
 from pipeline.signature import TensorSpec
@@ -79,6 +79,12 @@ class ConversionResult:
     module: torch.nn.Module
     run_dir: Path
     comparisons: list[compare.OutputComparison]
+    parameters: list[ParameterEntry]
+    """Where each TF variable went (the report's ``parameters`` table)."""
+    tf_gradients: dict[str, np.ndarray]
+    """TF's gradient of the fixed loss per trainable variable (keyed by TF name)."""
+    loss_weights: dict[str, np.ndarray]
+    """The fixed loss's weights per output: ``loss = sum(output * weight)``."""
 
     def __bool__(self) -> bool:
         return self.verdict == "pass"
@@ -250,6 +256,9 @@ def convert(
         module=module,
         run_dir=result_dir,
         comparisons=comparisons,
+        parameters=parameters,
+        tf_gradients=tf_grads,
+        loss_weights=weights,
     )
 
 

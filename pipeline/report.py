@@ -272,8 +272,31 @@ def print_summary(console: Console, report: Mapping[str, Any]) -> None:
         markup=False,
     )
     console.print(render_table(report["comparisons"]))
+    count = report.get("parameter_count") or {}
+    if count:
+        mark = "ok" if count["pass"] else "MISMATCH"
+        console.print(
+            f"parameters: {len(report['parameters'])} TF variables; trainable elements "
+            f"TF {count['tf_trainable']:,} / torch {count['torch_trainable']:,} ({mark})",
+            markup=False,
+        )
+    gradients = report.get("gradients") or []
+    if gradients:
+        bad = [g["tf_name"] for g in gradients if not g["pass"]]
+        worst = max((g["max_abs"] or 0.0) for g in gradients)
+        console.print(
+            f"gradients: {len(gradients) - len(bad)}/{len(gradients)} agree (worst abs {worst:.1e})"
+            + (f"; differ: {', '.join(bad[:5])}" + (" ..." if len(bad) > 5 else "") if bad else ""),
+            markup=False,
+        )
     verdict = report["verdict"]
     colour = "green" if verdict == "pass" else "red"
     failing = sum(1 for c in report["comparisons"] if not c["pass"])
-    detail = "all pairs agree" if verdict == "pass" else f"{failing} comparison(s) out of tolerance"
+    detail = (
+        "all pairs, parameters and gradients agree"
+        if verdict == "pass"
+        else f"{failing} comparison(s) out of tolerance"
+        if failing
+        else "outputs agree; the parameter count or gradients do not"
+    )
     console.print(f"[bold {colour}]{verdict.upper()}[/]: {detail}")

@@ -47,6 +47,31 @@ def assert_three_way_pass(result: pipeline.ConversionResult) -> None:
     for c in report["comparisons"]:
         assert c["pass"] is True and c["mismatch_fraction"] == 0.0, c
         assert c["cosine"] > 0.999999, c
+    assert_trainable_with_tf_names(result)
+
+
+def assert_trainable_with_tf_names(result: pipeline.ConversionResult) -> None:
+    """Every TF variable is one torch tensor, the counts agree, and the gradients match."""
+    report = result.report
+    table = report["parameters"]
+    assert table and all(row["torch_name"] for row in table), table
+    count = report["parameter_count"]
+    assert count["pass"] and count["tf_trainable"] == count["torch_trainable"] > 0, count
+    loaded = pipeline.load_torch(result.run_dir)
+    params = dict(loaded.named_parameters())
+    assert set(params) == {row["torch_name"] for row in table if row["torch_name"] in params}
+    assert set(params) >= {row["torch_name"] for row in table if row["trainable"]}
+    for row in table:
+        # the name leads back to the TF layer: its last path part is in the torch name
+        layer = row["tf_name"].rpartition("/")[0].rpartition("/")[2]
+        assert layer in row["torch_name"], row
+        if row["trainable"]:
+            assert params[row["torch_name"]].requires_grad, row
+            assert list(params[row["torch_name"]].shape) == row["shape"], row
+    trainable = [row["tf_name"] for row in table if row["trainable"]]
+    gradients = {g["tf_name"]: g for g in report["gradients"]}
+    assert set(gradients) == set(trainable)
+    assert all(g["pass"] and g["max_abs"] is not None for g in gradients.values()), gradients
 
 
 @pytest.mark.parametrize("name", _params("pass"))

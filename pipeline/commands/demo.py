@@ -95,6 +95,13 @@ def run(args: argparse.Namespace) -> int:
                     _worst(result.report["comparisons"], p)
                     for p in ("tf-ort", "tf-torch", "ort-torch")
                 )
+                grads = result.report["gradients"]
+                count = result.report["parameter_count"]
+                detail += (
+                    f"  params {count['torch_trainable']:,}"
+                    f"{'' if count['pass'] else ' (count differs)'}"
+                    f"  grads {sum(g['pass'] for g in grads)}/{len(grads)}"
+                )
                 unsupported = False
             except Tf2TorchError as err:
                 verdict, detail = "error", str(err)
