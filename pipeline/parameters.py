@@ -524,13 +524,25 @@ def _linear_layers(
 def count_trainable(
     module: torch.nn.Module, variables: Sequence[dict[str, Any]], entries: Sequence[ParameterEntry]
 ) -> dict[str, Any]:
-    """The trainable-element count check: torch's trainable elements (parameters the table
-    does not mark frozen) must equal the sum of the TF trainable variables' sizes."""
+    """The trainable-element count check.
+
+    torch's trainable elements (parameters the table does not mark frozen) must equal the sum
+    of the TF trainable variables' sizes.  ``status`` is ``full`` when they do and every
+    variable has its own torch tensor; ``partial`` when some variables have none (tf2onnx
+    folded them, e.g. BatchNorm into the preceding convolution: the module computes the
+    same outputs but those layers do not train like Keras's); ``fail`` when every variable
+    is placed and the counts still differ.
+    """
     frozen = {e.torch_name for e in entries if e.torch_name and not e.trainable}
     torch_count = sum(p.numel() for n, p in module.named_parameters() if n not in frozen)
     tf_count = sum(int(np.prod(v["shape"])) for v in variables if v["trainable"])
+    unmapped = [e.tf_name for e in entries if e.torch_name is None]
+    equal = tf_count == torch_count
+    status = "partial" if unmapped else "full" if equal else "fail"
     return {
         "tf_trainable": tf_count,
         "torch_trainable": int(torch_count),
-        "pass": tf_count == torch_count,
+        "unmapped": len(unmapped),
+        "status": status,
+        "pass": equal and not unmapped,
     }

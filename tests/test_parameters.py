@@ -111,3 +111,17 @@ def test_vanished_zero_bias_is_restored_as_a_parameter(tmp_path: Path) -> None:
     assert float(params["hidden.bias"].detach().abs().sum()) == 0.0
     assert result.report["parameter_count"]["pass"]
     assert all(g["pass"] for g in result.report["gradients"])
+
+
+def test_a_failing_gradient_or_count_fails_the_verdict() -> None:
+    from pipeline.gradients import GradientComparison
+    from pipeline.report import verdict_of
+
+    ok = compare.compare_pair("tf-torch", "y", np.ones(3), np.ones(3), compare.Tolerance(0, 0))
+    good = GradientComparison("d/kernel", "d.weight", 0.0, 0.0, True)
+    bad = GradientComparison("d/bias", "d.bias", 1.0, 1.0, False)
+    full = {"status": "full", "pass": True}
+    assert verdict_of([ok], [good], full) == "pass"
+    assert verdict_of([ok], [good, bad], full) == "fail"
+    assert verdict_of([ok], [good], {"status": "fail", "pass": False}) == "fail"
+    assert verdict_of([ok], [good], {"status": "partial", "pass": False}) == "pass"

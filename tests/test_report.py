@@ -444,4 +444,4 @@ def test_print_summary_verdict_line() -> None:
     rep.comparisons = [comparison(passed=True)]
     console = Console(record=True, width=200)
     print_summary(console, rep.to_json())
-    assert "PASS: all pairs agree" in console.export_text()
+    assert "PASS: all pairs, parameters and gradients agree" in console.export_text()
