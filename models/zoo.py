@@ -204,6 +204,38 @@ def lstm() -> keras.Model:
     return randomize_weights(keras.Model(inputs, outputs, name="lstm"))
 
 
+def gru() -> keras.Model:
+    """GRU(32) (Keras 3 default ``reset_after=True``) over 10 steps of 8 features → Dense(1)."""
+    _seeded()
+    inputs = keras.Input((10, 8), name="sequence")
+    h = layers.GRU(32, name="gru")(inputs)
+    outputs = layers.Dense(1, name="head")(h)
+    return randomize_weights(keras.Model(inputs, outputs, name="gru"))
+
+
+def bidirectional_lstm() -> keras.Model:
+    """Bidirectional LSTM(16) returning sequences over 10x8, average-pooled → Dense(2)."""
+    _seeded()
+    inputs = keras.Input((10, 8), name="sequence")
+    h = layers.Bidirectional(layers.LSTM(16, return_sequences=True), name="bilstm")(inputs)
+    h = layers.GlobalAveragePooling1D(name="pool")(h)
+    outputs = layers.Dense(2, name="head")(h)
+    return randomize_weights(keras.Model(inputs, outputs, name="bidirectional_lstm"))
+
+
+def conv_bn_dropout() -> keras.Model:
+    """16x16x3 → Conv 3x3 (8) → BatchNormalization → ReLU → Dropout → Flatten → Dense(4)."""
+    _seeded()
+    inputs = keras.Input((16, 16, 3), name="image")
+    h = layers.Conv2D(8, 3, name="conv")(inputs)
+    h = layers.BatchNormalization(name="bn")(h)
+    h = layers.ReLU(name="relu")(h)
+    h = layers.Dropout(0.3, name="dropout")(h)
+    h = layers.Flatten(name="flatten")(h)
+    outputs = layers.Dense(4, name="logits")(h)
+    return randomize_weights(keras.Model(inputs, outputs, name="conv_bn_dropout"))
+
+
 def self_attention() -> keras.Model:
     """Single-head self-attention over 8 steps of 16 features, then a Dense head."""
     _seeded()

@@ -86,8 +86,8 @@ def compare_gradients(
     """
     results = []
     for entry in entries:
-        if not entry.trainable:
-            continue
+        if not entry.trainable or entry.tf_name is None:
+            continue  # frozen, or a torch-only slot (zero and frozen by construction)
         if entry.tf_name not in tf_grads:
             results.append(
                 GradientComparison(

@@ -43,10 +43,11 @@ class ParameterEntry:
     ``transform`` maps the TF value to the torch tensor: ``identity``, ``transpose(1,0)``,
     ``permute(3,2,0,1)``, ``reshape``, ``transpose(1,0),gates(1,0,2)`` (a transpose with
     gate blocks reordered); ``zeros`` for a vanished zero bias restored; ``unmapped`` when no
-    torch tensor holds the variable (e.g. BatchNorm folded into a convolution).
+    torch tensor holds the variable (e.g. BatchNorm folded into a convolution).  A row with
+    ``tf_name`` None is a torch-only slot (``nn.LSTM``'s second bias): zero and frozen.
     """
 
-    tf_name: str
+    tf_name: str | None
     torch_name: str | None
     shape: list[int]
     trainable: bool
@@ -101,7 +102,9 @@ def apply_transform(value: np.ndarray, transform: str, shape: Sequence[int]) -> 
     for step in re.findall(r"[a-z]+\([0-9,]*\)|[a-z]+", transform):
         kind, _, args = step.partition("(")
         numbers = [int(a) for a in args.rstrip(")").split(",") if a]
-        if kind in ("transpose", "permute"):
+        if kind == "row":
+            out = out[numbers[0]]
+        elif kind in ("transpose", "permute"):
             out = np.transpose(out, numbers)
         elif kind == "gates":
             parts = np.split(out, len(numbers), axis=0)
@@ -122,6 +125,8 @@ def _candidates(
         if moved.shape == target_shape:
             label = "transpose(1,0)" if perm == (1, 0) else f"permute{perm}".replace(" ", "")
             yield label, moved
+    if value.ndim == 1 and value.shape == target_shape:
+        yield from _block_reorders(value)
     if value.ndim == 2 and value.T.shape[0] == target_shape[0] and value.T.shape == target_shape:
         for label, reordered in _block_reorders(value.T):
             yield f"transpose(1,0),{label}", reordered
@@ -136,6 +141,27 @@ def _match(value: np.ndarray, tensor: np.ndarray) -> str | None:
         if np.array_equal(candidate, tensor):
             return label
     return None
+
+
+def _match_rows(
+    value: np.ndarray,
+    by_size: dict[int, list[tuple[_Slot, np.ndarray, float]]],
+    claimed: set[_Slot],
+) -> list[tuple[_Slot, str]] | None:
+    found: list[tuple[_Slot, str]] = []
+    for row_index, row in enumerate(value):
+        hit = None
+        for slot, array, _ in by_size.get(row.size, []):
+            if slot in claimed or any(slot == f for f, _ in found):
+                continue
+            label = _match(row, array)
+            if label is not None:
+                hit = (slot, f"row({row_index})" + ("" if label == "identity" else f",{label}"))
+                break
+        if hit is None:
+            return None
+        found.append(hit)
+    return found
 
 
 # ------------------------------------------------------------------------ module surgery
@@ -328,22 +354,37 @@ def adopt_tf_variables(
             if label is not None:
                 claimed.add(slot)
                 matches.setdefault(index, []).append((slot, label))
+        if index not in matches and value.ndim == 2 and value.shape[0] <= 4:
+            # A stacked variable split across torch tensors, e.g. Keras GRU's (2, 3H) bias
+            # → nn.GRU's bias_ih and bias_hh (gates reordered).
+            rows = _match_rows(value, by_size, claimed)
+            if rows is not None:
+                claimed.update(slot for slot, _ in rows)
+                matches[index] = rows
 
     entries: dict[int, ParameterEntry] = {}
     _linear_layers(module, variables, values, matches, entries)
 
+    split_rows: dict[int, list[ParameterEntry]] = {}
     for index, found in matches.items():
         if index in entries:
             continue
         meta = variables[index]
-        slot, label = found[0]
         trainable = bool(meta["trainable"])
+        if found[0][1].startswith("row("):
+            placed = [
+                _place(module, slot, label, meta["path"], trainable, []) for slot, label in found
+            ]
+            entries[index], split_rows[index] = placed[0], placed[1:]
+            continue
+        slot, label = found[0]
         entries[index] = _place(module, slot, label, meta["path"], trainable, found[1:])
 
-    _move_owner_modules(module, entries)
+    _move_owner_modules(module, [*entries.values(), *itertools.chain(*split_rows.values())])
     _drop_unused(module)
-    result = []
+    result: list[ParameterEntry] = []
     for index, meta in enumerate(variables):
+        result.extend(split_rows.get(index, []))
         result.append(
             entries.get(index)
             or ParameterEntry(
@@ -355,7 +396,7 @@ def adopt_tf_variables(
                 "no torch tensor holds this value (folded into another op by tf2onnx?)",
             )
         )
-    return result
+    return result + _torch_only_slots(module, result)
 
 
 def _place(
@@ -401,34 +442,66 @@ def _place(
     return ParameterEntry(tf_name, torch_name, list(tensor.shape), trainable, label, note)
 
 
-def _move_owner_modules(module: torch.fx.GraphModule, entries: dict[int, ParameterEntry]) -> None:
-    """Move a converted module (``nn.Conv2d``, ``nn.LSTM``, a patch's module) whose tensors all
-    come from one TF layer to that layer's path, so ``conv/kernel`` reads ``conv.weight``."""
-    owned: dict[str, list[ParameterEntry]] = {}
-    for entry in entries.values():
-        if entry.torch_name and entry.transform != "zeros":
-            owner, _, _ = entry.torch_name.rpartition(".")
-            owned.setdefault(owner, []).append(entry)
+def _common_layer_path(tf_names: Sequence[str]) -> str:
+    layer_paths = [name.split("/")[:-1] for name in tf_names]
+    common: list[str] = []
+    for parts in zip(*layer_paths, strict=False):
+        if len(set(parts)) != 1:
+            break
+        common.append(parts[0])
+    return ".".join(_sanitize(p) for p in common)
+
+
+def _move_owner_modules(module: torch.fx.GraphModule, entries: Sequence[ParameterEntry]) -> None:
+    """Move a converted module (``nn.Conv2d``, an ``nn.LSTM`` wrapper, a patch's module) whose
+    tensors all come from one TF layer to that layer's path (the common path of its
+    variables), so ``conv/kernel`` reads ``conv.weight`` and ``bilstm/forward_lstm/...``
+    lives under ``bilstm``."""
     call_targets = {str(n.target) for n in module.graph.nodes if n.op == "call_module"}
-    for owner, group in owned.items():
-        if owner not in call_targets or "." in owner:
-            continue  # only onnx2torch's top-level node modules
-        layers = {e.tf_name.rpartition("/")[0] for e in group}
-        if len(layers) != 1 or not next(iter(layers)):
+    owned: dict[str, list[ParameterEntry]] = {}
+    for entry in entries:
+        if entry.tf_name and entry.torch_name and entry.transform != "zeros":
+            head = entry.torch_name.split(".")[0]
+            if head in call_targets and head != "initializers":
+                owned.setdefault(head, []).append(entry)
+    for head, group in owned.items():
+        wanted = _common_layer_path([str(e.tf_name) for e in group])
+        if not wanted or wanted == head:
             continue
-        wanted = ".".join(_sanitize(p) for p in next(iter(layers)).split("/"))
-        if wanted == owner:
-            continue  # already there (an nn.Linear made above)
         target = _free_path(module, wanted)
-        child = module.get_submodule(owner)
+        child = module.get_submodule(head)
         parent_path, _, attr = target.rpartition(".")
         (_ensure_module(module, parent_path) if parent_path else module).add_module(attr, child)
         for node in module.graph.nodes:
-            if node.op == "call_module" and node.target == owner:
+            if node.op == "call_module" and node.target == head:
                 node.target = target
-        delattr(module, owner)
+        delattr(module, head)
         for entry in group:
-            entry.torch_name = f"{target}.{str(entry.torch_name).rpartition('.')[2]}"
+            entry.torch_name = target + str(entry.torch_name)[len(head) :]
+
+
+def _torch_only_slots(
+    module: torch.nn.Module, entries: Sequence[ParameterEntry]
+) -> list[ParameterEntry]:
+    """Parameters no TF variable maps to that are all zero (``nn.LSTM``'s recurrent bias,
+    which Keras lacks): frozen, and listed so the table says so."""
+    placed = {e.torch_name for e in entries}
+    extra = []
+    for name, parameter in module.named_parameters():
+        if name in placed or parameter.numel() == 0 or bool(parameter.detach().any()):
+            continue
+        parameter.requires_grad_(False)
+        extra.append(
+            ParameterEntry(
+                None,
+                name,
+                list(parameter.shape),
+                False,
+                "zeros",
+                "torch has this slot and Keras does not: zero and frozen",
+            )
+        )
+    return extra
 
 
 def _linear_layers(

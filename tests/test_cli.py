@@ -100,3 +100,26 @@ def test_error_keeps_the_previous_run(tmp_path: Path) -> None:
     assert_clean_error(proc, "model not found")
     assert (out / "report.json").read_text() == '{"verdict": "pass"}'
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_patches_lists_builtin_and_user_patches(tmp_path: Path) -> None:
+    (tmp_path / "my_gain.py").write_text(
+        "from pipeline.passes import PassResult\n"
+        "class Gain:\n"
+        "    name = 'my_gain'\n"
+        "    description = 'a user patch'\n"
+        "    def apply(self, model):\n"
+        "        return PassResult(model, 0)\n"
+        "PATCH = Gain()\n"
+    )
+    proc = tf2torch("patches", "--patches", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    names = ["erfc", "keras_gru_loop", "attention_pooling", "scale_layer", "my_gain"]
+    positions = [proc.stdout.index(n) for n in names]
+    assert positions == sorted(positions)  # listed in the order they run
+
+
+def test_patches_names_a_broken_user_patch(tmp_path: Path) -> None:
+    (tmp_path / "broken.py").write_text("import no_such_module_anywhere\n")
+    proc = tf2torch("patches", "--patches", str(tmp_path))
+    assert_clean_error(proc, "broken.py failed to import")

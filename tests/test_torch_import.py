@@ -451,13 +451,13 @@ def test_all_unsupported_ops_are_reported_at_once() -> None:
         [
             helper.make_node("FooBar", ["x"], ["f1"], name="foo_1"),
             helper.make_node("Relu", ["f1"], ["r"], name="relu"),
-            helper.make_node("LSTM", ["r", "w", "rw"], ["l"], name="lstm", hidden_size=3),
+            helper.make_node("Hardmax", ["r"], ["l"], name="hardmax"),
             helper.make_node("FooBar", ["l"], ["f2"], name="foo_2"),
             helper.make_node("Gizmo", ["f2"], ["g"], name="gizmo", domain="com.acme"),
         ],
         extra_opsets=[("com.acme", 1)],
     )
-    expected = {"FooBar": ["foo_1", "foo_2"], "LSTM": ["lstm"], "com.acme::Gizmo": ["gizmo"]}
+    expected = {"FooBar": ["foo_1", "foo_2"], "Hardmax": ["hardmax"], "com.acme::Gizmo": ["gizmo"]}
     assert find_unsupported_ops(model) == expected
     with pytest.raises(UnsupportedOpsError) as info:
         import_onnx(model)
@@ -466,7 +466,7 @@ def test_all_unsupported_ops_are_reported_at_once() -> None:
     message = str(info.value)
     assert "\n" not in message
     assert "FooBar x2 (foo_1, foo_2)" in message
-    assert "LSTM x1 (lstm)" in message
+    assert "Hardmax x1 (hardmax)" in message
 
 
 def test_unsupported_ops_inside_subgraphs_are_found() -> None:
@@ -616,7 +616,7 @@ def _keras_inputs(model: onnx.ModelProto) -> Callable[[int], list[np.ndarray]]:
     return make
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn", "mha", "embedding"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "mha", "embedding", "lstm"])
 def test_keras_model_matches_ort_and_exports_with_dynamic_batch(
     name: str, keras_onnx: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -627,12 +627,11 @@ def test_keras_model_matches_ort_and_exports_with_dynamic_batch(
     _check_import_and_export(model, _keras_inputs(model), tmp_path, ATOL)
 
 
-def test_keras_lstm_is_reported_unsupported(keras_onnx: dict[str, Path]) -> None:
-    model = onnx.load(keras_onnx["lstm"])
-    with pytest.raises(UnsupportedOpsError) as info:
-        import_onnx(model)
-    assert list(info.value.ops) == ["LSTM"]
-    assert len(info.value.ops["LSTM"]) == 1
+def test_keras_lstm_becomes_nn_lstm(keras_onnx: dict[str, Path]) -> None:
+    module = import_onnx(onnx.load(keras_onnx["lstm"]))
+    lstms = [m for m in module.modules() if isinstance(m, torch.nn.LSTM)]
+    assert len(lstms) == 1 and lstms[0].hidden_size == 64
+    assert all(p.requires_grad for p in lstms[0].parameters())
 
 
 def _replace_erfc(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -1,7 +1,7 @@
 """Convert every model of the bundled zoo (models/) and print one summary line per model.
 
 Each model goes to OUT/<name>.  A model is "as expected" when it passes all three pairs, or,
-for a model the zoo marks as not convertible yet (the LSTM), when it fails with the clear
+for a model the zoo marks as not convertible yet, when it fails with the clear
 unsupported-op error.  Exit code 0 when every model is as expected, 1 otherwise.
 """
 

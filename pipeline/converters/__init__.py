@@ -13,6 +13,9 @@ export).
 Importing this package registers the converters (replacing onnx2torch's entries):
 Reshape, Slice, Squeeze, Unsqueeze, Expand, Tile, ConstantOfShape, Split, Resize, Pad,
 Range, CumSum, TopK and the Reduce ops whose axes are an input.
+
+Also adds converters onnx2torch lacks: LSTM → ``nn.LSTM`` and GRU → ``nn.GRU``
+(:mod:`pipeline.converters.recurrent`).
 """
 
 from pipeline.converters import (  # noqa: F401 -- imported to register the converters
@@ -21,6 +24,7 @@ from pipeline.converters import (  # noqa: F401 -- imported to register the conv
     expand,
     pad,
     range,
+    recurrent,
     reduce,
     reshape,
     resize,

@@ -30,12 +30,14 @@ from pipeline.errors import BadInputError, PassError
 from pipeline.ort_runner import OrtRunner
 from pipeline.passes.base import FixupPass, PassRecord, PassResult
 from pipeline.passes.erfc import ErfcPass
+from pipeline.passes.keras_gru_loop import KerasGruLoopPass
 
 __all__ = [
     "FixupPass",
     "PassRecord",
     "PassResult",
     "builtin_patches",
+    "check_unique",
     "default_passes",
     "load_patch_dir",
     "run_passes",
@@ -65,7 +67,7 @@ def builtin_patches() -> list[FixupPass]:
 
 def default_passes() -> list[FixupPass]:
     """Built-in passes followed by the built-in custom-op patches."""
-    return [ErfcPass(), *builtin_patches()]
+    return [ErfcPass(), KerasGruLoopPass(), *builtin_patches()]
 
 
 def load_patch_dir(directory: Path) -> list[FixupPass]:
@@ -101,7 +103,8 @@ def load_patch_dir(directory: Path) -> list[FixupPass]:
     return found
 
 
-def _check_unique(passes: Sequence[FixupPass]) -> None:
+def check_unique(passes: Sequence[FixupPass]) -> None:
+    """Raise :class:`BadInputError` naming both when two passes share a name."""
     seen: dict[str, FixupPass] = {}
     for p in passes:
         if p.name in seen:
@@ -222,7 +225,7 @@ def run_passes(
     all as unsupported); any other checker error left at the end raises :class:`PassError`.
     """
     passes = list(passes)
-    _check_unique(passes)
+    check_unique(passes)
     before = _ort_outputs(model, inputs)
     records = []
     for p in passes:
