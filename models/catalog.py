@@ -19,6 +19,8 @@ class ZooEntry:
     expected: str = "pass"
     slow: bool = False
     input_ranges: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    keep_batchnorm: bool = False
+    """Convert with ``--keep-batchnorm`` (BatchNorm as ``nn.BatchNorm*d``, fully trainable)."""
 
 
 ZOO: dict[str, ZooEntry] = {
@@ -33,12 +35,12 @@ ZOO: dict[str, ZooEntry] = {
         ZooEntry("lstm"),
         ZooEntry("gru"),
         ZooEntry("bidirectional_lstm"),
-        ZooEntry("conv_bn_dropout"),
+        ZooEntry("conv_bn_dropout", keep_batchnorm=True),
         ZooEntry("self_attention"),
         ZooEntry("self_attention_layernorm"),
         ZooEntry("multi_head_attention"),
         ZooEntry("attention_pooling", input_ranges={"tokens": (0, 50)}),
-        ZooEntry("mobilenet_v2", slow=True),
+        ZooEntry("mobilenet_v2", slow=True, keep_batchnorm=True),
         ZooEntry("convnext_tiny", slow=True),
     )
 }

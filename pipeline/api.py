@@ -19,6 +19,7 @@ import onnx
 import torch
 
 from pipeline import compare, report
+from pipeline.batchnorm import keep_batchnorm
 from pipeline.errors import BadInputError, UnsupportedOpsError
 from pipeline.gradients import compare_gradients, torch_gradients
 from pipeline.ort_runner import OrtRunner
@@ -53,6 +54,8 @@ class ConvertOptions:
     - ``safe_mode``: Keras ``safe_mode`` when loading files (on; turn off only for trusted
       files that hold Python code, e.g. ``Lambda`` layers).
     - ``worker_timeout``: seconds the TF worker may take (None: no limit).
+    - ``keep_batchnorm``: give folded BatchNorms back their own ``nn.BatchNorm*d`` with
+      Keras's epsilon and momentum, so they train like Keras's (off: inference-folded).
     """
 
     opset: int = 17
@@ -65,6 +68,7 @@ class ConvertOptions:
     rtol: float | None = None
     output_tolerances: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     patches: Sequence[Path] = ()
+    keep_batchnorm: bool = False
     custom_objects: str | None = None
     safe_mode: bool = True
     worker_timeout: float | None = None
@@ -185,6 +189,14 @@ def convert(
                 exported.variables,
                 [tf_variables[f"value/{i}"] for i in range(len(exported.variables))],
             )
+            if options.keep_batchnorm:
+                parameters = keep_batchnorm(
+                    eager,
+                    parameters,
+                    exported.variables,
+                    [tf_variables[f"value/{i}"] for i in range(len(exported.variables))],
+                )
+            eager.eval()
             rep.parameters = [p.to_json() for p in parameters]
             example = [inputs[s.name] for s in exported.inputs]
             export_program(eager, example, staging / PT2)

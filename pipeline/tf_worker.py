@@ -46,6 +46,7 @@ class TfVariable:
     path: str
     trainable: bool
     variable: Any  # tf.Variable
+    batchnorm: dict[str, float] | None = None  # epsilon, momentum of its BatchNormalization
 
 
 @dataclass
@@ -184,8 +185,22 @@ def _keras_model(model: Any, description: str, override: list[TensorSpec]) -> Lo
         call=call,
         export=export,
         description=description,
-        variables=[TfVariable(v.path, bool(v.trainable), v.value) for v in model.weights],
+        variables=_keras_variables(model),
     )
+
+
+def _keras_variables(model: Any) -> list[TfVariable]:
+    import keras
+
+    batchnorm: dict[int, dict[str, float]] = {}
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            config = {"epsilon": float(layer.epsilon), "momentum": float(layer.momentum)}
+            for v in layer.weights:
+                batchnorm[id(v)] = config
+    return [
+        TfVariable(v.path, bool(v.trainable), v.value, batchnorm.get(id(v))) for v in model.weights
+    ]
 
 
 def _saved_model(path: str, override: list[TensorSpec]) -> LoadedModel:
@@ -385,6 +400,7 @@ def _write_variables_and_gradients(
                 "dtype": value.dtype.name,
                 "trainable": v.trainable,
                 "has_grad": grad is not None,
+                **({"batchnorm": v.batchnorm} if v.batchnorm is not None else {}),
             }
         )
     write_npz(path, npz)

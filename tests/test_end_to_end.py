@@ -32,7 +32,10 @@ def _params(expected: str) -> list[object]:
 
 
 def _options(name: str) -> pipeline.ConvertOptions:
-    return pipeline.ConvertOptions(input_ranges=dict(ZOO[name].input_ranges))
+    entry = ZOO[name]
+    return pipeline.ConvertOptions(
+        input_ranges=dict(entry.input_ranges), keep_batchnorm=entry.keep_batchnorm
+    )
 
 
 def assert_three_way_pass(result: pipeline.ConversionResult) -> None:
@@ -173,3 +176,56 @@ def test_saved_formats_convert(fmt: str, saved_formats: Path, tmp_path: Path) ->
     options = pipeline.ConvertOptions(custom_objects=str(ZOO_FILE))
     result = pipeline.convert(saved_formats / fmt, tmp_path / "run", options)
     assert_three_way_pass(result)
+
+
+def test_folded_batchnorm_is_reported_partial_not_hidden(tmp_path: Path) -> None:
+    """Without --keep-batchnorm tf2onnx's folded BatchNorm has no torch tensors of its own:
+    the outputs match, and the report says which variables are not trainable as in Keras."""
+    result = pipeline.convert(f"{ZOO_FILE}:conv_bn_dropout", tmp_path / "run")
+    assert result.verdict == "pass"
+    count = result.report["parameter_count"]
+    assert count["status"] == "partial" and count["unmapped"] == 4, count
+    unmapped = {r["tf_name"] for r in result.report["parameters"] if r["torch_name"] is None}
+    assert unmapped == {"bn/gamma", "bn/beta", "bn/moving_mean", "bn/moving_variance"}
+
+
+def test_kept_batchnorm_is_an_nn_batchnorm_with_keras_epsilon(tmp_path: Path) -> None:
+    result = pipeline.convert(
+        f"{ZOO_FILE}:conv_bn_dropout", tmp_path / "run", _options("conv_bn_dropout")
+    )
+    assert result.verdict == "pass"
+    rows = {r["tf_name"]: r for r in result.report["parameters"]}
+    assert rows["bn/gamma"]["torch_name"] == "bn.weight"
+    assert rows["bn/moving_variance"]["torch_name"] == "bn.running_var"
+    module = pipeline.load_torch(result.run_dir)
+    buffers = dict(module.named_buffers())
+    assert "bn.running_mean" in buffers and "bn.running_var" in buffers
+    # Keras's default epsilon (1e-3, solved from the folded scale) and momentum 0.99 → 0.01
+    assert rows["bn/gamma"]["note"] == "BatchNorm2d(eps=0.001, momentum=0.01)"
+    assert result.report["parameter_count"]["status"] == "full"
+
+
+def test_batchnorm_folded_into_convolutions_is_unfolded(tmp_path: Path) -> None:
+    """tf2onnx folds a BatchNorm after a bias-free (depthwise) convolution into the
+    convolution's weights; --keep-batchnorm recovers the Keras kernel and the BatchNorm."""
+    factory = tmp_path / "convbn.py"
+    factory.write_text(
+        "import importlib.util, keras\n"
+        f"spec = importlib.util.spec_from_file_location('zoo', {str(ZOO_FILE)!r})\n"
+        "zoo = importlib.util.module_from_spec(spec); spec.loader.exec_module(zoo)\n"
+        "def convbn():\n"
+        "    L = keras.layers\n"
+        "    x = keras.Input((12, 12, 3), name='image')\n"
+        "    h = L.ReLU()(L.BatchNormalization(name='bn1', epsilon=1e-5)(L.Conv2D(8, 3, use_bias=False, name='c1')(x)))\n"
+        "    h = L.BatchNormalization(name='bn2')(L.DepthwiseConv2D(3, use_bias=False, name='dw')(h))\n"
+        "    out = L.Dense(3, name='logits')(L.GlobalAveragePooling2D()(h))\n"
+        "    return zoo.randomize_weights(keras.Model(x, out))\n"
+    )
+    options = pipeline.ConvertOptions(keep_batchnorm=True)
+    result = pipeline.convert(f"{factory}:convbn", tmp_path / "run", options)
+    assert_three_way_pass(result)
+    rows = {r["tf_name"]: r for r in result.report["parameters"]}
+    assert rows["c1/kernel"]["torch_name"].startswith("c1.")
+    assert rows["dw/kernel"]["transform"] == "permute(2,3,0,1)"
+    assert rows["bn1/gamma"]["note"] == "BatchNorm2d(eps=1e-05, momentum=0.01)"
+    assert rows["bn2/moving_mean"]["torch_name"] == "bn2.running_mean"

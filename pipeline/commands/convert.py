@@ -125,6 +125,12 @@ def add_parser(subparsers: Any, help: str, description: str) -> None:
         help="give up on the TensorFlow worker after this long (default: no limit)",
     )
     p.add_argument(
+        "--keep-batchnorm",
+        action="store_true",
+        help="keep BatchNormalization as nn.BatchNorm*d (Keras epsilon and momentum) instead "
+        "of folded into the convolution, so it trains like Keras's",
+    )
+    p.add_argument(
         "--json", action="store_true", help="print report.json to stdout instead of the table"
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
@@ -147,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         custom_objects=args.custom_objects,
         safe_mode=not args.unsafe,
         worker_timeout=args.worker_timeout,
+        keep_batchnorm=args.keep_batchnorm,
     )
     out_dir = args.out or default_out_dir(args.source)
     console = make_console(stderr=True)

@@ -80,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
     for name, entry in zoo.items():
         if (args.models and name not in args.models) or (args.skip_slow and entry.slow):
             continue
-        options = ConvertOptions(input_ranges=dict(entry.input_ranges))
+        options = ConvertOptions(
+            input_ranges=dict(entry.input_ranges), keep_batchnorm=entry.keep_batchnorm
+        )
         start = time.perf_counter()
         with console.status(f"{name}: starting") as status:
             try:
