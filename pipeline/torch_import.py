@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -165,7 +166,11 @@ def export_program(
     batch = torch.export.Dim("batch")
     dynamic_shapes = tuple({0: batch} if a.dim() > 0 else None for a in args)
     try:
-        program = torch.export.export(module, args, dynamic_shapes=dynamic_shapes)
+        with warnings.catch_warnings():
+            # nn.LSTM/nn.GRU rebuild their `_flat_weights` list in forward; export notices the
+            # list assignment, but the weights themselves are parameters and are exported.
+            warnings.filterwarnings("ignore", message=r".*_flat_weights.*assigned during export")
+            program = torch.export.export(module, args, dynamic_shapes=dynamic_shapes)
     except Exception as exc:  # torch.export raises many unrelated types; all mean "failed"
         # The first line is often only a heading ("Constraints violated (batch)!"); the
         # second says what happened.  Keep both, on one line.
@@ -177,7 +182,9 @@ def export_program(
     try:
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.pt2")
         os.close(fd)
-        torch.export.save(program, tmp_name)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"No complete tensor found in the group")
+            torch.export.save(program, tmp_name)
         os.replace(tmp_name, path)
     except OSError as exc:
         raise ExportError(f"could not write {path}: {exc}") from exc
@@ -191,4 +198,8 @@ def load_program(path: Path) -> torch.nn.Module:
 
     Needs torch only (never TensorFlow).
     """
-    return torch.export.load(str(path)).module()
+    with warnings.catch_warnings():
+        # Raised for tensors that share storage in the archive (a parameter and a view of
+        # it); everything here lives on the CPU, which is the case the warning is about.
+        warnings.filterwarnings("ignore", message=r"No complete tensor found in the group")
+        return torch.export.load(str(path)).module()
