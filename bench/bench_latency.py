@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from rich.console import Console
+from pipeline.console import make_console
 from rich.table import Table
 
 from pipeline.api import convert, load_torch
@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     args = parser.parse_args()
-    console = Console()
+    console = make_console()
     timing = Table(title="median latency (ms) and ratio to ONNX Runtime")
     for column in (
         "model",

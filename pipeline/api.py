@@ -24,7 +24,7 @@ from pipeline.errors import BadInputError, UnsupportedOpsError
 from pipeline.gradients import compare_gradients, torch_gradients
 from pipeline.ort_runner import OrtRunner
 from pipeline.parameters import ParameterEntry, adopt_tf_variables, count_trainable
-from pipeline.passes import default_passes, load_patch_dir, run_passes
+from pipeline.passes import builtin_passes, builtin_patches, load_patch_dir, run_passes
 from pipeline.run_dir import staged_run_dir, write_npz
 from pipeline.signature import TensorSpec
 from pipeline.sources import parse_source
@@ -174,7 +174,9 @@ def convert(
         notify("fixup")
         with rep.stage("fixup"):
             raw = onnx.load(str(exported.raw_onnx))
-            fixed, records = run_passes(raw, [*default_passes(), *extra_passes], inputs)
+            fixed, records = run_passes(
+                raw, builtin_passes(), inputs, patches=[*builtin_patches(), *extra_passes]
+            )
             rep.passes = [r.to_json() for r in records]
             onnx.save(fixed, str(staging / ONNX))
 

@@ -186,3 +186,35 @@ def test_broken_user_patch_is_named(tmp_path: Path, source: str, message: str) -
         load_patch_dir(tmp_path)
     assert "broken.py" in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+class RewriteMul:
+    """A test patch that replaces the node ``mul`` by an equal Mul of its own name."""
+
+    description = "test: claims the Mul"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def apply(self, model: onnx.ModelProto) -> PassResult:
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
+        for node in out.graph.node:
+            if node.name == "mul":
+                node.name = f"mul_by_{self.name}"
+                return PassResult(out, 1)
+        return PassResult(model, 0)
+
+
+def test_two_patches_claiming_the_same_nodes_are_named() -> None:
+    with pytest.raises(BadInputError, match="'first' and 'second' both claim 1 node") as caught:
+        run_passes(_scaled_model(), [], INPUTS, patches=[RewriteMul("first"), RewriteMul("second")])
+    assert "(mul)" in str(caught.value)
+
+
+def test_patches_with_separate_claims_both_run() -> None:
+    fixed, records = run_passes(
+        _scaled_model(), [], INPUTS, patches=[RewriteMul("only"), ScaleWeight(1.0, "noop")]
+    )
+    assert [r.name for r in records] == ["only", "noop"]
+    assert [n.name for n in fixed.graph.node] == ["mul_by_only"]

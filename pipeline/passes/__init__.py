@@ -36,7 +36,9 @@ __all__ = [
     "FixupPass",
     "PassRecord",
     "PassResult",
+    "builtin_passes",
     "builtin_patches",
+    "check_exclusive_claims",
     "check_unique",
     "default_passes",
     "load_patch_dir",
@@ -65,9 +67,14 @@ def builtin_patches() -> list[FixupPass]:
     return found
 
 
+def builtin_passes() -> list[FixupPass]:
+    """The generic built-in passes (not about one custom op), in the order they run."""
+    return [ErfcPass(), KerasGruLoopPass()]
+
+
 def default_passes() -> list[FixupPass]:
     """Built-in passes followed by the built-in custom-op patches."""
-    return [ErfcPass(), KerasGruLoopPass(), *builtin_patches()]
+    return [*builtin_passes(), *builtin_patches()]
 
 
 def load_patch_dir(directory: Path) -> list[FixupPass]:
@@ -214,21 +221,56 @@ def _run_one(
     return after_model, after, record
 
 
+def _removed_nodes(p: FixupPass, model: onnx.ModelProto) -> set[str]:
+    try:
+        result = p.apply(model)
+    except Exception as err:  # reported with the pass's name, as when it runs for real
+        raise PassError(f"pass {p.name!r} raised {type(err).__name__}: {err}") from err
+    if result.changes == 0:
+        return set()
+    kept = {n.name for n in result.model.graph.node}
+    return {n.name for n in model.graph.node if n.name and n.name not in kept}
+
+
+def check_exclusive_claims(model: onnx.ModelProto, patches: Sequence[FixupPass]) -> None:
+    """Each patch applied alone to ``model``: two that would rewrite the same nodes raise
+    :class:`BadInputError` naming both (which one wins would depend on their order)."""
+    claims = [(p, _removed_nodes(p, model)) for p in patches]
+    for i, (first, first_nodes) in enumerate(claims):
+        for second, second_nodes in claims[i + 1 :]:
+            shared = sorted(first_nodes & second_nodes)
+            if shared:
+                shown = ", ".join(shared[:3]) + (", ..." if len(shared) > 3 else "")
+                raise BadInputError(
+                    f"patches {first.name!r} and {second.name!r} both claim {len(shared)} "
+                    f"node(s) ({shown}); remove or narrow one of them"
+                )
+
+
 def run_passes(
     model: onnx.ModelProto,
     passes: Iterable[FixupPass],
     inputs: Mapping[str, np.ndarray],
+    patches: Sequence[FixupPass] = (),
 ) -> tuple[onnx.ModelProto, list[PassRecord]]:
-    """Apply ``passes`` in order to ``model``, checking each one; return the graph and records.
+    """Apply ``passes`` then ``patches`` in order to ``model``, checking each one; return the
+    graph and one record per pass.
 
-    The final graph may still contain ops ONNX does not define (the import stage lists them
-    all as unsupported); any other checker error left at the end raises :class:`PassError`.
+    Before the patches run, each is applied alone to the graph they start from: two patches
+    claiming the same nodes is a :class:`BadInputError` naming both.  The final graph may
+    still contain ops ONNX does not define (the import stage lists them all as
+    unsupported); any other checker error left at the end raises :class:`PassError`.
     """
     passes = list(passes)
-    check_unique(passes)
+    check_unique([*passes, *patches])
     before = _ort_outputs(model, inputs)
     records = []
     for p in passes:
+        model, before, record = _run_one(p, model, before, inputs)
+        records.append(record)
+    if len(patches) > 1:
+        check_exclusive_claims(model, patches)
+    for p in patches:
         model, before, record = _run_one(p, model, before, inputs)
         records.append(record)
     problem = _validity_error(model)
