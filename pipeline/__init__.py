@@ -1,6 +1,7 @@
 """tf2torch: migrate TensorFlow/Keras models to PyTorch through ONNX, proven numerically.
 
-The public API is :func:`convert` and :func:`load_torch`; errors derive from
+The public API is :func:`convert`, :func:`load_torch` and :func:`check_run` (with
+:mod:`pipeline.testing` for test suites); errors derive from
 :class:`Tf2TorchError`.  Importing this package never imports TensorFlow.
 """
 
@@ -26,11 +27,16 @@ def __getattr__(name: str) -> Any:
         from pipeline import api
 
         return getattr(api, name)
+    if name in ("check_run", "CheckResult"):
+        from pipeline import check
+
+        return getattr(check, name)
     raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
 
 
 __all__ = [
     "BadInputError",
+    "CheckResult",
     "ConversionResult",
     "ConvertOptions",
     "ExportError",
@@ -39,6 +45,7 @@ __all__ = [
     "Tf2TorchError",
     "UnsupportedOpsError",
     "WorkerError",
+    "check_run",
     "convert",
     "load_torch",
 ]
