@@ -31,6 +31,7 @@ from pipeline.ort_runner import OrtRunner
 from pipeline.passes.base import FixupPass, PassRecord, PassResult
 from pipeline.passes.erfc import ErfcPass
 from pipeline.passes.keras_gru_loop import KerasGruLoopPass
+from pipeline.passes.layer_norm import LayerNormPass
 
 __all__ = [
     "FixupPass",
@@ -69,7 +70,7 @@ def builtin_patches() -> list[FixupPass]:
 
 def builtin_passes() -> list[FixupPass]:
     """The generic built-in passes (not about one custom op), in the order they run."""
-    return [ErfcPass(), KerasGruLoopPass()]
+    return [ErfcPass(), KerasGruLoopPass(), LayerNormPass()]
 
 
 def default_passes() -> list[FixupPass]:
