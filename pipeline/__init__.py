@@ -27,6 +27,10 @@ def __getattr__(name: str) -> Any:
         from pipeline import api
 
         return getattr(api, name)
+    if name in ("migrate", "ManifestError", "MigrationResult", "ModelResult"):
+        from pipeline import migration
+
+        return getattr(migration, name)
     if name in ("check_run", "CheckResult"):
         from pipeline import check
 
@@ -40,6 +44,9 @@ __all__ = [
     "ConversionResult",
     "ConvertOptions",
     "ExportError",
+    "ManifestError",
+    "MigrationResult",
+    "ModelResult",
     "OnnxExportError",
     "PassError",
     "Tf2TorchError",
@@ -48,4 +55,5 @@ __all__ = [
     "check_run",
     "convert",
     "load_torch",
+    "migrate",
 ]

@@ -16,12 +16,20 @@ from pipeline.commands import check as check_command
 from pipeline.commands import convert as convert_command
 from pipeline.commands import demo as demo_command
 from pipeline.commands import diff as diff_command
+from pipeline.commands import migrate as migrate_command
 from pipeline.commands import patches as patches_command
 from pipeline.errors import Tf2TorchError
 
 EXIT_OK, EXIT_FAIL, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-COMMANDS = (convert_command, check_command, diff_command, demo_command, patches_command)
+COMMANDS = (
+    convert_command,
+    check_command,
+    diff_command,
+    demo_command,
+    migrate_command,
+    patches_command,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
