@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from pipeline.console import make_console
 from rich.table import Table
 
 from pipeline.api import convert, load_torch
 from pipeline.commands.demo import MODELS_DIR
+from pipeline.console import make_console
 from pipeline.ort_runner import OrtRunner
 from pipeline.signature import TensorSpec
 from pipeline.torch_runner import run_torch

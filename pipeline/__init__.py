@@ -31,6 +31,14 @@ def __getattr__(name: str) -> Any:
         from pipeline import migration
 
         return getattr(migration, name)
+    if name in ("scale_weights", "parse_scale"):
+        from pipeline import scaling
+
+        return getattr(scaling, name)
+    if name == "reset_parameters":
+        from pipeline import init
+
+        return init.reset_parameters
     if name in ("check_run", "CheckResult"):
         from pipeline import check
 
@@ -56,4 +64,7 @@ __all__ = [
     "convert",
     "load_torch",
     "migrate",
+    "parse_scale",
+    "reset_parameters",
+    "scale_weights",
 ]

@@ -26,6 +26,7 @@ from pipeline.ort_runner import OrtRunner
 from pipeline.parameters import ParameterEntry, adopt_tf_variables, count_trainable
 from pipeline.passes import builtin_passes, builtin_patches, load_patch_dir, run_passes
 from pipeline.run_dir import staged_run_dir, write_npz
+from pipeline.scaling import TABLE_ATTRIBUTE, check_scale_options
 from pipeline.signature import TensorSpec
 from pipeline.sources import parse_source
 from pipeline.tf_client import export_with_tf
@@ -56,6 +57,11 @@ class ConvertOptions:
     - ``worker_timeout``: seconds the TF worker may take (None: no limit).
     - ``keep_batchnorm``: give folded BatchNorms back their own ``nn.BatchNorm*d`` with
       Keras's epsilon and momentum, so they train like Keras's (off: inference-folded).
+    - ``scale``: a ``--scale`` spec (``"global=0.5"``, ``"conv=0.7,dense=0.3"``,
+      ``"activation"``; see :mod:`pipeline.scaling`) applied to the Keras model's weights in
+      the TF worker before export, so all three frameworks are compared on the scaled model
+      (None: no scaling).  ``calibration``: the ``.npz`` (inputs keyed by input name) whose
+      layer outputs the ``activation`` strategy measures; required by it, refused otherwise.
     """
 
     opset: int = 17
@@ -72,6 +78,8 @@ class ConvertOptions:
     custom_objects: str | None = None
     safe_mode: bool = True
     worker_timeout: float | None = None
+    scale: str | None = None
+    calibration: Path | None = None
 
 
 @dataclass
@@ -109,6 +117,37 @@ def _check_options(options: ConvertOptions) -> None:
             raise BadInputError(f"--patches {path} is not a directory")
     if options.inputs is not None and not Path(options.inputs).is_file():
         raise BadInputError(f"inputs file not found: {options.inputs}")
+    check_scale_options(options.scale, options.calibration)
+    if options.calibration is not None and not Path(options.calibration).is_file():
+        raise BadInputError(f"calibration file not found: {options.calibration}")
+
+
+_TABLE_EXTRAS = ("layer", "layer_class", "layer_kind", "initializer")
+
+
+def parameter_table(
+    parameters: Sequence[ParameterEntry], variables: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The report's ``parameters`` rows: each :class:`ParameterEntry` plus, from the TF
+    worker's metadata, ``tf_shape`` (the Keras layout the transform starts from) and, for
+    Keras models, ``layer``, ``layer_class``, ``layer_kind`` and ``initializer``."""
+    meta = {str(v["path"]): v for v in variables}
+    rows = []
+    for entry in parameters:
+        row = entry.to_json()
+        found = meta.get(entry.tf_name or "")
+        if found is not None:
+            row["tf_shape"] = list(found["shape"])
+            row.update({key: found[key] for key in _TABLE_EXTRAS if key in found})
+        rows.append(row)
+    return rows
+
+
+def attach_table(module: torch.nn.Module, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Attach the parameter table to ``module`` as ``tf2torch_parameters`` (a plain list of
+    report rows), where :func:`pipeline.init.reset_parameters` and
+    :func:`pipeline.scaling.scale_weights` look for it."""
+    setattr(module, TABLE_ATTRIBUTE, [dict(row) for row in rows])
 
 
 def convert(
@@ -159,7 +198,18 @@ def convert(
                 custom_objects=options.custom_objects,
                 safe_mode=options.safe_mode,
                 timeout=options.worker_timeout,
+                scale={
+                    "spec": options.scale,
+                    "calibration": str(Path(options.calibration).resolve())
+                    if options.calibration is not None
+                    else None,
+                }
+                if options.scale
+                else None,
             )
+        if exported.scaling is not None and options.calibration is not None:
+            exported.scaling["calibration"] = str(options.calibration)
+        rep.scaling = exported.scaling
         inputs = _read_npz(exported.inputs_npz)
         tf_outputs = _read_npz(exported.tf_outputs_npz)
         tf_variables = _read_npz(exported.variables_npz)
@@ -199,10 +249,11 @@ def convert(
                     [tf_variables[f"value/{i}"] for i in range(len(exported.variables))],
                 )
             eager.eval()
-            rep.parameters = [p.to_json() for p in parameters]
+            rep.parameters = parameter_table(parameters, exported.variables)
             example = [inputs[s.name] for s in exported.inputs]
             export_program(eager, example, staging / PT2)
             module = load_program(staging / PT2)
+            attach_table(module, rep.parameters)
 
         notify("compare")
         with rep.stage("compare"):
@@ -279,6 +330,10 @@ def convert(
 def load_torch(run_dir: str | Path) -> torch.nn.Module:
     """Load a run's PyTorch module (``model.pt2``) with torch alone, never TensorFlow.
 
+    The module carries the run's parameter table (``report.json``'s ``parameters``) as
+    ``module.tf2torch_parameters``, for :func:`pipeline.init.reset_parameters` and
+    :func:`pipeline.scaling.scale_weights`.
+
     Raises :class:`~pipeline.errors.BadInputError` when the run has no ``model.pt2``.
     """
     path = Path(run_dir) / PT2
@@ -295,6 +350,7 @@ def _restore_requires_grad(module: torch.nn.Module, report_path: Path) -> None:
     if not report_path.is_file():
         return
     table = json.loads(report_path.read_text()).get("parameters") or []
+    attach_table(module, table)
     frozen = {row["torch_name"] for row in table if row.get("torch_name") and not row["trainable"]}
     for name, parameter in module.named_parameters():
         parameter.requires_grad_(name not in frozen)

@@ -243,8 +243,10 @@ def _run_tf(
     safe_mode: bool,
     input_specs: Sequence[TensorSpec],
     timeout: float | None,
+    scale: Mapping[str, Any] | None,
 ) -> dict[str, np.ndarray]:
-    """Today's TF outputs on the golden inputs, from the TF worker (its own process)."""
+    """Today's TF outputs on the golden inputs, from the TF worker (its own process); the
+    run's ``scaling`` record is replayed so TF is the same scaled model convert compared."""
     from pipeline.sources import parse_source
     from pipeline.tf_client import export_with_tf
 
@@ -270,6 +272,7 @@ def _run_tf(
             custom_objects=custom_objects,
             safe_mode=safe_mode,
             timeout=timeout,
+            scale=scale,
         )
         with np.load(exported.tf_outputs_npz, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
@@ -352,6 +355,7 @@ def check_run(
             safe_mode=safe_mode,
             input_specs=input_specs,
             timeout=worker_timeout,
+            scale=rep.get("scaling"),
         )
         comparisons = compare.compare_all(outputs, tolerances, FULL_PAIRS)
 

@@ -5,7 +5,8 @@
 (name → ``status``, ``seconds``), ``providers`` (``onnxruntime``: the execution provider
 that ran, ``torch_device``), ``comparisons`` (see :class:`pipeline.compare.OutputComparison`),
 ``passes``, ``inputs``, ``tolerances``, ``artifacts`` (name → file in the run directory),
-``versions``.
+``versions``, ``scaling`` (``--scale``: ``strategy``, ``spec`` and ``layers``, each with its
+``factor``; null without ``--scale``).
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class Report:
     tolerances: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    scaling: dict[str, Any] | None = None
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @contextmanager
@@ -119,6 +121,7 @@ class Report:
             "tolerances": self.tolerances,
             "artifacts": self.artifacts,
             "versions": self.versions,
+            "scaling": self.scaling,
         }
 
     def write(self, run_dir: Path) -> None:

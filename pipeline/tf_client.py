@@ -36,8 +36,11 @@ class TfExport:
     versions: dict[str, str]
     variables: list[dict[str, Any]]
     """Every TF variable in model order: ``path``, ``shape``, ``dtype``, ``trainable``,
-    ``has_grad``; values and gradients are in :attr:`variables_npz`."""
+    ``has_grad``; for Keras models also ``layer``, ``layer_class``, ``layer_kind`` and
+    ``initializer`` (``class_name``, ``config``); values and gradients are in :attr:`variables_npz`."""
     variables_npz: Path
+    scaling: dict[str, Any] | None = None
+    """What ``scale`` did to the model before export (report.json's ``scaling``), or None."""
 
 
 def _worker_env() -> dict[str, str]:
@@ -79,8 +82,14 @@ def export_with_tf(
     custom_objects: str | None,
     safe_mode: bool,
     timeout: float | None = None,
+    scale: Mapping[str, Any] | None = None,
 ) -> TfExport:
     """Load the model in the TF worker, export ``model.raw.onnx`` and run the TF reference.
+
+    ``scale`` scales the Keras model's weights before anything else runs:
+    ``{"spec": "conv=0.7,dense=0.3", "calibration": path or None}``, or a recorded
+    ``scaling`` (``{"layers": [{"layer", "factor"}, ...]}``) to replay its factors exactly
+    (see :func:`pipeline.tf_worker.apply_scaling`).
 
     Everything lands in ``work_dir``.  Raises the worker's own error class (bad input,
     export failure) or :class:`WorkerError` if the worker dies or times out.
@@ -102,6 +111,7 @@ def export_with_tf(
         "input_specs": [s.to_json() for s in input_specs],
         "custom_objects": custom_objects,
         "safe_mode": safe_mode,
+        "scale": dict(scale) if scale else None,
     }
     request_path = work_dir / "tf_worker.request.json"
     request_path.write_text(json.dumps(request, indent=2))
@@ -147,4 +157,5 @@ def export_with_tf(
         versions=answer["versions"],
         variables=answer["variables"],
         variables_npz=work_dir / "tf_variables.npz",
+        scaling=answer.get("scaling"),
     )

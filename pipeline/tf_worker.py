@@ -32,6 +32,7 @@ import numpy as np
 from pipeline.errors import BadInputError, OnnxExportError, Tf2TorchError
 from pipeline.inputs import check_range_names, draw_inputs, load_inputs
 from pipeline.run_dir import write_npz
+from pipeline.scaling import ACTIVATION, CONV, DENSE, activation_factor, parse_scale
 from pipeline.signature import TensorSpec
 from pipeline.sources import Source, SourceKind
 
@@ -47,6 +48,10 @@ class TfVariable:
     trainable: bool
     variable: Any  # tf.Variable
     batchnorm: dict[str, float] | None = None  # epsilon, momentum of its BatchNormalization
+    info: dict[str, Any] | None = None
+    """Keras models only: ``layer`` (path), ``layer_class``, ``layer_kind`` (``conv``,
+    ``dense`` or None, see :mod:`pipeline.scaling`) and ``initializer`` (``class_name``,
+    ``config``; see :func:`_describe_initializer`)."""
 
 
 @dataclass
@@ -63,6 +68,8 @@ class LoadedModel:
     output_names: list[str] | None = None
     description: str = ""
     variables: list[TfVariable] = field(default_factory=list)
+    keras_model: Any = None  # the keras.Model, when the source is a Keras model
+    scaling: dict[str, Any] | None = None  # what --scale did (report.json's ``scaling``)
 
     def run(self, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
         """The outputs for numpy inputs, as numpy arrays."""
@@ -144,7 +151,12 @@ def _tf_specs(specs: Sequence[TensorSpec]) -> list[Any]:
     return [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in specs]
 
 
-def _keras_model(model: Any, description: str, override: list[TensorSpec]) -> LoadedModel:
+def _keras_model(
+    model: Any,
+    description: str,
+    override: list[TensorSpec],
+    recorded: dict[int, tuple[Any, Any, Any]] | None = None,
+) -> LoadedModel:
     import keras
     import tf2onnx
 
@@ -185,11 +197,12 @@ def _keras_model(model: Any, description: str, override: list[TensorSpec]) -> Lo
         call=call,
         export=export,
         description=description,
-        variables=_keras_variables(model),
+        variables=_keras_variables(model, recorded or {}),
+        keras_model=model,
     )
 
 
-def _keras_variables(model: Any) -> list[TfVariable]:
+def _keras_variables(model: Any, recorded: dict[int, tuple[Any, Any, Any]]) -> list[TfVariable]:
     import keras
 
     batchnorm: dict[int, dict[str, float]] = {}
@@ -198,9 +211,263 @@ def _keras_variables(model: Any) -> list[TfVariable]:
             config = {"epsilon": float(layer.epsilon), "momentum": float(layer.momentum)}
             for v in layer.weights:
                 batchnorm[id(v)] = config
-    return [
-        TfVariable(v.path, bool(v.trainable), v.value, batchnorm.get(id(v))) for v in model.weights
-    ]
+    owners = _variable_owners(model)
+    found = []
+    for v in model.weights:
+        _, layer, initializer = recorded.get(id(v), (None, owners.get(id(v)), None))
+        info = {
+            "layer": v.path.rpartition("/")[0],
+            "layer_class": type(layer).__name__ if layer is not None else None,
+            "layer_kind": _layer_kind(layer),
+            "initializer": _describe_initializer(initializer, layer, v)
+            if id(v) in recorded
+            else None,
+        }
+        found.append(TfVariable(v.path, bool(v.trainable), v.value, batchnorm.get(id(v)), info))
+    return found
+
+
+# ------------------------------------------------ initializers and layer kinds (Keras)
+
+
+@contextmanager
+def _recording_initializers() -> Iterator[dict[int, tuple[Any, Any, Any]]]:
+    """While the model is built, record every ``Layer.add_weight``: variable id →
+    (variable, layer, the initializer argument).  Keras variables forget their initializer
+    once initialised, and custom layers (``add_weight(initializer=...)``) have no
+    ``*_initializer`` attribute, so this is the one place every initializer is seen."""
+    try:
+        from keras.src.layers.layer import Layer
+    except ImportError:  # another Keras layout: no initializers recorded
+        yield {}
+        return
+    recorded: dict[int, tuple[Any, Any, Any]] = {}
+    original = Layer.add_weight
+
+    def add_weight(self: Any, *args: Any, **kwargs: Any) -> Any:
+        variable = original(self, *args, **kwargs)
+        initializer = kwargs.get("initializer", args[1] if len(args) > 1 else None)
+        recorded[id(variable)] = (variable, self, initializer)  # keeps the id valid
+        return variable
+
+    Layer.add_weight = add_weight
+    try:
+        yield recorded
+    finally:
+        Layer.add_weight = original
+
+
+def _json_safe(value: Any) -> Any:
+    return json.loads(
+        json.dumps(value, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+    )
+
+
+def _initializer_json(initializer: Any) -> dict[str, Any] | None:
+    import keras
+
+    if isinstance(initializer, str | dict):
+        try:
+            initializer = keras.initializers.get(initializer)
+        except (ValueError, TypeError):
+            return None
+    if not isinstance(initializer, keras.initializers.Initializer):
+        return None
+    config = dict(initializer.get_config())
+    if isinstance(initializer, keras.initializers.VarianceScaling):
+        # Subclasses (HeNormal, GlorotUniform, ...) leave these out of their config.
+        config.update(
+            scale=float(initializer.scale),
+            mode=str(initializer.mode),
+            distribution=str(initializer.distribution),
+        )
+    return {"class_name": type(initializer).__name__, "config": _json_safe(config)}
+
+
+def _describe_initializer(initializer: Any, layer: Any, variable: Any) -> dict[str, Any]:
+    """``{"class_name", "config"}`` of the initializer a variable was created with (Keras's
+    default when none was given); LSTM's ``unit_forget_bias`` closure becomes its
+    ``bias_initializer`` plus ``"unit_forget_bias": true``; anything else that is not a
+    ``keras.initializers.Initializer`` is ``{"class_name": <name>, "unsupported": why}``."""
+    if initializer is None:  # Layer.add_weight's own default
+        initializer = "glorot_uniform" if "float" in str(variable.dtype) else "zeros"
+    described = _initializer_json(initializer)
+    if described is not None:
+        return described
+    if variable.name == "bias" and getattr(layer, "unit_forget_bias", False):
+        base = _initializer_json(getattr(layer, "bias_initializer", None))
+        if base is not None:
+            return {**base, "unit_forget_bias": True}
+    return {
+        "class_name": getattr(initializer, "__name__", type(initializer).__name__),
+        "config": {},
+        "unsupported": "a plain function, not a keras.initializers.Initializer",
+    }
+
+
+def _variable_owners(model: Any) -> dict[int, Any]:
+    owners: dict[int, Any] = {}
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        for v in [*layer._trainable_variables, *layer._non_trainable_variables]:
+            owners.setdefault(id(v), layer)
+    return owners
+
+
+_CONV_CLASSES = (
+    "Conv1D",
+    "Conv2D",
+    "Conv3D",
+    "Conv1DTranspose",
+    "Conv2DTranspose",
+    "Conv3DTranspose",
+    "DepthwiseConv1D",
+    "DepthwiseConv2D",
+    "SeparableConv1D",
+    "SeparableConv2D",
+)
+
+
+def _layer_kind(layer: Any) -> str | None:
+    """``conv``, ``dense`` or None (see :mod:`pipeline.scaling`), by ``isinstance``."""
+    if layer is None:
+        return None
+    import keras
+
+    conv = tuple(
+        getattr(keras.layers, name) for name in _CONV_CLASSES if hasattr(keras.layers, name)
+    )
+    if isinstance(layer, conv):
+        return CONV
+    if isinstance(layer, keras.layers.Dense):
+        return DENSE
+    return None
+
+
+# ----------------------------------------------------------------------- --scale
+
+
+def _scalable_layers(model: Any) -> list[tuple[str, Any, str, list[Any]]]:
+    """(layer path, layer, kind, its own float variables) of every Conv/Dense layer."""
+    found, seen = [], set()
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        kind = _layer_kind(layer)
+        if kind is None or id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        own = [
+            v
+            for v in [*layer._trainable_variables, *layer._non_trainable_variables]
+            if "float" in str(v.dtype)
+        ]
+        if own:
+            found.append((own[0].path.rpartition("/")[0], layer, kind, own))
+    return found
+
+
+def _mean_abs_outputs(
+    loaded: LoadedModel, layers: Sequence[Any], arrays: dict[str, np.ndarray], chunk: int = 64
+) -> dict[int, tuple[float, int]]:
+    """Mean |output| of each layer (after its activation) over the calibration inputs, from
+    inference-mode calls of the whole model; layers are observed by wrapping their ``call``."""
+    import tensorflow as tf
+
+    sums: dict[int, list[float]] = {id(layer): [0.0, 0.0] for layer in layers}
+
+    def observing(original: Callable[..., Any], key: int) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            out = original(*args, **kwargs)
+            sums[key][0] += float(tf.reduce_sum(tf.abs(tf.cast(out, tf.float64))))
+            sums[key][1] += float(tf.size(out))
+            return out
+
+        return call
+
+    for layer in layers:
+        object.__setattr__(layer, "call", observing(layer.call, id(layer)))
+    try:
+        size = len(next(iter(arrays.values())))
+        for start in range(0, size, chunk):
+            loaded.run({k: v[start : start + chunk] for k, v in arrays.items()})
+    finally:
+        for layer in layers:
+            object.__delattr__(layer, "call")
+    return {
+        key: (total / count if count else float("nan"), int(count))
+        for key, (total, count) in sums.items()
+    }
+
+
+def apply_scaling(loaded: LoadedModel, scale: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Apply a ``--scale`` request to the loaded Keras model's variables, in place, and return
+    the report's ``scaling`` record (None without one).
+
+    ``scale`` is ``{"spec": "global=0.5", "calibration": path or None}``, or ``{"layers":
+    [{"layer": path, "factor": f}, ...]}`` to replay recorded factors exactly (e.g. a check
+    rerunning a scaled run's source).  Every float variable of a scaled layer is multiplied in
+    float64 and cast back to its dtype.
+    """
+    if not scale:
+        return None
+    model = loaded.keras_model
+    if model is None:
+        raise BadInputError(
+            "--scale needs a Keras model (.keras, .h5 or a factory): a SavedModel's variables "
+            "carry no layer types"
+        )
+    layers = _scalable_layers(model)
+    record: dict[str, Any]
+    means: dict[int, tuple[float, int]] = {}
+    if "layers" in scale:
+        replay = {str(entry["layer"]): float(entry["factor"]) for entry in scale["layers"]}
+        record = {"strategy": scale.get("strategy", "replay"), "spec": scale.get("spec", "")}
+        unknown = sorted(set(replay) - {path for path, *_ in layers})
+        if unknown:
+            raise BadInputError(f"--scale replay names layers the model lacks: {unknown}")
+    else:
+        spec = parse_scale(str(scale["spec"]))
+        record = {"strategy": spec.strategy, "spec": spec.text}
+        if spec.strategy == ACTIVATION:
+            calibration = Path(str(scale["calibration"]))
+            arrays = load_inputs(calibration, loaded.inputs)
+            record["calibration"] = str(scale["calibration"])
+            record["calibration_samples"] = len(next(iter(arrays.values())))
+            try:
+                means = _mean_abs_outputs(loaded, [layer for _, layer, _, _ in layers], arrays)
+            except Exception as err:
+                raise BadInputError(
+                    f"TensorFlow could not run the model on the calibration data: {_one_line(err)}"
+                ) from None
+    scaled = []
+    for path, layer, kind, own in layers:
+        note, mean = "", None
+        if "layers" in scale:
+            factor: float | None = replay.get(path)
+        elif record["strategy"] == ACTIVATION:
+            mean, count = means[id(layer)]
+            factor, note = activation_factor(mean)
+            if count == 0:
+                factor, note = 1.0, "not called on the calibration data: left unscaled"
+        else:
+            factor = spec.factor_for(kind)
+        if factor is None:
+            continue
+        for v in own:
+            value = np.asarray(v.value)
+            v.assign((value.astype(np.float64) * factor).astype(value.dtype))
+        entry: dict[str, Any] = {
+            "layer": path,
+            "layer_class": type(layer).__name__,
+            "kind": kind,
+            "factor": float(factor),
+            "variables": [v.path for v in own],
+        }
+        if record["strategy"] == ACTIVATION:
+            entry["mean_abs_activation"] = None if mean is None or not np.isfinite(mean) else mean
+        if note:
+            entry["note"] = note
+        scaled.append(entry)
+    record["layers"] = scaled
+    return record
 
 
 def _saved_model(path: str, override: list[TensorSpec]) -> LoadedModel:
@@ -260,7 +527,16 @@ def _saved_model(path: str, override: list[TensorSpec]) -> LoadedModel:
 
 
 def load_model(request: dict[str, Any]) -> LoadedModel:
-    """Load the request's model and read its signature.  Raises :class:`BadInputError`."""
+    """Load the request's model and read its signature, then apply the request's ``scale``
+    (``--scale``; see :func:`apply_scaling`), so that every later step (export, reference
+    run, gradients) sees the scaled model.  Raises :class:`BadInputError`."""
+    with _recording_initializers() as recorded:
+        loaded = _load_model(request, recorded)
+    loaded.scaling = apply_scaling(loaded, request.get("scale"))
+    return loaded
+
+
+def _load_model(request: dict[str, Any], recorded: dict[int, tuple[Any, Any, Any]]) -> LoadedModel:
     import keras
 
     source = Source(
@@ -296,7 +572,7 @@ def load_model(request: dict[str, Any]) -> LoadedModel:
             if "safe_mode" in str(err):
                 hint = " (the file holds code; pass --unsafe only if you trust it)"
             raise BadInputError(f"cannot load {source.location}: {_one_line(err)}{hint}") from None
-        return _keras_model(model, source.location, override)
+        return _keras_model(model, source.location, override, recorded)
     try:
         module = _import_user_module(source.location)
     except BadInputError:
@@ -310,7 +586,7 @@ def load_model(request: dict[str, Any]) -> LoadedModel:
         model = factory()
     except Exception as err:
         raise BadInputError(f"factory {source} raised {_one_line(err)}") from None
-    return _keras_model(model, str(source), override)
+    return _keras_model(model, str(source), override, recorded)
 
 
 def rename_outputs(proto: Any, names: Sequence[str]) -> None:
@@ -401,6 +677,7 @@ def _write_variables_and_gradients(
                 "trainable": v.trainable,
                 "has_grad": grad is not None,
                 **({"batchnorm": v.batchnorm} if v.batchnorm is not None else {}),
+                **(v.info or {}),
             }
         )
     write_npz(path, npz)
@@ -462,6 +739,7 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
         "outputs": output_names,
         "timings": timings,
         "variables": variables,
+        "scaling": loaded.scaling,
         "versions": {
             "tensorflow": tf.__version__,
             "keras": __import__("keras").__version__,

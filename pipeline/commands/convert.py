@@ -131,6 +131,19 @@ def add_parser(subparsers: Any, help: str, description: str) -> None:
         "of folded into the convolution, so it trains like Keras's",
     )
     p.add_argument(
+        "--scale",
+        metavar="SPEC",
+        help="scale Conv/Dense weights before export (transfer learning): global=F, "
+        "conv=F,dense=G, or activation (divide each layer by its mean |output| on "
+        "--calibration data); all three frameworks are compared on the scaled model",
+    )
+    p.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="NPZ",
+        help="calibration inputs for --scale activation, an .npz keyed by input name",
+    )
+    p.add_argument(
         "--json", action="store_true", help="print report.json to stdout instead of the table"
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
@@ -154,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
         safe_mode=not args.unsafe,
         worker_timeout=args.worker_timeout,
         keep_batchnorm=args.keep_batchnorm,
+        scale=args.scale,
+        calibration=args.calibration,
     )
     out_dir = args.out or default_out_dir(args.source)
     console = make_console(stderr=True)

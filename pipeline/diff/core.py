@@ -262,6 +262,7 @@ def run_diff(
                 safe_mode=options.safe_mode,
                 timeout=options.worker_timeout,
                 log_dir=run_dir,
+                scale=report.get("scaling"),
             )
         if tf_side is not None:
             for name, why in internal.items():

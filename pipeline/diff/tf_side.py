@@ -71,6 +71,7 @@ def tf_intermediates(
     safe_mode: bool = True,
     timeout: float | None = None,
     log_dir: Path | None = None,
+    scale: Mapping[str, Any] | None = None,
 ) -> TfIntermediates:
     """Run the worker; raises the worker's error class or :class:`WorkerError`."""
     write_npz(work_dir / "tf_inputs.npz", dict(inputs))
@@ -85,6 +86,8 @@ def tf_intermediates(
         "input_specs": [s.to_json() for s in input_specs],
         "custom_objects": custom_objects,
         "safe_mode": safe_mode,
+        # the run's --scale record: TF must replay the same scaled model convert compared
+        "scale": dict(scale) if scale else None,
         "inputs_npz": str(work_dir / "tf_inputs.npz"),
         "onnx_inputs": list(onnx_inputs),
         "onnx_outputs": list(onnx_outputs),
