@@ -24,8 +24,7 @@ from typing import Any
 
 from rich.markup import escape
 
-from pipeline.check import check_run
-from pipeline.commands.convert import _parse_output_tolerances
+from pipeline.commands.convert import parse_output_tolerances
 from pipeline.console import make_console
 from pipeline.errors import Tf2TorchError
 from pipeline.inputs import parse_input_specs
@@ -105,13 +104,17 @@ def add_parser(subparsers: Any, help: str, description: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``tf2torch check``; returns 0 (equivalent) or 1 (not); errors raise (exit 2)."""
+    # Imported here, not at the top: `tf2torch --help` and option errors stay fast (torch
+    # takes seconds to import).
+    from pipeline.check import check_run
+
     try:
         result = check_run(
             args.run_dir,
             golden_only=args.golden_only,
             atol=args.atol,
             rtol=args.rtol,
-            output_tolerances=_parse_output_tolerances(args.output_tol),
+            output_tolerances=parse_output_tolerances(args.output_tol),
             source=args.source,
             custom_objects=args.custom_objects,
             safe_mode=not args.unsafe,

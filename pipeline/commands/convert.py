@@ -18,14 +18,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.api import ConvertOptions, convert
 from pipeline.console import make_console
 from pipeline.errors import BadInputError
 from pipeline.inputs import parse_input_ranges, parse_input_specs
 from pipeline.report import print_summary
+from pipeline.sources import parse_source
 
 
-def _parse_output_tolerances(items: list[str]) -> dict[str, tuple[float, float]]:
+def parse_output_tolerances(items: list[str]) -> dict[str, tuple[float, float]]:
     tolerances = {}
     for item in items:
         name, eq, values = item.partition("=")
@@ -152,6 +152,12 @@ def add_parser(subparsers: Any, help: str, description: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``tf2torch convert``; returns 0 (pass) or 1 (fail); errors raise."""
+    parse_source(args.source)  # a missing or unreadable source fails before torch loads
+    # Imported here, not at the top: `tf2torch --help` and option errors stay fast (torch
+    # takes seconds to import).
+    from pipeline.api import ConvertOptions, convert
+
+
     options = ConvertOptions(
         opset=args.opset,
         batch=args.batch,
@@ -161,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
         input_specs=parse_input_specs(args.input_spec),
         atol=args.atol,
         rtol=args.rtol,
-        output_tolerances=_parse_output_tolerances(args.output_tol),
+        output_tolerances=parse_output_tolerances(args.output_tol),
         patches=args.patches,
         custom_objects=args.custom_objects,
         safe_mode=not args.unsafe,

@@ -19,7 +19,6 @@ from typing import Any
 from rich.markup import escape
 from rich.status import Status
 
-from pipeline.api import ConvertOptions, convert
 from pipeline.console import make_console
 from pipeline.errors import BadInputError, Tf2TorchError, UnsupportedOpsError
 
@@ -71,6 +70,10 @@ def _show_stage(status: Status, name: str, stage: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``tf2torch demo``; returns 0 when every model behaved as the zoo expects."""
+    # Imported here, not at the top: `tf2torch --help` and option errors stay fast (torch
+    # takes seconds to import).
+    from pipeline.api import ConvertOptions, convert
+
     zoo = load_catalog().ZOO
     unknown = sorted(set(args.models) - set(zoo))
     if unknown:

@@ -21,10 +21,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.commands.convert import _parse_output_tolerances
+from pipeline.commands.convert import parse_output_tolerances
 from pipeline.console import make_console
-from pipeline.diff import DiffOptions, run_diff
-from pipeline.diff.report import print_diff
 from pipeline.inputs import parse_input_specs
 
 
@@ -94,10 +92,15 @@ def add_parser(subparsers: Any, help: str, description: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``tf2torch diff``; returns 0 (no divergence) or 1; errors raise."""
+    # Imported here, not at the top: `tf2torch --help` and option errors stay fast (torch
+    # takes seconds to import).
+    from pipeline.diff import DiffOptions, run_diff
+    from pipeline.diff.report import print_diff
+
     options = DiffOptions(
         atol=args.atol,
         rtol=args.rtol,
-        output_tolerances=_parse_output_tolerances(args.output_tol),
+        output_tolerances=parse_output_tolerances(args.output_tol),
         patches=args.patches,
         source=args.source,
         custom_objects=args.custom_objects,

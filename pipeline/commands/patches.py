@@ -16,7 +16,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline.console import make_console
-from pipeline.passes import check_unique, default_passes, load_patch_dir
 
 
 def add_parser(subparsers: Any, help: str, description: str) -> None:
@@ -43,6 +42,10 @@ def _origin(obj: object) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Print the passes in the order they run; returns 0."""
+    # Imported here, not at the top: `tf2torch --help` and option errors stay fast (torch
+    # takes seconds to import).
+    from pipeline.passes import check_unique, default_passes, load_patch_dir
+
     passes = [*default_passes(), *(p for d in args.patches for p in load_patch_dir(d))]
     check_unique(passes)
     table = Table(title="Fixup passes and patches, in order")
