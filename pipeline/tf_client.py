@@ -69,6 +69,54 @@ def _log_tail(log: Path) -> str:
     return lines[-1].strip() if lines else ""
 
 
+def run_worker(
+    module: str,
+    request: dict[str, Any],
+    request_path: Path,
+    stage: str,
+    log_path: Path,
+    timeout: float | None,
+) -> dict[str, Any]:
+    """Run ``python -m <module> <request_path>`` (a TensorFlow worker) and return its answer.
+
+    The request must name its ``result`` file.  The worker's output goes to ``log_path``.
+    Raises the worker's own error class for an error it reported, or :class:`WorkerError`
+    naming ``stage`` when it crashed, died or ran past ``timeout`` seconds.
+    """
+    request_path.write_text(json.dumps(request, indent=2))
+    result_path = Path(request["result"])
+    with log_path.open("w") as log:
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", module, str(request_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=_worker_env(),
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise WorkerError(stage, f"TensorFlow worker timed out after {timeout:g} s") from None
+        finally:
+            request_path.unlink(missing_ok=True)
+    if not result_path.is_file():
+        tail = _log_tail(log_path)
+        raise WorkerError(
+            stage,
+            f"TensorFlow worker {_death_reason(proc.returncode)}"
+            + (f"; last log line: {tail}" if tail else ""),
+        )
+    answer: dict[str, Any] = json.loads(result_path.read_text())
+    result_path.unlink()
+    if not answer["ok"]:
+        kind, message = answer["kind"], answer["message"]
+        if kind == "worker_crash":
+            raise WorkerError(stage, f"TensorFlow worker failed: {message} (see {log_path})")
+        raise ERROR_KINDS.get(kind, ERROR_KINDS["error"])(message)
+    return answer
+
+
 def export_with_tf(
     source: Source,
     work_dir: Path,
@@ -113,40 +161,14 @@ def export_with_tf(
         "safe_mode": safe_mode,
         "scale": dict(scale) if scale else None,
     }
-    request_path = work_dir / "tf_worker.request.json"
-    request_path.write_text(json.dumps(request, indent=2))
-    result_path = Path(request["result"])
-    log_path = work_dir / WORKER_LOG
-    with log_path.open("w") as log:
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "pipeline.tf_worker", str(request_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=_worker_env(),
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise WorkerError(
-                "export", f"TensorFlow worker timed out after {timeout:g} s"
-            ) from None
-    request_path.unlink()
-    if not result_path.is_file():
-        tail = _log_tail(log_path)
-        raise WorkerError(
-            "export",
-            f"TensorFlow worker {_death_reason(proc.returncode)}"
-            + (f"; last log line: {tail}" if tail else ""),
-        )
-    answer = json.loads(result_path.read_text())
-    result_path.unlink()
-    if not answer["ok"]:
-        kind, message = answer["kind"], answer["message"]
-        if kind == "worker_crash":
-            raise WorkerError("export", f"TensorFlow worker failed: {message}")
-        raise ERROR_KINDS.get(kind, ERROR_KINDS["error"])(message)
+    answer = run_worker(
+        "pipeline.tf_worker",
+        request,
+        work_dir / "tf_worker.request.json",
+        "export",
+        work_dir / WORKER_LOG,
+        timeout,
+    )
     return TfExport(
         raw_onnx=work_dir / "model.raw.onnx",
         inputs_npz=work_dir / "inputs.npz",

@@ -31,10 +31,8 @@ ONNX node absorbed later TF ops, ``fused`` (their names); or
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import traceback
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import BadInputError, OnnxExportError, Tf2TorchError
-from pipeline.tf_worker import EXIT_CRASH, EXIT_USER_ERROR, _one_line, load_model
+from pipeline.errors import BadInputError, OnnxExportError
+from pipeline.tf_worker import _one_line, load_model, serve
 
 
 class _Captured(Exception):
@@ -256,24 +254,8 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: read the request, answer with the result JSON, return the exit code."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    request = json.loads(Path(args[0]).read_text())
-    sys.path.insert(0, request.get("cwd", os.getcwd()))
-    os.chdir(request.get("cwd", os.getcwd()))
-    result_path = Path(request["result"])
-    try:
-        answer: dict[str, Any] = {"ok": True, **handle(request)}
-        code = 0
-    except Tf2TorchError as err:
-        answer = {"ok": False, "kind": err.kind, "message": str(err)}
-        code = EXIT_USER_ERROR
-    except Exception as err:
-        traceback.print_exc()
-        answer = {"ok": False, "kind": "worker_crash", "message": _one_line(err)}
-        code = EXIT_CRASH
-    result_path.write_text(json.dumps(answer, indent=2))
-    return code
+    """Entry point of ``python -m pipeline.tf_intermediates REQUEST.json``."""
+    return serve(handle, argv)
 
 
 if __name__ == "__main__":

@@ -748,8 +748,10 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: read the request, answer with the result JSON, return the exit code."""
+def serve(handle: Callable[[dict[str, Any]], dict[str, Any]], argv: Sequence[str] | None) -> int:
+    """Run a worker: read the JSON request named in ``argv``, call ``handle`` on it, write its
+    answer (or the error as ``{"ok": false, "kind", "message"}``) to the request's ``result``
+    path and return the exit code (0, or 3 for a user error, 4 for a crash)."""
     args = list(sys.argv[1:] if argv is None else argv)
     request = json.loads(Path(args[0]).read_text())
     sys.path.insert(0, request.get("cwd", os.getcwd()))
@@ -766,6 +768,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = EXIT_CRASH
     result_path.write_text(json.dumps(answer, indent=2))
     return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m pipeline.tf_worker REQUEST.json``."""
+    return serve(handle, argv)
 
 
 if __name__ == "__main__":

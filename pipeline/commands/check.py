@@ -24,7 +24,11 @@ from typing import Any
 
 from rich.markup import escape
 
-from pipeline.commands.convert import parse_output_tolerances
+from pipeline.commands.options import (
+    add_tf_loading_options,
+    add_tolerance_options,
+    parse_output_tolerances,
+)
 from pipeline.console import make_console
 from pipeline.errors import Tf2TorchError
 from pipeline.inputs import parse_input_specs
@@ -51,19 +55,7 @@ def add_parser(subparsers: Any, help: str, description: str) -> None:
         metavar="FILE.xml",
         help="write JUnit XML: one test case per output and pair",
     )
-    p.add_argument(
-        "--atol", type=float, help="absolute tolerance for every output (default: the run's)"
-    )
-    p.add_argument(
-        "--rtol", type=float, help="relative tolerance for every output (default: the run's)"
-    )
-    p.add_argument(
-        "--output-tol",
-        action="append",
-        default=[],
-        metavar="OUTPUT=ATOL:RTOL",
-        help="tolerance for one output; repeatable",
-    )
+    add_tolerance_options(p, "the run's")
     p.add_argument(
         "--read-only",
         action="store_true",
@@ -75,27 +67,7 @@ def add_parser(subparsers: Any, help: str, description: str) -> None:
         help="the TF model, when the report's source does not resolve from here "
         "(e.g. converted in another directory)",
     )
-    full.add_argument(
-        "--custom-objects",
-        metavar="MODULE",
-        help="module defining the model's custom layers (as for convert)",
-    )
-    full.add_argument(
-        "--unsafe", action="store_true", help="load Keras files with safe_mode off (as convert)"
-    )
-    full.add_argument(
-        "--input-spec",
-        action="append",
-        default=[],
-        metavar="NAME=DTYPE[DIMS]",
-        help="input signature when the model has none (as for convert); repeatable",
-    )
-    full.add_argument(
-        "--worker-timeout",
-        type=float,
-        metavar="SECONDS",
-        help="give up on the TensorFlow worker after this long (default: no limit)",
-    )
+    add_tf_loading_options(full)
     p.add_argument(
         "--json", action="store_true", help="print the check as JSON instead of the table"
     )

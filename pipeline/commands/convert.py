@@ -18,27 +18,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pipeline.commands.options import (
+    add_tf_loading_options,
+    add_tolerance_options,
+    parse_output_tolerances,
+)
 from pipeline.console import make_console
-from pipeline.errors import BadInputError
 from pipeline.inputs import parse_input_ranges, parse_input_specs
 from pipeline.report import print_summary
 from pipeline.sources import parse_source
-
-
-def parse_output_tolerances(items: list[str]) -> dict[str, tuple[float, float]]:
-    tolerances = {}
-    for item in items:
-        name, eq, values = item.partition("=")
-        atol, colon, rtol = values.partition(":")
-        try:
-            if not (name and eq and colon):
-                raise ValueError
-            tolerances[name] = (float(atol), float(rtol))
-        except ValueError:
-            raise BadInputError(
-                f"bad --output-tol {item!r}: expected OUTPUT=ATOL:RTOL, e.g. logits=1e-4:1e-3"
-            ) from None
-    return tolerances
 
 
 def default_out_dir(source: str) -> Path:
@@ -74,32 +62,7 @@ def add_parser(subparsers: Any, help: str, description: str) -> None:
         metavar="NAME=LO:HI",
         help="half-open value range of an integer input (required for those); repeatable",
     )
-    p.add_argument(
-        "--input-spec",
-        action="append",
-        default=[],
-        metavar="NAME=DTYPE[DIMS]",
-        help="input signature when the model has none, e.g. x=float32[None,28,28,1]; "
-        "repeatable, in input order",
-    )
-    p.add_argument(
-        "--atol",
-        type=float,
-        help="absolute tolerance for every output "
-        "(default per dtype: float32 1e-4, float16 1e-2, float64 1e-7, ints exact)",
-    )
-    p.add_argument(
-        "--rtol",
-        type=float,
-        help="relative tolerance for every output (default per dtype, as --atol)",
-    )
-    p.add_argument(
-        "--output-tol",
-        action="append",
-        default=[],
-        metavar="OUTPUT=ATOL:RTOL",
-        help="tolerance for one output; repeatable",
-    )
+    add_tolerance_options(p, "per dtype: float32 1e-4, float16 1e-2, float64 1e-7, ints exact")
     p.add_argument(
         "--patches",
         action="append",
@@ -108,22 +71,7 @@ def add_parser(subparsers: Any, help: str, description: str) -> None:
         metavar="DIR",
         help="a directory of extra fixup patches (see README); repeatable",
     )
-    p.add_argument(
-        "--custom-objects",
-        metavar="MODULE",
-        help="module (file.py or package.module) defining the model's custom layers",
-    )
-    p.add_argument(
-        "--unsafe",
-        action="store_true",
-        help="load Keras files with safe_mode off (only for files you trust)",
-    )
-    p.add_argument(
-        "--worker-timeout",
-        type=float,
-        metavar="SECONDS",
-        help="give up on the TensorFlow worker after this long (default: no limit)",
-    )
+    add_tf_loading_options(p)
     p.add_argument(
         "--keep-batchnorm",
         action="store_true",
@@ -156,7 +104,6 @@ def run(args: argparse.Namespace) -> int:
     # Imported here, not at the top: `tf2torch --help` and option errors stay fast (torch
     # takes seconds to import).
     from pipeline.api import ConvertOptions, convert
-
 
     options = ConvertOptions(
         opset=args.opset,

@@ -21,7 +21,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.commands.convert import parse_output_tolerances
+from pipeline.commands.options import (
+    add_tf_loading_options,
+    add_tolerance_options,
+    parse_output_tolerances,
+)
 from pipeline.console import make_console
 from pipeline.inputs import parse_input_specs
 
@@ -43,15 +47,7 @@ def add_parser(subparsers: Any, help: str, description: str) -> None:
         help="table rows: the N nodes furthest beyond tolerance plus each pair's first "
         "divergence, in graph order (default 20; 0 shows every node)",
     )
-    p.add_argument("--atol", type=float, help="absolute tolerance (default: the run's)")
-    p.add_argument("--rtol", type=float, help="relative tolerance (default: the run's)")
-    p.add_argument(
-        "--output-tol",
-        action="append",
-        default=[],
-        metavar="TENSOR=ATOL:RTOL",
-        help="tolerance for one tensor (ONNX name); repeatable",
-    )
+    add_tolerance_options(p, "the run's", target="TENSOR")
     p.add_argument(
         "--patches",
         action="append",
@@ -64,27 +60,13 @@ def add_parser(subparsers: Any, help: str, description: str) -> None:
         "--source",
         help="the TF model, when report.json's source does not resolve from here",
     )
-    p.add_argument("--custom-objects", metavar="MODULE", help="as for convert")
-    p.add_argument("--unsafe", action="store_true", help="as for convert")
-    p.add_argument(
-        "--input-spec",
-        action="append",
-        default=[],
-        metavar="NAME=DTYPE[DIMS]",
-        help="as for convert, when the model carries no signature",
-    )
     p.add_argument(
         "--no-tf",
         action="store_true",
         help="compare ONNX Runtime and PyTorch only (TensorFlow not needed)",
     )
     p.add_argument("--no-repro", action="store_true", help="do not write repro/")
-    p.add_argument(
-        "--worker-timeout",
-        type=float,
-        metavar="SECONDS",
-        help="give up on the TensorFlow worker after this long (default: no limit)",
-    )
+    add_tf_loading_options(p)
     p.add_argument("--json", action="store_true", help="print diff.json instead of the table")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     p.set_defaults(run=run)

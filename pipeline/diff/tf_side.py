@@ -7,10 +7,7 @@ never all in this process's memory at once.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import ERROR_KINDS, WorkerError
 from pipeline.run_dir import write_npz
 from pipeline.signature import TensorSpec
 from pipeline.sources import Source
-from pipeline.tf_client import _death_reason, _log_tail, _worker_env
+from pipeline.tf_client import run_worker
 
 WORKER_LOG = "tf_intermediates.log"
 STAGE = "diff"
@@ -98,36 +94,14 @@ def tf_intermediates(
         "out_npz": str(work_dir / "tf_intermediates.npz"),
         "result": str(work_dir / "tf_intermediates.result.json"),
     }
-    request_path = work_dir / "tf_intermediates.request.json"
-    request_path.write_text(json.dumps(request))
-    result_path = Path(request["result"])
-    log_path = (log_dir or work_dir) / WORKER_LOG
-    with log_path.open("w") as log:
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "pipeline.tf_intermediates", str(request_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=_worker_env(),
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise WorkerError(STAGE, f"TensorFlow worker timed out after {timeout:g} s") from None
-    if not result_path.is_file():
-        tail = _log_tail(log_path)
-        raise WorkerError(
-            STAGE,
-            f"TensorFlow worker {_death_reason(proc.returncode)}"
-            + (f"; last log line: {tail}" if tail else ""),
-        )
-    answer = json.loads(result_path.read_text())
-    if not answer["ok"]:
-        kind, message = answer["kind"], answer["message"]
-        if kind == "worker_crash":
-            raise WorkerError(STAGE, f"TensorFlow worker failed: {message} (see {log_path})")
-        raise ERROR_KINDS.get(kind, ERROR_KINDS["error"])(message)
+    answer = run_worker(
+        "pipeline.tf_intermediates",
+        request,
+        work_dir / "tf_intermediates.request.json",
+        STAGE,
+        (log_dir or work_dir) / WORKER_LOG,
+        timeout,
+    )
     return TfIntermediates(
         tensors=answer["tensors"],
         ops=answer["ops"],
