@@ -351,6 +351,22 @@ def compare_pair(
     )
 
 
+def missing_output(pair: str, output: str, tol: Tolerance) -> OutputComparison:
+    """The failing comparison of an output the pair's second framework did not produce."""
+    return OutputComparison(
+        pair,
+        output,
+        None,
+        None,
+        None,
+        None,
+        tol.atol,
+        tol.rtol,
+        False,
+        note=f"output missing from {pair.partition('-')[2]}",
+    )
+
+
 def compare_all(
     outputs: Mapping[str, Mapping[str, np.ndarray]],
     tolerances: Tolerances,
@@ -369,20 +385,7 @@ def compare_all(
         for output, ref in outputs[ref_name].items():
             tol = tolerances.for_output(output, np.asarray(ref).dtype)
             if output not in outputs[other_name]:
-                results.append(
-                    OutputComparison(
-                        pair,
-                        output,
-                        None,
-                        None,
-                        None,
-                        None,
-                        tol.atol,
-                        tol.rtol,
-                        False,
-                        note=f"output missing from {other_name}",
-                    )
-                )
+                results.append(missing_output(pair, output, tol))
                 continue
             results.append(compare_pair(pair, output, ref, outputs[other_name][output], tol))
     return results

@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from pipeline.errors import BadInputError, Tf2TorchError
+from pipeline.tf_client import death_reason
 
 REPORT_NAME = "report.json"  # pipeline.run_dir.REPORT_NAME, without importing numpy
 SUMMARY_JSON = "summary.json"
@@ -638,15 +639,6 @@ def _locked(root: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _death_reason(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            return f"was killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"was killed by signal {-returncode}"
-    return f"exited with code {returncode} without an answer"
-
-
 class _Scheduler:
     def __init__(
         self,
@@ -742,7 +734,7 @@ class _Scheduler:
         if answer is None:
             _clean_leftovers(self.root, name)
             assert run.proc.returncode is not None
-            reason = _death_reason(run.proc.returncode)
+            reason = death_reason(run.proc.returncode)
             return result(
                 "error", "worker_crash", f"the conversion process {reason}; see {log_path}"
             )

@@ -264,18 +264,7 @@ def assert_equivalent(
         tol = tolerances.for_output(name, expected.dtype)
         actual = outputs.get(name)
         if actual is None:
-            c = compare.OutputComparison(
-                "reference-torch",
-                name,
-                None,
-                None,
-                None,
-                None,
-                tol.atol,
-                tol.rtol,
-                False,
-                note="output missing from torch",
-            )
+            c = compare.missing_output("reference-torch", name, tol)
         else:
             c = compare.compare_pair("reference-torch", name, expected, actual, tol)
         comparisons.append(c)

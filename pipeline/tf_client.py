@@ -52,7 +52,8 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
-def _death_reason(returncode: int) -> str:
+def death_reason(returncode: int) -> str:
+    """How a child process ended without answering: the signal that killed it, or its code."""
     if returncode < 0:
         try:
             return f"was killed by {signal.Signals(-returncode).name}"
@@ -104,7 +105,7 @@ def run_worker(
         tail = _log_tail(log_path)
         raise WorkerError(
             stage,
-            f"TensorFlow worker {_death_reason(proc.returncode)}"
+            f"TensorFlow worker {death_reason(proc.returncode)}"
             + (f"; last log line: {tail}" if tail else ""),
         )
     answer: dict[str, Any] = json.loads(result_path.read_text())

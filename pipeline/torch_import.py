@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,19 +30,9 @@ from onnx2torch.node_converters.registry import get_converter
 
 import pipeline.converters  # noqa: F401 -- registers our converters in onnx2torch
 from pipeline.errors import ExportError, Tf2TorchError, UnsupportedOpsError
+from pipeline.onnx_graph import all_nodes
 
 _STAGE = "import"
-
-
-def _graphs_with_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs_with_nodes(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for subgraph in attr.graphs:
-                    yield from _graphs_with_nodes(subgraph)
 
 
 def _op_key(node: onnx.NodeProto) -> str:
@@ -61,7 +51,7 @@ def find_unsupported_ops(model: onnx.ModelProto) -> dict[str, list[str]]:
     opsets = {o.domain or "": o.version for o in model.opset_import}
     opsets.setdefault("ai.onnx", opsets.get("", 0))
     unsupported: dict[str, list[str]] = {}
-    for index, node in enumerate(_graphs_with_nodes(model.graph)):
+    for index, node in enumerate(all_nodes(model.graph)):
         domain = "" if node.domain == "ai.onnx" else node.domain
         version = opsets.get(domain)
         supported = False

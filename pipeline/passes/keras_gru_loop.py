@@ -31,13 +31,13 @@ outside the loop (``ReverseSequence``), so each direction becomes its own forwar
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from pipeline.onnx_graph import all_nodes
 from pipeline.ort_runner import OrtRunner
 from pipeline.passes.base import PassResult
 
@@ -73,17 +73,6 @@ class _Candidate:
     kernel: np.ndarray  # (in, 3H)
     recurrent_kernel: np.ndarray  # (H, 3H)
     bias: np.ndarray | None  # (2, 3H), (3H,) or None
-
-
-def _subgraph_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _subgraph_nodes(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    yield from _subgraph_nodes(g)
 
 
 def _match(loop: onnx.NodeProto, initializers: dict[str, np.ndarray]) -> _Candidate | None:
@@ -167,7 +156,7 @@ def _match(loop: onnx.NodeProto, initializers: dict[str, np.ndarray]) -> _Candid
 
 class _Names:
     def __init__(self, model: onnx.ModelProto) -> None:
-        self.taken = {o for n in _subgraph_nodes(model.graph) for o in (*n.output, n.name)}
+        self.taken = {o for n in all_nodes(model.graph) for o in (*n.output, n.name)}
         self.taken |= {i.name for i in model.graph.initializer}
         self.taken |= {i.name for i in model.graph.input}
 
@@ -324,7 +313,7 @@ class KerasGruLoopPass:
             c = _match(loop, initializers)
             if c is None:
                 continue
-            consumed = {i for n in _subgraph_nodes(graph) for i in n.input}
+            consumed = {i for n in all_nodes(graph) for i in n.input}
             consumed |= {o.name for o in graph.output}
             n_carried = len(loop.input) - 2
             used = {}
@@ -369,7 +358,7 @@ class KerasGruLoopPass:
 def _drop_unused_initializers(model: onnx.ModelProto) -> None:
     """Remove initializers nothing reads any more (the loop's weights), and their inputs."""
     graph = model.graph
-    used = {i for n in _subgraph_nodes(graph) for i in n.input} | {o.name for o in graph.output}
+    used = {i for n in all_nodes(graph) for i in n.input} | {o.name for o in graph.output}
     dropped = {t.name for t in graph.initializer if t.name not in used}
     if not dropped:
         return
