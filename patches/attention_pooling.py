@@ -423,11 +423,7 @@ class AttentionPoolingPatch:
             *([_function(opset, masked=False)] if unmasked_used else []),
             *([_function(opset, masked=True)] if masked_used else []),
         ]
-        out = custom_ops.serialized(ir_model, *functions)
-        for node in out.graph.node:
-            if node.name in new_names:
-                custom_ops.verify_converter(self.name, out, node)
-        custom_ops.without_inferred_value_info(out, model)
+        out = custom_ops.finish_patch(self.name, ir_model, model, new_names, *functions)
         return PassResult(out, len(new_names))
 
 

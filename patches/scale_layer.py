@@ -126,11 +126,7 @@ class ScaleLayerPatch:
             new = ir.Node(custom_ops.DOMAIN, OP_TYPE, [x, scale], name=name, num_outputs=1)
             custom_ops.replace_match(graph, [mul], new, mul.outputs[0])
             new_names.append(name)
-        out = custom_ops.serialized(ir_model, _function(opset))
-        for node in out.graph.node:
-            if node.name in new_names:
-                custom_ops.verify_converter(self.name, out, node)
-        custom_ops.without_inferred_value_info(out, model)
+        out = custom_ops.finish_patch(self.name, ir_model, model, new_names, _function(opset))
         return PassResult(out, len(matches))
 
 

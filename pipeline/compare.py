@@ -253,17 +253,11 @@ def compare_pair(
     ref_name, _, other_name = pair.partition("-")
     ref, other = np.asarray(ref), np.asarray(other)
     if ref.shape != other.shape:
-        return OutputComparison(
+        return _unmeasured(
             pair,
             output,
-            None,
-            None,
-            None,
-            None,
-            tol.atol,
-            tol.rtol,
-            False,
-            note=f"shape mismatch: {ref_name} {list(ref.shape)} vs {other_name} {list(other.shape)}",
+            tol,
+            f"shape mismatch: {ref_name} {list(ref.shape)} vs {other_name} {list(other.shape)}",
         )
     failing_notes = []
     if ref.dtype != other.dtype:
@@ -351,20 +345,16 @@ def compare_pair(
     )
 
 
+def _unmeasured(pair: str, output: str, tol: Tolerance, note: str) -> OutputComparison:
+    """A failing comparison whose metrics cannot be computed; ``note`` says why."""
+    return OutputComparison(
+        pair, output, None, None, None, None, tol.atol, tol.rtol, False, note=note
+    )
+
+
 def missing_output(pair: str, output: str, tol: Tolerance) -> OutputComparison:
     """The failing comparison of an output the pair's second framework did not produce."""
-    return OutputComparison(
-        pair,
-        output,
-        None,
-        None,
-        None,
-        None,
-        tol.atol,
-        tol.rtol,
-        False,
-        note=f"output missing from {pair.partition('-')[2]}",
-    )
+    return _unmeasured(pair, output, tol, f"output missing from {pair.partition('-')[2]}")
 
 
 def compare_all(

@@ -92,6 +92,23 @@ def serialized(ir_model: ir.Model, *functions: onnx.FunctionProto) -> onnx.Model
     return proto
 
 
+def finish_patch(
+    patch_name: str,
+    ir_model: ir.Model,
+    original: onnx.ModelProto,
+    new_names: Sequence[str],
+    *functions: onnx.FunctionProto,
+) -> onnx.ModelProto:
+    """The patched model as a proto: ``functions`` added, every node named in ``new_names``
+    checked with :func:`verify_converter`, and the inferred ``value_info`` dropped again."""
+    out = serialized(ir_model, *functions)
+    wanted = set(new_names)
+    for node in out.graph.node:
+        if node.name in wanted:
+            verify_converter(patch_name, out, node)
+    return without_inferred_value_info(out, original)
+
+
 def without_inferred_value_info(
     model: onnx.ModelProto, original: onnx.ModelProto
 ) -> onnx.ModelProto:
