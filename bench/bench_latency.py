@@ -27,10 +27,10 @@ from rich.table import Table
 
 from pipeline.api import convert, load_torch
 from pipeline.commands.demo import MODELS_DIR
-from pipeline.console import make_console
-from pipeline.ort_runner import OrtRunner
-from pipeline.signature import TensorSpec
-from pipeline.torch_runner import run_torch
+from pipeline.core.console import make_console
+from pipeline.core.ort_runner import OrtRunner
+from pipeline.core.signature import TensorSpec
+from pipeline.core.torch_runner import run_torch
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:

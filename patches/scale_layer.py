@@ -33,7 +33,7 @@ from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 from torch import nn
 
-from pipeline import custom_ops
+from pipeline.passes import custom_ops
 from pipeline.passes.base import PassResult
 
 OP_TYPE = "ScaleLayer"

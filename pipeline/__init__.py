@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.errors import (
+from pipeline.core.errors import (
     BadInputError,
     ExportError,
     OnnxExportError,
@@ -22,7 +22,7 @@ from pipeline.errors import (
 
 def __getattr__(name: str) -> Any:
     # convert/load_torch pull in torch and onnx2torch; import them only when asked for, so
-    # `import pipeline.errors` (e.g. in the TF worker) stays light and torch-free.
+    # `import pipeline.core.errors` (e.g. in the TF worker) stays light and torch-free.
     if name in ("convert", "load_torch", "ConvertOptions", "ConversionResult"):
         from pipeline import api
 
@@ -40,7 +40,7 @@ def __getattr__(name: str) -> Any:
 
         return init.reset_parameters
     if name in ("check_run", "CheckResult"):
-        from pipeline import check
+        from pipeline.verify import check
 
         return getattr(check, name)
     raise AttributeError(f"module 'pipeline' has no attribute {name!r}")

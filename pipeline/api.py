@@ -1,13 +1,14 @@
 """The Python API: :func:`convert` runs the whole pipeline, :func:`load_torch` reads a run.
 
 ``convert`` does exactly what ``tf2torch convert`` does.  It never calls ``sys.exit`` and
-never imports TensorFlow (TF work runs in :mod:`pipeline.tf_worker`); failures raise a
-:class:`~pipeline.errors.Tf2TorchError` subclass whose message is the CLI's one line.
+never imports TensorFlow (TF work runs in the worker :mod:`pipeline.export.worker`); failures
+raise a :class:`~pipeline.core.errors.Tf2TorchError` subclass whose message is the CLI's one
+line.  :func:`convert` is the pipeline's table of contents: one call per stage, each stage a
+function in its own folder (``export/``, ``passes/``, ``to_torch/``, ``verify/``).
 """
 
 from __future__ import annotations
 
-import json
 import platform
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,22 +19,20 @@ import numpy as np
 import onnx
 import torch
 
-from pipeline import compare, report
-from pipeline.batchnorm import keep_batchnorm
-from pipeline.errors import BadInputError, UnsupportedOpsError
-from pipeline.gradients import compare_gradients, torch_gradients
-from pipeline.ort_runner import OrtRunner
-from pipeline.parameters import ParameterEntry, adopt_tf_variables, count_trainable
-from pipeline.passes import builtin_passes, builtin_patches, load_patch_dir, run_passes
-from pipeline.run_dir import staged_run_dir, write_npz
-from pipeline.scaling import TABLE_ATTRIBUTE, check_scale_options
-from pipeline.signature import TensorSpec
-from pipeline.sources import parse_source
-from pipeline.tf_client import export_with_tf
-from pipeline.torch_import import export_program, find_unsupported_ops, import_onnx, load_program
-from pipeline.torch_runner import run_torch, torch_device
+from pipeline.core import compare
+from pipeline.core.errors import BadInputError
+from pipeline.core.run_dir import staged_run_dir, write_npz
+from pipeline.core.signature import TensorSpec
+from pipeline.export.scale_spec import check_scale_options
+from pipeline.export.sources import parse_source
+from pipeline.export.stage import ExportSettings, export_model
+from pipeline.passes.stage import fix_graph, user_patches
+from pipeline.to_torch.parameters import ParameterEntry, count_trainable
+from pipeline.to_torch.stage import PT2, import_torch, load_run_module
+from pipeline.verify import report
+from pipeline.verify.stage import check_gradients, compare_outputs
 
-RAW_ONNX, ONNX, PT2, GOLDEN = "model.raw.onnx", "model.onnx", "model.pt2", "golden.npz"
+RAW_ONNX, ONNX, GOLDEN = "model.raw.onnx", "model.onnx", "golden.npz"
 
 StageCallback = Callable[[str], None]
 
@@ -48,7 +47,7 @@ class ConvertOptions:
     - ``input_ranges``: half-open ``(lo, hi)`` per integer input (required for them).
     - ``input_specs``: the input signature when the model does not carry one.
     - ``atol``, ``rtol``: override the per-dtype default tolerances of
-      :class:`pipeline.compare.Tolerances`; ``output_tolerances`` per output name.
+      :class:`pipeline.core.compare.Tolerances`; ``output_tolerances`` per output name.
     - ``patches``: extra directories of user patches, applied after the built-in ones.
     - ``custom_objects``: a module (``file.py`` or dotted) to import before loading Keras
       files; its ``CUSTOM_OBJECTS`` dict, if any, is passed to ``load_model``.
@@ -102,11 +101,6 @@ class ConversionResult:
         return self.verdict == "pass"
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files}
-
-
 def _check_options(options: ConvertOptions) -> None:
     if options.opset < 9:
         raise BadInputError(f"--opset {options.opset} is too old; use 13 or newer")
@@ -120,34 +114,6 @@ def _check_options(options: ConvertOptions) -> None:
     check_scale_options(options.scale, options.calibration)
     if options.calibration is not None and not Path(options.calibration).is_file():
         raise BadInputError(f"calibration file not found: {options.calibration}")
-
-
-_TABLE_EXTRAS = ("layer", "layer_class", "layer_kind", "initializer")
-
-
-def parameter_table(
-    parameters: Sequence[ParameterEntry], variables: Sequence[Mapping[str, Any]]
-) -> list[dict[str, Any]]:
-    """The report's ``parameters`` rows: each :class:`ParameterEntry` plus, from the TF
-    worker's metadata, ``tf_shape`` (the Keras layout the transform starts from) and, for
-    Keras models, ``layer``, ``layer_class``, ``layer_kind`` and ``initializer``."""
-    meta = {str(v["path"]): v for v in variables}
-    rows = []
-    for entry in parameters:
-        row = entry.to_json()
-        found = meta.get(entry.tf_name or "")
-        if found is not None:
-            row["tf_shape"] = list(found["shape"])
-            row.update({key: found[key] for key in _TABLE_EXTRAS if key in found})
-        rows.append(row)
-    return rows
-
-
-def attach_table(module: torch.nn.Module, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Attach the parameter table to ``module`` as ``tf2torch_parameters`` (a plain list of
-    report rows), where :func:`pipeline.init.reset_parameters` and
-    :func:`pipeline.scaling.scale_weights` look for it."""
-    setattr(module, TABLE_ATTRIBUTE, [dict(row) for row in rows])
 
 
 def convert(
@@ -166,16 +132,16 @@ def convert(
     an earlier run there is replaced whole.  ``on_stage`` is called with each stage's name
     as it starts (for progress displays).
 
-    Raises :class:`~pipeline.errors.BadInputError` (bad source, options or inputs),
-    :class:`~pipeline.errors.UnsupportedOpsError` (ops no converter handles, all listed),
-    :class:`~pipeline.errors.WorkerError` (the TF worker died), and the other
-    :class:`~pipeline.errors.Tf2TorchError` subclasses for failing stages.
+    Raises :class:`~pipeline.core.errors.BadInputError` (bad source, options or inputs),
+    :class:`~pipeline.core.errors.UnsupportedOpsError` (ops no converter handles, all listed),
+    :class:`~pipeline.core.errors.WorkerError` (the TF worker died), and the other
+    :class:`~pipeline.core.errors.Tf2TorchError` subclasses for failing stages.
     """
     options = options or ConvertOptions()
     notify = on_stage or (lambda _stage: None)
     parsed = parse_source(str(source))
     _check_options(options)
-    extra_passes = [p for directory in options.patches for p in load_patch_dir(Path(directory))]
+    extra_patches = user_patches(options.patches)
     tolerances = compare.Tolerances(
         atol=options.atol,
         rtol=options.rtol,
@@ -186,114 +152,62 @@ def convert(
     with staged_run_dir(Path(out_dir)) as staging:
         notify("export")
         with rep.stage("export"):
-            exported = export_with_tf(
-                parsed,
-                staging,
-                opset=options.opset,
-                batch=options.batch,
-                seed=options.seed,
-                input_ranges=options.input_ranges,
-                inputs_npz=options.inputs,
-                input_specs=options.input_specs,
-                custom_objects=options.custom_objects,
-                safe_mode=options.safe_mode,
-                timeout=options.worker_timeout,
-                scale={
-                    "spec": options.scale,
-                    "calibration": str(Path(options.calibration).resolve())
-                    if options.calibration is not None
-                    else None,
-                }
-                if options.scale
-                else None,
-            )
-        if exported.scaling is not None and options.calibration is not None:
-            exported.scaling["calibration"] = str(options.calibration)
-        rep.scaling = exported.scaling
-        inputs = _read_npz(exported.inputs_npz)
-        tf_outputs = _read_npz(exported.tf_outputs_npz)
-        tf_variables = _read_npz(exported.variables_npz)
-        for scratch in (exported.inputs_npz, exported.tf_outputs_npz, exported.variables_npz):
-            scratch.unlink()
-        write_npz(
-            staging / GOLDEN,
-            {f"input/{k}": v for k, v in inputs.items()}
-            | {f"output/{k}": v for k, v in tf_outputs.items()},
-        )
+            exported = export_model(parsed, staging, _export_settings(options))
+        write_golden(staging / GOLDEN, exported.inputs, exported.tf_outputs)
+        input_names = [s.name for s in exported.input_specs]
 
         notify("fixup")
         with rep.stage("fixup"):
-            raw = onnx.load(str(exported.raw_onnx))
-            fixed, records = run_passes(
-                raw, builtin_passes(), inputs, patches=[*builtin_patches(), *extra_passes]
-            )
-            rep.passes = [r.to_json() for r in records]
-            onnx.save(fixed, str(staging / ONNX))
+            fixed = fix_graph(exported.raw_onnx, exported.inputs, extra_patches, staging / ONNX)
 
         notify("import")
         with rep.stage("import"):
-            unsupported = find_unsupported_ops(fixed)
-            if unsupported:
-                raise UnsupportedOpsError("import", unsupported)
-            eager = import_onnx(fixed)
-            parameters = adopt_tf_variables(
-                eager,
+            imported = import_torch(
+                fixed.model,
                 exported.variables,
-                [tf_variables[f"value/{i}"] for i in range(len(exported.variables))],
+                exported.values,
+                [exported.inputs[name] for name in input_names],
+                staging / PT2,
+                keep_batchnorm=options.keep_batchnorm,
             )
-            if options.keep_batchnorm:
-                parameters = keep_batchnorm(
-                    eager,
-                    parameters,
-                    exported.variables,
-                    [tf_variables[f"value/{i}"] for i in range(len(exported.variables))],
-                )
-            eager.eval()
-            rep.parameters = parameter_table(parameters, exported.variables)
-            example = [inputs[s.name] for s in exported.inputs]
-            export_program(eager, example, staging / PT2)
-            module = load_program(staging / PT2)
-            attach_table(module, rep.parameters)
 
         notify("compare")
         with rep.stage("compare"):
-            input_names = [s.name for s in exported.inputs]
-            ort = OrtRunner(fixed)
-            device = torch_device()
-            outputs = {
-                "tf": tf_outputs,
-                "ort": ort.run(inputs),
-                "torch": run_torch(module, inputs, input_names, exported.outputs, device),
-            }
-            comparisons = compare.compare_all(outputs, tolerances)
+            compared = compare_outputs(
+                fixed.model,
+                imported.module,
+                exported.inputs,
+                input_names,
+                exported.output_names,
+                exported.tf_outputs,
+                tolerances,
+            )
 
         notify("gradients")
         with rep.stage("gradients"):
-            tf_grads = {
-                meta["path"]: tf_variables[f"grad/{i}"]
-                for i, meta in enumerate(exported.variables)
-                if f"grad/{i}" in tf_variables
-            }
-            weights = {
-                k.removeprefix("loss_weight/"): v
-                for k, v in tf_variables.items()
-                if k.startswith("loss_weight/")
-            }
-            torch_grads = torch_gradients(module, inputs, input_names, exported.outputs, weights)
-            gradient_checks = compare_gradients(
-                parameters, tf_grads, torch_grads, compare.DTYPE_DEFAULTS["float32"]
+            gradient_checks = check_gradients(
+                imported.module,
+                imported.parameters,
+                exported.inputs,
+                input_names,
+                exported.output_names,
+                exported.tf_gradients,
+                exported.loss_weights,
             )
-            rep.gradients = [g.to_json() for g in gradient_checks]
 
-        rep.providers = {"onnxruntime": ort.provider, "torch_device": str(device)}
-        rep.comparisons = [c.to_json() for c in comparisons]
+        rep.scaling = exported.scaling
+        rep.passes = fixed.passes
+        rep.parameters = imported.table
+        rep.gradients = [g.to_json() for g in gradient_checks]
+        rep.providers = compared.providers
+        rep.comparisons = [c.to_json() for c in compared.comparisons]
         rep.inputs = [
             {
                 **s.to_json(),
-                "shape": list(inputs[s.name].shape),
+                "shape": list(exported.inputs[s.name].shape),
                 "source": str(options.inputs) if options.inputs else f"seed={options.seed}",
             }
-            for s in exported.inputs
+            for s in exported.input_specs
         ]
         rep.tolerances = tolerances.to_json()
         rep.artifacts = {
@@ -311,19 +225,49 @@ def convert(
             "torch": torch.__version__,
             **exported.versions,
         }
-        rep.parameter_count = count_trainable(module, exported.variables, parameters)
-        rep.verdict = report.verdict_of(comparisons, gradient_checks, rep.parameter_count)
+        rep.parameter_count = count_trainable(
+            imported.module, exported.variables, imported.parameters
+        )
+        rep.verdict = report.verdict_of(compared.comparisons, gradient_checks, rep.parameter_count)
         rep.write(staging)
         result_dir = Path(out_dir).absolute()
     return ConversionResult(
         verdict=rep.verdict,
         report=rep.to_json(),
-        module=module,
+        module=imported.module,
         run_dir=result_dir,
-        comparisons=comparisons,
-        parameters=parameters,
-        tf_gradients=tf_grads,
-        loss_weights=weights,
+        comparisons=compared.comparisons,
+        parameters=imported.parameters,
+        tf_gradients=exported.tf_gradients,
+        loss_weights=exported.loss_weights,
+    )
+
+
+def _export_settings(options: ConvertOptions) -> ExportSettings:
+    return ExportSettings(
+        opset=options.opset,
+        batch=options.batch,
+        seed=options.seed,
+        inputs=options.inputs,
+        input_ranges=options.input_ranges,
+        input_specs=options.input_specs,
+        custom_objects=options.custom_objects,
+        safe_mode=options.safe_mode,
+        worker_timeout=options.worker_timeout,
+        scale=options.scale,
+        calibration=options.calibration,
+    )
+
+
+def write_golden(
+    path: Path, inputs: Mapping[str, np.ndarray], tf_outputs: Mapping[str, np.ndarray]
+) -> None:
+    """Write ``golden.npz``: the inputs (``input/<name>``) and TF's outputs (``output/<name>``),
+    what ``tf2torch check --golden-only`` gates on without TensorFlow."""
+    write_npz(
+        path,
+        {f"input/{k}": v for k, v in inputs.items()}
+        | {f"output/{k}": v for k, v in tf_outputs.items()},
     )
 
 
@@ -334,23 +278,6 @@ def load_torch(run_dir: str | Path) -> torch.nn.Module:
     ``module.tf2torch_parameters``, for :func:`pipeline.init.reset_parameters` and
     :func:`pipeline.scaling.scale_weights`.
 
-    Raises :class:`~pipeline.errors.BadInputError` when the run has no ``model.pt2``.
+    Raises :class:`~pipeline.core.errors.BadInputError` when the run has no ``model.pt2``.
     """
-    path = Path(run_dir) / PT2
-    if not path.is_file():
-        raise BadInputError(f"{run_dir} is not a tf2torch run directory (no {PT2})")
-    module = load_program(path)
-    _restore_requires_grad(module, Path(run_dir) / report.REPORT_JSON)
-    return module
-
-
-def _restore_requires_grad(module: torch.nn.Module, report_path: Path) -> None:
-    # torch.export does not keep requires_grad: torch slots that Keras lacks (nn.LSTM's second
-    # bias) are frozen, as the report's parameter table says.
-    if not report_path.is_file():
-        return
-    table = json.loads(report_path.read_text()).get("parameters") or []
-    attach_table(module, table)
-    frozen = {row["torch_name"] for row in table if row.get("torch_name") and not row["trainable"]}
-    for name, parameter in module.named_parameters():
-        parameter.requires_grad_(name not in frozen)
+    return load_run_module(Path(run_dir))

@@ -18,7 +18,7 @@ from pipeline.commands import demo as demo_command
 from pipeline.commands import diff as diff_command
 from pipeline.commands import migrate as migrate_command
 from pipeline.commands import patches as patches_command
-from pipeline.errors import Tf2TorchError
+from pipeline.core.errors import Tf2TorchError
 
 EXIT_OK, EXIT_FAIL, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 

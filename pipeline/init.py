@@ -12,7 +12,7 @@ biases start at zero where ``nn.Linear``'s do not.
 So values are drawn here **in the Keras layout** (``tf_shape``), from the initializer the TF
 worker recorded for each variable (``initializer``: ``class_name`` and ``config`` in the
 parameter table), and then placed through the row's layout ``transform`` (the same
-:func:`pipeline.parameters.apply_transform` the gradient check uses): a transpose, an HWIO →
+:func:`pipeline.to_torch.parameters.apply_transform` the gradient check uses): a transpose, an HWIO →
 OIHW permutation, a gate reorder or a split into rows.
 
 The table comes from the module: :func:`pipeline.load_torch` and :func:`pipeline.convert`
@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.parameters import UNMAPPED, apply_transform
-from pipeline.scaling import module_tensors, table_of, torch_names
+from pipeline.to_torch.parameters import UNMAPPED, apply_transform
+from pipeline.to_torch.table import module_tensors, table_of, torch_names
 
 TRUNCATION_STDDEV = 0.87962566103423978
 """Standard deviation of a unit normal truncated to [-2, 2] (Keras's VarianceScaling

@@ -25,156 +25,47 @@ same rules to an already converted torch module, finding each parameter's layer 
 the parameter table (``report.json``'s ``parameters``, which :func:`pipeline.load_torch` and
 :func:`pipeline.convert` attach to the module as ``tf2torch_parameters``).
 
-This module imports neither TensorFlow nor (at import time) torch: the worker uses
-:func:`parse_scale` and :func:`activation_factor` too.
+The spec itself is parsed by :mod:`pipeline.export.scale_spec` (re-exported here), which the
+TF worker shares.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import BadInputError
+from pipeline.export.scale_spec import (
+    ACTIVATION,
+    ACTIVATION_FLOOR,
+    CONV,
+    DENSE,
+    GLOBAL,
+    KINDS,
+    PER_KIND,
+    ScaleSpec,
+    activation_factor,
+    check_scale_options,
+    parse_scale,
+)
+from pipeline.to_torch.table import module_tensors, table_of, torch_names
 
 if TYPE_CHECKING:
     import torch
 
-CONV, DENSE = "conv", "dense"
-KINDS = (CONV, DENSE)
-GLOBAL, PER_KIND, ACTIVATION = "global", "per_kind", "activation"
-ACTIVATION_FLOOR = 1e-6
-"""Mean absolute activations below this leave the layer unscaled (factor 1)."""
-TABLE_ATTRIBUTE = "tf2torch_parameters"
-"""The attribute on a converted module that holds the parameter table (report rows)."""
-
-_USAGE = "expected global=F, conv=F,dense=G or activation, e.g. --scale conv=0.7,dense=0.3"
-
-
-@dataclass(frozen=True)
-class ScaleSpec:
-    """A parsed ``--scale`` spec: ``strategy`` and the factor per layer kind (not for
-    ``activation``, whose factors come from calibration data)."""
-
-    strategy: str
-    factors: Mapping[str, float] = field(default_factory=dict)
-    text: str = ""
-
-    def factor_for(self, kind: str | None) -> float | None:
-        """The factor for a layer of ``kind``, None when such layers are left untouched."""
-        return None if kind is None else self.factors.get(kind)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"strategy": self.strategy, "spec": self.text, "factors": dict(self.factors)}
-
-
-def _factor(key: str, text: str, spec: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise BadInputError(f"bad --scale {spec!r}: {key}={text!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise BadInputError(f"bad --scale {spec!r}: {key} must be a positive finite factor")
-    return value
-
-
-def parse_scale(spec: str) -> ScaleSpec:
-    """Parse ``global=F``, ``conv=F[,dense=G]`` or ``activation``.
-
-    Raises :class:`BadInputError` (one line, exit code 2 on the CLI) for anything else:
-    unknown keys, repeated keys, ``global`` mixed with kinds, factors that are not positive
-    finite numbers.
-    """
-    text = spec.strip()
-    if text == ACTIVATION:
-        return ScaleSpec(ACTIVATION, {}, text)
-    items = [item.strip() for item in text.split(",")]
-    factors: dict[str, float] = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        key = key.strip().lower()
-        if not eq or not key or not value.strip():
-            raise BadInputError(f"bad --scale {spec!r}: {_USAGE}")
-        if key == ACTIVATION:
-            raise BadInputError(
-                f"bad --scale {spec!r}: activation takes no factor "
-                "(its factors come from --calibration data)"
-            )
-        if key not in (GLOBAL, *KINDS):
-            raise BadInputError(
-                f"bad --scale {spec!r}: unknown key {key!r} (known: global, conv, dense)"
-            )
-        if key in factors:
-            raise BadInputError(f"bad --scale {spec!r}: {key} given twice")
-        factors[key] = _factor(key, value.strip(), spec)
-    if GLOBAL in factors:
-        if len(factors) > 1:
-            raise BadInputError(f"bad --scale {spec!r}: global cannot be mixed with conv/dense")
-        return ScaleSpec(GLOBAL, dict.fromkeys(KINDS, factors[GLOBAL]), text)
-    return ScaleSpec(PER_KIND, factors, text)
-
-
-def activation_factor(mean_abs: float) -> tuple[float, str]:
-    """The activation strategy's factor ``1 / mean_abs``, guarded: a mean below
-    :data:`ACTIVATION_FLOOR`, or not finite, gives factor 1 (the layer left unscaled) and a
-    note saying why, instead of an infinite or huge factor."""
-    if not math.isfinite(mean_abs):
-        return 1.0, f"mean |activation| is {mean_abs}: left unscaled"
-    if mean_abs < ACTIVATION_FLOOR:
-        return 1.0, (
-            f"mean |activation| {mean_abs:.3g} < {ACTIVATION_FLOOR:g} (a dead layer): left unscaled"
-        )
-    return 1.0 / mean_abs, ""
-
-
-def check_scale_options(scale: str | None, calibration: object | None) -> ScaleSpec | None:
-    """Parse ``scale`` and check it agrees with ``calibration`` (a path or None)."""
-    if scale is None:
-        if calibration is not None:
-            raise BadInputError("--calibration is only used with --scale activation")
-        return None
-    parsed = parse_scale(scale)
-    if parsed.strategy == ACTIVATION and calibration is None:
-        raise BadInputError(
-            "--scale activation needs --calibration DATA.npz (inputs keyed by input name)"
-        )
-    if parsed.strategy != ACTIVATION and calibration is not None:
-        raise BadInputError("--calibration is only used with --scale activation")
-    return parsed
-
-
-# ------------------------------------------------------------------ torch-side scaling
-
-
-def table_of(module: torch.nn.Module, table: Sequence[Mapping[str, Any]] | None) -> list[Any]:
-    """``table`` if given, else the table attached to ``module`` (``tf2torch_parameters``)."""
-    if table is not None:
-        return list(table)
-    attached = getattr(module, TABLE_ATTRIBUTE, None)
-    if attached is None:
-        raise ValueError(
-            "the module carries no parameter table: pass table= (report.json's 'parameters') "
-            "or use a module from pipeline.load_torch / pipeline.convert"
-        )
-    return list(attached)
-
-
-def torch_names(row: Mapping[str, Any]) -> list[str]:
-    """Every torch tensor holding the row's TF variable: ``torch_name`` and those its note
-    lists as ``also held by`` (one TF variable used by two ops)."""
-    if not row.get("torch_name"):
-        return []
-    names = [str(row["torch_name"])]
-    note = str(row.get("note") or "")
-    if note.startswith("also held by "):
-        names += [n.strip() for n in note.removeprefix("also held by ").split(",") if n.strip()]
-    return names
-
-
-def module_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Parameters and buffers of ``module`` by qualified name."""
-    return dict(module.named_buffers()) | dict(module.named_parameters())
+__all__ = [
+    "ACTIVATION",
+    "ACTIVATION_FLOOR",
+    "CONV",
+    "DENSE",
+    "GLOBAL",
+    "KINDS",
+    "PER_KIND",
+    "ScaleSpec",
+    "activation_factor",
+    "check_scale_options",
+    "parse_scale",
+    "scale_weights",
+]
 
 
 def _layer_of(row: Mapping[str, Any]) -> str | None:

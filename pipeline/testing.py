@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline import compare
-from pipeline.check import GOLDEN, read_golden, resolve_tolerances
-from pipeline.errors import BadInputError
+from pipeline.core import compare
+from pipeline.core.errors import BadInputError
+from pipeline.verify.check import GOLDEN, read_golden, resolve_tolerances
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -143,7 +143,7 @@ def _fmt_index(index: tuple[int, ...] | None) -> str:
 
 
 def _tiny(dtype: np.dtype[Any]) -> float:
-    """The floor of ``|reference|`` in relative errors, as :mod:`pipeline.compare` uses it."""
+    """The floor of ``|reference|`` in relative errors, as :mod:`pipeline.core.compare` uses it."""
     return float(np.finfo(dtype).tiny) if dtype.kind == "f" else 1.0
 
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import pipeline
-from pipeline import compare
 from pipeline.commands.demo import load_catalog
-from pipeline.errors import UnsupportedOpsError
-from pipeline.torch_runner import run_torch
+from pipeline.core import compare
+from pipeline.core.errors import UnsupportedOpsError
+from pipeline.core.torch_runner import run_torch
 
 REPO = Path(__file__).resolve().parents[1]
 ZOO_FILE = REPO / "models" / "zoo.py"

@@ -27,7 +27,7 @@ from pipeline.init import (
     sample_initializer,
     variance_scaling_params,
 )
-from pipeline.parameters import apply_transform
+from pipeline.to_torch.parameters import apply_transform
 
 REPO = Path(__file__).resolve().parents[1]
 ZOO = REPO / "models" / "zoo.py"
@@ -42,7 +42,7 @@ import numpy as np
 import keras
 from keras import initializers as I
 from keras.src.initializers.random_initializers import compute_fans
-from pipeline.tf_worker import _initializer_json
+from pipeline.export.worker.initializers import _initializer_json
 
 SHAPE, BIG, REPEATS = tuple(json.loads(sys.argv[2])), tuple(json.loads(sys.argv[3])), int(sys.argv[4])
 inits = {

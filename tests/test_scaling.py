@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import pipeline
-from pipeline.errors import BadInputError
+from pipeline.core.errors import BadInputError
 from pipeline.scaling import (
     ACTIVATION_FLOOR,
     activation_factor,

@@ -29,10 +29,10 @@ from pipeline.commands.options import (
     add_tolerance_options,
     parse_output_tolerances,
 )
-from pipeline.console import make_console
-from pipeline.errors import Tf2TorchError
-from pipeline.inputs import parse_input_specs
-from pipeline.report import render_table
+from pipeline.core.console import make_console
+from pipeline.core.errors import Tf2TorchError
+from pipeline.export.inputs import parse_input_specs
+from pipeline.verify.report import render_table
 
 
 def add_parser(subparsers: Any, help: str, description: str) -> None:
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``tf2torch check``; returns 0 (equivalent) or 1 (not); errors raise (exit 2)."""
     # Imported here, not at the top: `tf2torch --help` and option errors stay fast (torch
     # takes seconds to import).
-    from pipeline.check import check_run
+    from pipeline.verify.check import check_run
 
     try:
         result = check_run(
@@ -96,12 +96,12 @@ def run(args: argparse.Namespace) -> int:
         )
     except Tf2TorchError as err:
         if args.junit:
-            from pipeline.junit import write_error
+            from pipeline.verify.junit import write_error
 
             write_error(args.run_dir, str(err), args.junit)
         raise
     if args.junit:
-        from pipeline.junit import write_result
+        from pipeline.verify.junit import write_result
 
         write_result(result, args.junit)
     if args.json:

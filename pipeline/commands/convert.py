@@ -23,10 +23,10 @@ from pipeline.commands.options import (
     add_tolerance_options,
     parse_output_tolerances,
 )
-from pipeline.console import make_console
-from pipeline.inputs import parse_input_ranges, parse_input_specs
-from pipeline.report import print_summary
-from pipeline.sources import parse_source
+from pipeline.core.console import make_console
+from pipeline.export.inputs import parse_input_ranges, parse_input_specs
+from pipeline.export.sources import parse_source
+from pipeline.verify.report import print_summary
 
 
 def default_out_dir(source: str) -> Path:

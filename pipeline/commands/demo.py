@@ -19,8 +19,8 @@ from typing import Any
 from rich.markup import escape
 from rich.status import Status
 
-from pipeline.console import make_console
-from pipeline.errors import BadInputError, Tf2TorchError, UnsupportedOpsError
+from pipeline.core.console import make_console
+from pipeline.core.errors import BadInputError, Tf2TorchError, UnsupportedOpsError
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 

@@ -26,8 +26,8 @@ from pipeline.commands.options import (
     add_tolerance_options,
     parse_output_tolerances,
 )
-from pipeline.console import make_console
-from pipeline.inputs import parse_input_specs
+from pipeline.core.console import make_console
+from pipeline.export.inputs import parse_input_specs
 
 
 def add_parser(subparsers: Any, help: str, description: str) -> None:

@@ -36,7 +36,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline.console import make_console
+from pipeline.core.console import make_console
 from pipeline.migration import (
     DEFAULT_TIMEOUT,
     PAIRS,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.errors import BadInputError
+from pipeline.core.errors import BadInputError
 
 
 def add_tolerance_options(p: Any, default: str, target: str = "OUTPUT") -> None:

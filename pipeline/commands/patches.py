@@ -15,7 +15,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.console import make_console
+from pipeline.core.console import make_console
 
 
 def add_parser(subparsers: Any, help: str, description: str) -> None:

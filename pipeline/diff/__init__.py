@@ -8,7 +8,7 @@ every intermediate tensor of ``model.onnx`` recorded in all three frameworks:
   converters, every call of a module recorded by an FX interpreter under the ONNX tensor
   names of the node it was converted from (``model.pt2``'s own outputs are checked against
   that fresh import);
-- TensorFlow (:mod:`.tf_side`, in the worker :mod:`pipeline.tf_intermediates`): the tensors
+- TensorFlow (:mod:`.tf_side`, in the worker :mod:`pipeline.diff.tf_worker`): the tensors
   of the frozen graph tf2onnx converted, fetched by the very names tf2onnx gave the ONNX
   tensors.
 

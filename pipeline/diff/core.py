@@ -14,7 +14,10 @@ from typing import Any
 import numpy as np
 import onnx
 
-from pipeline.compare import Tolerance, Tolerances, compare_all
+from pipeline.core.compare import Tolerance, Tolerances, compare_all
+from pipeline.core.errors import BadInputError, Tf2TorchError
+from pipeline.core.ort_runner import OrtRunner
+from pipeline.core.signature import TensorSpec
 from pipeline.diff import localise, repro
 from pipeline.diff.ort_side import ort_intermediates
 from pipeline.diff.tf_side import TfIntermediates, tf_intermediates
@@ -25,10 +28,7 @@ from pipeline.diff.torch_side import (
     record_torch,
     run_onnx_in_torch,
 )
-from pipeline.errors import BadInputError, Tf2TorchError
-from pipeline.ort_runner import OrtRunner
-from pipeline.signature import TensorSpec
-from pipeline.sources import parse_source
+from pipeline.export.sources import parse_source
 
 DIFF_SCHEMA = "tf2torch.diff/1"
 DIFF_JSON, DIFF_HTML, REPRO_DIR = "diff.json", "diff.html", "repro"
@@ -208,9 +208,9 @@ def run_diff(
     """Compare every intermediate tensor of a run in TF, ONNX Runtime and PyTorch.
 
     Writes ``diff.json``, ``diff.html`` and ``repro/<pair>/`` (for each pair that diverges)
-    into ``run_dir`` and returns them.  Raises :class:`~pipeline.errors.BadInputError` for a
+    into ``run_dir`` and returns them.  Raises :class:`~pipeline.core.errors.BadInputError` for a
     missing or unreadable run, a model source that does not load, or a ``model.onnx`` whose
-    custom ops have no converter; :class:`~pipeline.errors.WorkerError` when the TF worker
+    custom ops have no converter; :class:`~pipeline.core.errors.WorkerError` when the TF worker
     dies.
     """
     options = options or DiffOptions()

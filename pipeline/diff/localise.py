@@ -1,8 +1,8 @@
 """Node-by-node comparison of the three frameworks, first divergence, self-error check.
 
 For each pair ``(r, o)`` (``tf-ort``, ``tf-torch``, ``ort-torch``; ``r`` is the reference,
-as in :mod:`pipeline.compare`) and each output tensor of each ONNX node, the two values are
-compared with :func:`pipeline.compare.compare_pair` under the run's tolerances.  A node
+as in :mod:`pipeline.core.compare`) and each output tensor of each ONNX node, the two values are
+compared with :func:`pipeline.core.compare.compare_pair` under the run's tolerances.  A node
 **diverges** in a pair when one of its outputs does.
 
 TF tensors come in TF's layout: a TF tensor whose shape is the ONNX shape is compared as it
@@ -34,8 +34,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from pipeline.compare import Tolerance, Tolerances, compare_pair
-from pipeline.ort_runner import MAX_ORT_IR_VERSION
+from pipeline.core.compare import Tolerance, Tolerances, compare_pair
+from pipeline.core.ort_runner import MAX_ORT_IR_VERSION
 
 FRAMEWORKS = ("tf", "ort", "torch")
 PAIRS: tuple[tuple[str, str], ...] = (("tf", "ort"), ("tf", "torch"), ("ort", "torch"))

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 import onnx
 
-from pipeline.ort_runner import OrtRunner
+from pipeline.core.ort_runner import OrtRunner
 
 
 def with_all_outputs(model: onnx.ModelProto) -> onnx.ModelProto:

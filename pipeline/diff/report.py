@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.run_dir import atomic_write_bytes
+from pipeline.core.run_dir import atomic_write_bytes
 
 _NAMES = {"tf": "TensorFlow", "ort": "ONNX Runtime", "torch": "PyTorch"}
 PAIR_COLOURS = {"tf-ort": "#1f77b4", "tf-torch": "#d62728", "ort-torch": "#2ca02c"}

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from pipeline.compare import Tolerance
-from pipeline.run_dir import atomic_write_bytes, write_npz
+from pipeline.core.compare import Tolerance
+from pipeline.core.run_dir import atomic_write_bytes, write_npz
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,7 +41,7 @@ CONFIG = json.loads((HERE / "repro.json").read_text())
 REF = CONFIG["reference_framework"]
 sys.path.insert(0, CONFIG["tf2torch_repo"])  # tf2torch's onnx2torch converters and patches
 from pipeline.passes import builtin_patches, load_patch_dir  # noqa: E402
-from pipeline.torch_import import import_onnx  # noqa: E402
+from pipeline.to_torch.importer import import_onnx  # noqa: E402
 
 builtin_patches()
 for directory in CONFIG["patch_dirs"]:

@@ -1,4 +1,4 @@
-"""Drives :mod:`pipeline.tf_intermediates` (TensorFlow's intermediates) from the diff process.
+"""Drives :mod:`pipeline.diff.tf_worker` (TensorFlow's intermediates) from the diff process.
 
 This process never imports TensorFlow.  The worker streams the tensors to an ``.npz`` that
 is read back one tensor at a time (:meth:`TfIntermediates.get`), so TF's intermediates are
@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.run_dir import write_npz
-from pipeline.signature import TensorSpec
-from pipeline.sources import Source
-from pipeline.tf_client import run_worker
+from pipeline.core.run_dir import write_npz
+from pipeline.core.signature import TensorSpec
+from pipeline.export.client import run_worker
+from pipeline.export.sources import Source
 
 WORKER_LOG = "tf_intermediates.log"
 STAGE = "diff"
@@ -95,7 +95,7 @@ def tf_intermediates(
         "result": str(work_dir / "tf_intermediates.result.json"),
     }
     answer = run_worker(
-        "pipeline.tf_intermediates",
+        "pipeline.diff.tf_worker",
         request,
         work_dir / "tf_intermediates.request.json",
         STAGE,

@@ -2,7 +2,7 @@
 
 ``model.pt2`` cannot be recorded node by node against ONNX: ``torch.export`` renamed its
 parameters after the TF variables and flattened its modules.  The module imported from
-``model.onnx`` by :func:`pipeline.torch_import.import_onnx` (onnx2torch + our converters +
+``model.onnx`` by :func:`pipeline.to_torch.importer.import_onnx` (onnx2torch + our converters +
 the patches' converters) is an FX graph with one ``call_module`` per ONNX node, its target
 being onnx2torch's unique name of that node; an FX interpreter records each call's result
 under the ONNX output names of that node.  The fresh import computes what ``model.pt2``
@@ -21,10 +21,10 @@ import onnx
 import torch
 from onnx2torch.onnx_graph import OnnxGraph
 
-from pipeline.errors import BadInputError, Tf2TorchError, UnsupportedOpsError
+from pipeline.core.errors import BadInputError, Tf2TorchError, UnsupportedOpsError
+from pipeline.core.torch_runner import torch_device
 from pipeline.passes import builtin_patches, load_patch_dir
-from pipeline.torch_import import import_onnx
-from pipeline.torch_runner import torch_device
+from pipeline.to_torch.importer import import_onnx
 
 
 def load_converters(patch_dirs: Sequence[Path]) -> None:
@@ -131,8 +131,8 @@ def check_program(
     output_names: Sequence[str],
 ) -> dict[str, np.ndarray] | None:
     """``model.pt2``'s outputs on ``inputs``, or None when it cannot be loaded or run."""
-    from pipeline.torch_import import load_program
-    from pipeline.torch_runner import run_torch
+    from pipeline.core.torch_runner import run_torch
+    from pipeline.to_torch.importer import load_program
 
     if not program_path.is_file():
         return None

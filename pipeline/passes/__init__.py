@@ -8,8 +8,8 @@ patches are modules of the :mod:`patches` package (and of any ``--patches DIR``)
 After every pass that changed something, the graph must pass the ONNX checker (full check,
 strict shape inference), and ONNX Runtime's outputs on the run's inputs must still match
 the outputs of the graph before the pass (per-dtype tolerances of
-:data:`pipeline.compare.DTYPE_DEFAULTS`).  A pass that breaks either stops the run with a
-:class:`~pipeline.errors.PassError` naming it.
+:data:`pipeline.core.compare.DTYPE_DEFAULTS`).  A pass that breaks either stops the run with a
+:class:`~pipeline.core.errors.PassError` naming it.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from pipeline import compare
-from pipeline.errors import BadInputError, PassError
-from pipeline.ort_runner import OrtRunner
+from pipeline.core import compare
+from pipeline.core.errors import BadInputError, PassError
+from pipeline.core.ort_runner import OrtRunner
 from pipeline.passes.base import FixupPass, PassRecord, PassResult
 from pipeline.passes.erfc import ErfcPass
 from pipeline.passes.keras_gru_loop import KerasGruLoopPass

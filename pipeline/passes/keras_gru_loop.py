@@ -37,8 +37,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from pipeline.onnx_graph import all_nodes
-from pipeline.ort_runner import OrtRunner
+from pipeline.core.onnx_graph import all_nodes
+from pipeline.core.ort_runner import OrtRunner
 from pipeline.passes.base import PassResult
 
 _BODY_OPS = {

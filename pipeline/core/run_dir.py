@@ -1,0 +1,98 @@
+"""Run directories that appear whole or not at all.
+
+A run is built in a hidden staging directory beside the target and renamed into place only
+when it is complete, so a crash or an error never leaves a half-written run that a later
+stage (or a CI gate) could mistake for a good one, and a previous run stays untouched until
+the new one replaces it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.core.errors import BadInputError
+
+REPORT_NAME = "report.json"
+
+
+@contextmanager
+def staged_run_dir(out_dir: Path) -> Iterator[Path]:
+    """Yield an empty staging directory; on success it replaces ``out_dir``, on error it goes.
+
+    The staging directory lives in ``out_dir``'s parent (so the final rename stays on one
+    file system) under a dot-name that no tool treats as a run.
+    """
+    out_dir = out_dir.absolute()
+    check_replaceable(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    replace_dir(staging, out_dir)
+
+
+def check_replaceable(out_dir: Path) -> None:
+    """Refuse an output path that holds something other than an earlier run.
+
+    Replacing ``-o ~/projects`` by mistake must not delete it: an existing target is only
+    replaced when it is empty or holds a run's ``report.json``.
+    """
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise BadInputError(f"output path {out_dir} exists and is not a directory")
+    if any(out_dir.iterdir()) and not (out_dir / REPORT_NAME).is_file():
+        raise BadInputError(
+            f"output directory {out_dir} is not empty and is not a tf2torch run; "
+            "choose another -o or empty it"
+        )
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Move directory ``new`` to ``target``, replacing any existing ``target`` directory."""
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"{target} exists and is not a directory")
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.replace(target, old / target.name)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write ``arrays`` as an uncompressed ``.npz`` at ``path``, atomically."""
+    buffer = io.BytesIO()
+    # numpy's stub types **kwds as if a key could be `allow_pickle`; ours are array names.
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file by key, loaded without pickle."""
+    with np.load(path, allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}

@@ -1,0 +1,184 @@
+"""Drives the TensorFlow worker process (:mod:`pipeline.export.worker`) from the orchestrator.
+
+The orchestrator never imports TensorFlow; it writes a request, runs the worker, and turns
+the worker's answer (or its death) into a result or a :class:`Tf2TorchError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.errors import ERROR_KINDS, WorkerError
+from pipeline.core.signature import TensorSpec
+from pipeline.export.sources import Source
+
+WORKER_LOG = "tf_worker.log"
+
+
+@dataclass(frozen=True)
+class TfExport:
+    """What the worker produced: the raw ONNX, the inputs and the TF reference outputs."""
+
+    raw_onnx: Path
+    inputs_npz: Path
+    tf_outputs_npz: Path
+    inputs: list[TensorSpec]
+    outputs: list[str]
+    timings: dict[str, float]
+    versions: dict[str, str]
+    variables: list[dict[str, Any]]
+    """Every TF variable in model order: ``path``, ``shape``, ``dtype``, ``trainable``,
+    ``has_grad``; for Keras models also ``layer``, ``layer_class``, ``layer_kind`` and
+    ``initializer`` (``class_name``, ``config``); values and gradients are in :attr:`variables_npz`."""
+    variables_npz: Path
+    scaling: dict[str, Any] | None = None
+    """What ``scale`` did to the model before export (report.json's ``scaling``), or None."""
+
+
+def _worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # On a GPU machine TensorFlow would otherwise reserve all device memory and starve
+    # ONNX Runtime's CUDA provider and torch in the parent process.
+    env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    return env
+
+
+def death_reason(returncode: int) -> str:
+    """How a child process ended without answering: the signal that killed it, or its code."""
+    if returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with code {returncode} without an answer"
+
+
+def _log_tail(log: Path) -> str:
+    try:
+        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip() if lines else ""
+
+
+def run_worker(
+    module: str,
+    request: dict[str, Any],
+    request_path: Path,
+    stage: str,
+    log_path: Path,
+    timeout: float | None,
+) -> dict[str, Any]:
+    """Run ``python -m <module> <request_path>`` (a TensorFlow worker) and return its answer.
+
+    The request must name its ``result`` file.  The worker's output goes to ``log_path``.
+    Raises the worker's own error class for an error it reported, or :class:`WorkerError`
+    naming ``stage`` when it crashed, died or ran past ``timeout`` seconds.
+    """
+    request_path.write_text(json.dumps(request, indent=2))
+    result_path = Path(request["result"])
+    with log_path.open("w") as log:
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", module, str(request_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=_worker_env(),
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise WorkerError(stage, f"TensorFlow worker timed out after {timeout:g} s") from None
+        finally:
+            request_path.unlink(missing_ok=True)
+    if not result_path.is_file():
+        tail = _log_tail(log_path)
+        raise WorkerError(
+            stage,
+            f"TensorFlow worker {death_reason(proc.returncode)}"
+            + (f"; last log line: {tail}" if tail else ""),
+        )
+    answer: dict[str, Any] = json.loads(result_path.read_text())
+    result_path.unlink()
+    if not answer["ok"]:
+        kind, message = answer["kind"], answer["message"]
+        if kind == "worker_crash":
+            raise WorkerError(stage, f"TensorFlow worker failed: {message} (see {log_path})")
+        raise ERROR_KINDS.get(kind, ERROR_KINDS["error"])(message)
+    return answer
+
+
+def export_with_tf(
+    source: Source,
+    work_dir: Path,
+    *,
+    opset: int,
+    batch: int,
+    seed: int,
+    input_ranges: Mapping[str, tuple[int, int]],
+    inputs_npz: Path | None,
+    input_specs: Sequence[TensorSpec],
+    custom_objects: str | None,
+    safe_mode: bool,
+    timeout: float | None = None,
+    scale: Mapping[str, Any] | None = None,
+) -> TfExport:
+    """Load the model in the TF worker, export ``model.raw.onnx`` and run the TF reference.
+
+    ``scale`` scales the Keras model's weights before anything else runs:
+    ``{"spec": "conv=0.7,dense=0.3", "calibration": path or None}``, or a recorded
+    ``scaling`` (``{"layers": [{"layer", "factor"}, ...]}``) to replay its factors exactly
+    (see :func:`pipeline.export.worker.scaling.apply_scaling`).
+
+    Everything lands in ``work_dir``.  Raises the worker's own error class (bad input,
+    export failure) or :class:`WorkerError` if the worker dies or times out.
+    """
+    request: dict[str, Any] = {
+        "source": {
+            "kind": source.kind.value,
+            "location": source.location,
+            "function": source.function,
+        },
+        "work_dir": str(work_dir),
+        "result": str(work_dir / "tf_worker.result.json"),
+        "cwd": os.getcwd(),
+        "opset": opset,
+        "batch": batch,
+        "seed": seed,
+        "input_ranges": {k: list(v) for k, v in input_ranges.items()},
+        "inputs_npz": str(inputs_npz.resolve()) if inputs_npz else None,
+        "input_specs": [s.to_json() for s in input_specs],
+        "custom_objects": custom_objects,
+        "safe_mode": safe_mode,
+        "scale": dict(scale) if scale else None,
+    }
+    answer = run_worker(
+        "pipeline.export.worker",
+        request,
+        work_dir / "tf_worker.request.json",
+        "export",
+        work_dir / WORKER_LOG,
+        timeout,
+    )
+    return TfExport(
+        raw_onnx=work_dir / "model.raw.onnx",
+        inputs_npz=work_dir / "inputs.npz",
+        tf_outputs_npz=work_dir / "tf_outputs.npz",
+        inputs=[TensorSpec.from_json(d) for d in answer["inputs"]],
+        outputs=list(answer["outputs"]),
+        timings=answer["timings"],
+        versions=answer["versions"],
+        variables=answer["variables"],
+        variables_npz=work_dir / "tf_variables.npz",
+        scaling=answer.get("scaling"),
+    )

@@ -1,0 +1,117 @@
+"""The export stage as one call: run the TF worker, collect what it produced.
+
+:func:`export_model` hands the model to the worker (:mod:`pipeline.export.worker`), which
+loads it, applies ``--scale``, draws or loads the inputs, exports ``model.raw.onnx`` with
+tf2onnx, and runs the TF reference (outputs, every variable's value and gradient of the fixed
+loss).  The scratch ``.npz`` files it wrote are read back and removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.core.run_dir import read_npz
+from pipeline.core.signature import TensorSpec
+from pipeline.export.client import export_with_tf
+from pipeline.export.sources import Source
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """What the export stage needs from :class:`pipeline.api.ConvertOptions`."""
+
+    opset: int = 17
+    batch: int = 2
+    seed: int = 0
+    inputs: Path | None = None
+    input_ranges: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    input_specs: Sequence[TensorSpec] = ()
+    custom_objects: str | None = None
+    safe_mode: bool = True
+    worker_timeout: float | None = None
+    scale: str | None = None
+    calibration: Path | None = None
+
+
+@dataclass
+class Exported:
+    """The export stage's output: the raw ONNX file and TensorFlow's reference."""
+
+    raw_onnx: Path
+    input_specs: list[TensorSpec]
+    output_names: list[str]
+    inputs: dict[str, np.ndarray]
+    """The comparison inputs, keyed by input name."""
+    tf_outputs: dict[str, np.ndarray]
+    variables: list[dict[str, Any]]
+    """Every TF variable's metadata in model order (see :class:`pipeline.export.client.TfExport`)."""
+    values: list[np.ndarray]
+    """Every TF variable's value, in the order of :attr:`variables`."""
+    tf_gradients: dict[str, np.ndarray]
+    """TF's gradient of the fixed loss per trainable variable, keyed by variable path."""
+    loss_weights: dict[str, np.ndarray]
+    """The fixed loss's weight per output: ``loss = sum(output * weight)``."""
+    scaling: dict[str, Any] | None
+    versions: dict[str, str]
+
+
+def export_model(source: Source, work_dir: Path, settings: ExportSettings) -> Exported:
+    """Export ``source`` to ``work_dir/model.raw.onnx`` and run the TF reference.
+
+    Raises the worker's own :class:`~pipeline.core.errors.Tf2TorchError` subclass (bad input,
+    export failure) or :class:`~pipeline.core.errors.WorkerError` if the worker dies.
+    """
+    scale = None
+    if settings.scale:
+        calibration = settings.calibration
+        scale = {
+            "spec": settings.scale,
+            "calibration": str(Path(calibration).resolve()) if calibration is not None else None,
+        }
+    done = export_with_tf(
+        source,
+        work_dir,
+        opset=settings.opset,
+        batch=settings.batch,
+        seed=settings.seed,
+        input_ranges=settings.input_ranges,
+        inputs_npz=settings.inputs,
+        input_specs=settings.input_specs,
+        custom_objects=settings.custom_objects,
+        safe_mode=settings.safe_mode,
+        timeout=settings.worker_timeout,
+        scale=scale,
+    )
+    if done.scaling is not None and settings.calibration is not None:
+        done.scaling["calibration"] = str(settings.calibration)
+    inputs = read_npz(done.inputs_npz)
+    tf_outputs = read_npz(done.tf_outputs_npz)
+    tf_variables = read_npz(done.variables_npz)
+    for scratch in (done.inputs_npz, done.tf_outputs_npz, done.variables_npz):
+        scratch.unlink()
+    return Exported(
+        raw_onnx=done.raw_onnx,
+        input_specs=done.inputs,
+        output_names=done.outputs,
+        inputs=inputs,
+        tf_outputs=tf_outputs,
+        variables=done.variables,
+        values=[tf_variables[f"value/{i}"] for i in range(len(done.variables))],
+        tf_gradients={
+            meta["path"]: tf_variables[f"grad/{i}"]
+            for i, meta in enumerate(done.variables)
+            if f"grad/{i}" in tf_variables
+        },
+        loss_weights={
+            k.removeprefix("loss_weight/"): v
+            for k, v in tf_variables.items()
+            if k.startswith("loss_weight/")
+        },
+        scaling=done.scaling,
+        versions=done.versions,
+    )

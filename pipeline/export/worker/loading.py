@@ -1,0 +1,267 @@
+"""Loading a TF model in the worker: Keras files, factories and SavedModels behind one
+interface (:class:`LoadedModel`), with their signatures and variables."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from pipeline.core.errors import BadInputError
+from pipeline.core.signature import TensorSpec
+from pipeline.export.sources import Source, SourceKind
+from pipeline.export.worker.initializers import (
+    describe_initializer,
+    layer_kind,
+    recording_initializers,
+    variable_owners,
+)
+from pipeline.export.worker.onnx_export import export_keras, export_saved_model
+
+
+@dataclass(frozen=True)
+class TfVariable:
+    """One variable of the model: its path (``layer/sublayer/name``), trainability and value."""
+
+    path: str
+    trainable: bool
+    variable: Any  # tf.Variable
+    batchnorm: dict[str, float] | None = None  # epsilon, momentum of its BatchNormalization
+    info: dict[str, Any] | None = None
+    """Keras models only: ``layer`` (path), ``layer_class``, ``layer_kind`` (``conv``,
+    ``dense`` or None, see :mod:`pipeline.scaling`) and ``initializer`` (``class_name``,
+    ``config``; see :func:`describe_initializer`)."""
+
+
+@dataclass
+class LoadedModel:
+    """A loaded TF model behind one interface, whatever its source format.
+
+    ``call`` takes TF tensors keyed by input name and returns the output tensors in output
+    order (inference mode); it is what both the reference run and the gradients use.
+    """
+
+    inputs: list[TensorSpec]
+    call: Callable[[dict[str, Any]], list[Any]]
+    export: Callable[[list[TensorSpec], int], Any]  # -> onnx.ModelProto
+    output_names: list[str] | None = None
+    description: str = ""
+    variables: list[TfVariable] = field(default_factory=list)
+    keras_model: Any = None  # the keras.Model, when the source is a Keras model
+    scaling: dict[str, Any] | None = None  # what --scale did (report.json's ``scaling``)
+
+    def run(self, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The outputs for numpy inputs, as numpy arrays."""
+        import tensorflow as tf
+
+        return [np.asarray(t) for t in self.call({k: tf.constant(v) for k, v in arrays.items()})]
+
+
+def one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _import_user_module(location: str) -> ModuleType:
+    """Import ``path/to/file.py`` or ``package.module`` (the current directory is importable)."""
+    if location.endswith(".py"):
+        path = Path(location)
+        if not path.is_file():
+            raise BadInputError(f"module file not found: {location}")
+        name = f"_tf2torch_user_{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        # The user's file may import siblings next to it.
+        sys.path.insert(0, str(path.parent))
+        spec.loader.exec_module(module)
+        return module
+    return importlib.import_module(location)
+
+
+
+def _keras_model(
+    model: Any,
+    description: str,
+    override: list[TensorSpec],
+    recorded: dict[int, tuple[Any, Any, Any]] | None = None,
+) -> LoadedModel:
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise BadInputError(f"{description} is a {type(model).__name__}, not a Keras model")
+    if override:
+        specs = override
+    else:
+        try:
+            keras_inputs = model.inputs
+        except (AttributeError, ValueError):
+            keras_inputs = None
+        if not keras_inputs:
+            raise BadInputError(
+                f"{description} has no input signature (a subclassed model that was never "
+                "built?); give one with --input-spec NAME=DTYPE[None,...]"
+            )
+        specs = [TensorSpec(t.name, np.dtype(t.dtype).name, tuple(t.shape)) for t in keras_inputs]
+
+    def call(tensors: dict[str, Any]) -> list[Any]:
+        args = [tensors[s.name] for s in specs]
+        result = model(args[0] if len(args) == 1 else args, training=False)
+        if isinstance(result, dict):
+            result = list(result.values())
+        if not isinstance(result, list | tuple):
+            result = [result]
+        return list(result)
+
+    def export(specs: list[TensorSpec], opset: int) -> Any:
+        return export_keras(model, specs, opset)
+
+    return LoadedModel(
+        inputs=specs,
+        call=call,
+        export=export,
+        description=description,
+        variables=_keras_variables(model, recorded or {}),
+        keras_model=model,
+    )
+
+
+def _keras_variables(model: Any, recorded: dict[int, tuple[Any, Any, Any]]) -> list[TfVariable]:
+    import keras
+
+    batchnorm: dict[int, dict[str, float]] = {}
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            config = {"epsilon": float(layer.epsilon), "momentum": float(layer.momentum)}
+            for v in layer.weights:
+                batchnorm[id(v)] = config
+    owners = variable_owners(model)
+    found = []
+    for v in model.weights:
+        _, layer, initializer = recorded.get(id(v), (None, owners.get(id(v)), None))
+        info = {
+            "layer": v.path.rpartition("/")[0],
+            "layer_class": type(layer).__name__ if layer is not None else None,
+            "layer_kind": layer_kind(layer),
+            "initializer": describe_initializer(initializer, layer, v)
+            if id(v) in recorded
+            else None,
+        }
+        found.append(TfVariable(v.path, bool(v.trainable), v.value, batchnorm.get(id(v)), info))
+    return found
+
+
+
+def _saved_model(path: str, override: list[TensorSpec]) -> LoadedModel:
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(path)
+    except Exception as err:
+        raise BadInputError(f"cannot load SavedModel {path}: {one_line(err)}") from None
+    if "serving_default" not in loaded.signatures:
+        raise BadInputError(
+            f"SavedModel {path} has no 'serving_default' signature "
+            f"(it has: {', '.join(loaded.signatures) or 'none'})"
+        )
+    signature = loaded.signatures["serving_default"]
+    sig_inputs = signature.structured_input_signature[1]
+    specs = override or [
+        TensorSpec(name, spec.dtype.as_numpy_dtype.__name__, tuple(spec.shape))
+        for name, spec in sig_inputs.items()
+    ]
+    output_names = list(signature.structured_outputs)
+
+    # The closures below must hold `loaded` itself: a signature alone does not keep the
+    # SavedModel's variables alive ("Called a function referencing variables which have
+    # been deleted").
+    def call(tensors: dict[str, Any]) -> list[Any]:
+        signature = loaded.signatures["serving_default"]
+        result = signature(**{s.name: tensors[s.name] for s in specs})
+        return [result[name] for name in output_names]
+
+    def export(specs: list[TensorSpec], opset: int) -> Any:
+        return export_saved_model(loaded, specs, output_names, opset)
+
+    return LoadedModel(
+        inputs=specs,
+        call=call,
+        export=export,
+        output_names=output_names,
+        description=f"SavedModel {path}",
+        variables=[
+            TfVariable(v.name.removesuffix(":0"), bool(v.trainable), v)
+            for v in getattr(loaded, "variables", [])
+        ],
+    )
+
+
+def load_model(request: dict[str, Any]) -> LoadedModel:
+    """Load the request's model (``source``, ``input_specs``, ``custom_objects``,
+    ``safe_mode``) and read its signature and variables, recording each variable's
+    initializer.  Raises :class:`BadInputError`.  Workers call
+    :func:`pipeline.export.worker.scaling.load_and_scale`, which also applies ``--scale``."""
+    with recording_initializers() as recorded:
+        return _load_model(request, recorded)
+
+
+def _load_model(request: dict[str, Any], recorded: dict[int, tuple[Any, Any, Any]]) -> LoadedModel:
+    import keras
+
+    source = Source(
+        SourceKind(request["source"]["kind"]),
+        request["source"]["location"],
+        request["source"].get("function"),
+    )
+    override = [TensorSpec.from_json(d) for d in request.get("input_specs", [])]
+    custom_objects: dict[str, Any] = {}
+    if request.get("custom_objects"):
+        try:
+            module = _import_user_module(request["custom_objects"])
+        except BadInputError:
+            raise
+        except Exception as err:
+            raise BadInputError(
+                f"--custom-objects {request['custom_objects']} failed to import: {one_line(err)}"
+            ) from None
+        custom_objects = dict(getattr(module, "CUSTOM_OBJECTS", {}))
+
+    if source.kind is SourceKind.SAVED_MODEL:
+        return _saved_model(source.location, override)
+    if source.kind in (SourceKind.KERAS, SourceKind.H5):
+        try:
+            model = keras.models.load_model(
+                source.location,
+                compile=False,
+                safe_mode=request.get("safe_mode", True),
+                custom_objects=custom_objects or None,
+            )
+        except Exception as err:
+            hint = ""
+            if "safe_mode" in str(err):
+                hint = " (the file holds code; pass --unsafe only if you trust it)"
+            raise BadInputError(f"cannot load {source.location}: {one_line(err)}{hint}") from None
+        return _keras_model(model, source.location, override, recorded)
+    try:
+        module = _import_user_module(source.location)
+    except BadInputError:
+        raise
+    except Exception as err:
+        raise BadInputError(f"cannot import {source.location}: {one_line(err)}") from None
+    factory = getattr(module, source.function or "", None)
+    if not callable(factory):
+        raise BadInputError(f"{source.location} has no function {source.function!r}")
+    try:
+        model = factory()
+    except Exception as err:
+        raise BadInputError(f"factory {source} raised {one_line(err)}") from None
+    return _keras_model(model, str(source), override, recorded)
+
+

@@ -1,0 +1,107 @@
+"""Export with tf2onnx: the call for each kind of source, and the ONNX output names."""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from pipeline.core.signature import TensorSpec
+
+
+@contextmanager
+def _grouped_convolutions_without_xla() -> Iterator[None]:
+    """While tracing for export, run Keras 3 grouped convolutions as plain TF ops.
+
+    On CPU, Keras 3's TensorFlow backend runs grouped convolutions (ConvNeXt's depthwise
+    ``Conv2D(groups=C)``) inside ``tf.function(jit_compile=True)``; tf2onnx cannot see into
+    that and leaves an unconverted ``StatefulPartitionedCall``.  Export only traces, so the
+    plain ``tf.nn.convolution`` it wraps is what we hand to tf2onnx.  The TF reference run
+    still uses Keras's own code path.
+    """
+    try:
+        import keras
+        import tensorflow as tf
+        from keras.src.backend.tensorflow import nn as tf_nn
+    except ImportError:  # another Keras layout: nothing to patch
+        yield
+        return
+    original = tf_nn.conv
+
+    def conv(
+        inputs: Any,
+        kernel: Any,
+        strides: Any = 1,
+        padding: str = "valid",
+        data_format: str | None = None,
+        dilation_rate: Any = 1,
+    ) -> Any:
+        data_format = data_format or keras.config.image_data_format()
+        return tf.nn.convolution(
+            inputs,
+            kernel,
+            strides,
+            padding.upper(),
+            data_format=tf_nn._convert_data_format(data_format, len(inputs.shape)),
+            dilations=dilation_rate,
+        )
+
+    tf_nn.conv = conv
+    try:
+        yield
+    finally:
+        tf_nn.conv = original
+
+def rename_outputs(proto: Any, names: Sequence[str]) -> None:
+    """Give the ONNX graph outputs the TF signature's output names, in place."""
+    graph = proto.graph
+    if len(names) != len(graph.output):
+        return
+    renames = {o.name: new for o, new in zip(graph.output, names, strict=True) if o.name != new}
+    if not renames:
+        return
+    for node in graph.node:
+        for i, name in enumerate(node.output):
+            node.output[i] = renames.get(name, name)
+        for i, name in enumerate(node.input):
+            node.input[i] = renames.get(name, name)
+    for value in graph.output:
+        value.name = renames.get(value.name, value.name)
+
+
+
+
+def _tf_specs(specs: Sequence[TensorSpec]) -> list[Any]:
+    import tensorflow as tf
+
+    return [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in specs]
+
+
+
+def export_keras(model: Any, specs: list[TensorSpec], opset: int) -> Any:
+    """Export a Keras model with ``tf2onnx.convert.from_keras``; returns the ``ModelProto``."""
+    import tf2onnx
+
+    with _grouped_convolutions_without_xla():
+        proto, _ = tf2onnx.convert.from_keras(model, input_signature=_tf_specs(specs), opset=opset)
+    return proto
+
+
+def export_saved_model(
+    loaded: Any, specs: list[TensorSpec], output_names: list[str], opset: int
+) -> Any:
+    """Export a loaded SavedModel's ``serving_default`` signature; returns the ``ModelProto``."""
+    import tensorflow as tf
+    import tf2onnx
+
+    tf_specs = _tf_specs(specs)
+
+    # Signatures take keyword arguments; tf2onnx wants positional ones.  The outputs
+    # get the signature's names through Identity ops that `rename_outputs` resolves.
+    @tf.function(input_signature=tf_specs)
+    def positional(*args: Any) -> list[Any]:
+        signature = loaded.signatures["serving_default"]
+        result = signature(**{s.name: a for s, a in zip(specs, args, strict=True)})
+        return [result[name] for name in output_names]
+
+    proto, _ = tf2onnx.convert.from_function(positional, input_signature=tf_specs, opset=opset)
+    return proto

@@ -1,0 +1,121 @@
+"""The export worker's request loop: one JSON request in, one JSON answer out."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pipeline.core.errors import BadInputError, OnnxExportError, Tf2TorchError
+from pipeline.core.run_dir import write_npz
+from pipeline.export.inputs import check_range_names, draw_inputs, load_inputs
+from pipeline.export.worker.loading import one_line
+from pipeline.export.worker.onnx_export import rename_outputs
+from pipeline.export.worker.reference import VARIABLES_NPZ, write_variables_and_gradients
+from pipeline.export.worker.scaling import load_and_scale
+
+EXIT_USER_ERROR = 3
+EXIT_CRASH = 4
+@contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[key] = round(time.perf_counter() - start, 3)
+
+def handle(request: dict[str, Any]) -> dict[str, Any]:
+    """Do the request's work and return the JSON-ready result (see the module docstring)."""
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    work_dir = Path(request["work_dir"])
+    timings: dict[str, float] = {}
+    with _timed(timings, "load"):
+        loaded = load_and_scale(request)
+    specs = loaded.inputs
+    ranges = {k: tuple(v) for k, v in request.get("input_ranges", {}).items()}
+    check_range_names(ranges, specs)
+    if request.get("inputs_npz"):
+        arrays = load_inputs(Path(request["inputs_npz"]), specs)
+    else:
+        arrays = draw_inputs(specs, batch=request["batch"], seed=request["seed"], ranges=ranges)
+    write_npz(work_dir / "inputs.npz", arrays)
+
+    with _timed(timings, "export"):
+        try:
+            proto = loaded.export(specs, request["opset"])
+        except Exception as err:
+            raise OnnxExportError(f"tf2onnx could not export the model: {one_line(err)}") from None
+        if loaded.output_names:
+            rename_outputs(proto, loaded.output_names)
+        onnx.save(proto, work_dir / "model.raw.onnx")
+    output_names = [o.name for o in proto.graph.output]
+
+    with _timed(timings, "reference"):
+        try:
+            outputs = loaded.run(arrays)
+        except Exception as err:
+            raise BadInputError(
+                f"TensorFlow could not run the model on the inputs: {one_line(err)}"
+            ) from None
+    if len(outputs) != len(output_names):
+        raise OnnxExportError(
+            f"the TF model returned {len(outputs)} outputs but the ONNX graph has "
+            f"{len(output_names)}"
+        )
+    write_npz(work_dir / "tf_outputs.npz", dict(zip(output_names, outputs, strict=True)))
+    with _timed(timings, "gradients"):
+        variables = write_variables_and_gradients(
+            loaded,
+            arrays,
+            dict(zip(output_names, outputs, strict=True)),
+            request["seed"],
+            work_dir / VARIABLES_NPZ,
+        )
+    return {
+        "inputs": [s.to_json() for s in specs],
+        "outputs": output_names,
+        "timings": timings,
+        "variables": variables,
+        "scaling": loaded.scaling,
+        "versions": {
+            "tensorflow": tf.__version__,
+            "keras": __import__("keras").__version__,
+            "tf2onnx": tf2onnx.__version__,
+        },
+    }
+
+
+def serve(handle: Callable[[dict[str, Any]], dict[str, Any]], argv: Sequence[str] | None) -> int:
+    """Run a worker: read the JSON request named in ``argv``, call ``handle`` on it, write its
+    answer (or the error as ``{"ok": false, "kind", "message"}``) to the request's ``result``
+    path and return the exit code (0, or 3 for a user error, 4 for a crash)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    request = json.loads(Path(args[0]).read_text())
+    sys.path.insert(0, request.get("cwd", os.getcwd()))
+    result_path = Path(request["result"])
+    try:
+        answer: dict[str, Any] = {"ok": True, **handle(request)}
+        code = 0
+    except Tf2TorchError as err:
+        answer = {"ok": False, "kind": err.kind, "message": str(err)}
+        code = EXIT_USER_ERROR
+    except Exception as err:
+        traceback.print_exc()
+        answer = {"ok": False, "kind": "worker_crash", "message": one_line(err)}
+        code = EXIT_CRASH
+    result_path.write_text(json.dumps(answer, indent=2))
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m pipeline.export.worker REQUEST.json``."""
+    return serve(handle, argv)
+

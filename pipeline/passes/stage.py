@@ -1,0 +1,40 @@
+"""The fixup stage as one call: the built-in passes, then the built-in and user patches."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from pipeline.passes import builtin_passes, builtin_patches, load_patch_dir, run_passes
+
+
+@dataclass
+class Fixed:
+    """The fixup stage's output: the graph every later stage runs, and what each pass did."""
+
+    model: onnx.ModelProto
+    passes: list[dict[str, Any]]
+    """One record per pass (report.json's ``passes``)."""
+
+
+def user_patches(directories: Sequence[Path]) -> list[Any]:
+    """The ``PATCH`` of every module in each ``--patches`` directory, in order."""
+    return [p for directory in directories for p in load_patch_dir(Path(directory))]
+
+
+def fix_graph(
+    raw_onnx: Path, inputs: Mapping[str, np.ndarray], extra_patches: Sequence[Any], out: Path
+) -> Fixed:
+    """Run every pass and patch on ``raw_onnx`` (each checked by ONNX Runtime on ``inputs``)
+    and save the result to ``out``.  Raises :class:`~pipeline.core.errors.PassError`."""
+    raw = onnx.load(str(raw_onnx))
+    fixed, records = run_passes(
+        raw, builtin_passes(), dict(inputs), patches=[*builtin_patches(), *extra_patches]
+    )
+    onnx.save(fixed, str(out))
+    return Fixed(fixed, [r.to_json() for r in records])

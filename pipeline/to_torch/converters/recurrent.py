@@ -1,0 +1,342 @@
+"""ONNX ``LSTM`` → ``nn.LSTM`` and ``GRU`` → ``nn.GRU`` (opsets 7, 14 and 22), and
+``ReverseSequence`` (how Keras's ``go_backwards`` arrives when the RNN itself is not fused).
+
+onnx2torch has no converter for either.  Each node becomes an :class:`OnnxRecurrent` holding
+a real ``nn.LSTM``/``nn.GRU`` (one layer; ``bidirectional`` for ``direction="bidirectional"``),
+whose weights are ``nn.Parameter``s copied from the ONNX ``W``, ``R`` and ``B`` constants
+with the gate blocks reordered:
+
+- LSTM: ONNX ``(i, o, f, c)`` → torch ``(i, f, g, o)``;
+- GRU: ONNX ``(z, r, h)`` → torch ``(r, z, n)``.  Only ``linear_before_reset=1`` is torch's
+  (and Keras ``reset_after=True``'s) cell: ``n = tanh(W_n x + b_in + r * (R_n h + b_hn))``.
+  With 0 the reset gate multiplies ``h`` *before* ``R_n``, which ``nn.GRU`` cannot express.
+
+ONNX ``B = [Wb, Rb]`` gives ``bias_ih`` and ``bias_hh``; without ``B`` the torch module has
+no biases (ONNX's default is zeros).  ``direction="reverse"`` runs a forward ``nn.LSTM`` over
+the time-reversed sequence and reverses ``Y`` back.  Both ``layout`` values are handled
+(0: ``X`` is ``(seq, batch, in)``; 1: ``(batch, seq, in)``); the module returns ``Y``,
+``Y_h`` (and ``Y_c``) in ONNX's shapes for that layout, ``None`` for an output nothing reads.
+
+An ``initial_h``/``initial_c`` that is known to be zeros (a zero constant, or tf2onnx's
+``Expand(0, shape)`` chain) is dropped, so the module calls ``nn.LSTM(x)`` and the chain
+becomes dead code; any other initial state is a real input.  Batch sizes come from the
+tensors, so the module exports with a dynamic batch dimension.
+
+Unsupported (``NotImplementedError`` with the reason, which the import stage reports): non-
+default activations, ``clip``, ``input_forget=1``, non-zero peepholes ``P``, weights that
+are not constants, and ``sequence_lens`` other than a constant equal to the (static)
+sequence length everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from onnx2torch.node_converters.registry import add_converter
+from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_const_value
+from torch import nn
+
+from pipeline.to_torch.converters.shape_values import static_dims
+
+_VERSIONS = (7, 14, 22)
+
+# torch gate block i takes ONNX gate block _ORDER[op][i].
+_ORDER = {"LSTM": (0, 2, 3, 1), "GRU": (1, 0, 2)}
+_DEFAULT_ACTIVATIONS = {"LSTM": ("sigmoid", "tanh", "tanh"), "GRU": ("sigmoid", "tanh")}
+# Ops through which "all zeros" carries from input 0 to the output (tf2onnx's
+# ``Unsqueeze(Expand(zeros, Concat(batch, hidden)))`` initial states).
+_ZERO_PRESERVING = {"Expand", "Unsqueeze", "Squeeze", "Reshape", "Identity", "Cast", "Tile"}
+
+
+class OnnxRecurrent(nn.Module):
+    """An ONNX ``LSTM``/``GRU`` node as an ``nn.LSTM``/``nn.GRU`` with ONNX's inputs/outputs.
+
+    ``forward(x, initial_h=None, initial_c=None)`` takes ONNX's ``X`` and states in the
+    node's ``layout`` and returns a tensor when the node has one output, else a tuple with
+    one entry per ONNX output (``Y``, ``Y_h``, ``Y_c``), ``None`` where unused.
+    """
+
+    def __init__(
+        self, rnn: nn.LSTM | nn.GRU, layout: int, reverse: bool, wanted: Sequence[bool]
+    ) -> None:
+        super().__init__()
+        self.rnn = rnn
+        self.layout = layout
+        self.reverse = reverse
+        self.wanted = tuple(wanted)
+
+    def _state_in(self, state: torch.Tensor | None) -> torch.Tensor | None:
+        # torch wants (num_directions, batch, hidden) whatever batch_first says.
+        if state is None or self.layout == 0:
+            return state
+        return state.transpose(0, 1).contiguous()
+
+    def _state_out(self, state: torch.Tensor) -> torch.Tensor:
+        return state if self.layout == 0 else state.transpose(0, 1)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        initial_h: torch.Tensor | None = None,
+        initial_c: torch.Tensor | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor | None, ...]:
+        """``Y`` (and ``Y_h``, ``Y_c``) as ONNX defines them for this node."""
+        time_axis = self.layout  # 0: (seq, batch, in); 1: (batch, seq, in)
+        if self.reverse:
+            x = x.flip(time_axis)
+        h0 = self._state_in(initial_h)
+        c0 = self._state_in(initial_c)
+        h_n: torch.Tensor
+        c_n: torch.Tensor | None = None
+        if isinstance(self.rnn, nn.LSTM):
+            if h0 is None and c0 is None:
+                out, (h_n, c_n) = self.rnn(x)
+            else:
+                if h0 is None:
+                    assert c0 is not None
+                    h0 = torch.zeros_like(c0)
+                if c0 is None:
+                    c0 = torch.zeros_like(h0)
+                out, (h_n, c_n) = self.rnn(x, (h0, c0))
+        else:
+            out, h_n = self.rnn(x) if h0 is None else self.rnn(x, h0)
+
+        results: list[torch.Tensor | None] = [None] * len(self.wanted)
+        if self.wanted[0]:
+            num_directions = 2 if self.rnn.bidirectional else 1
+            y = out.unflatten(-1, (num_directions, self.rnn.hidden_size))
+            if self.reverse:
+                y = y.flip(time_axis)
+            # layout 0: (seq, batch, dirs, hidden) → ONNX (seq, dirs, batch, hidden);
+            # layout 1: (batch, seq, dirs, hidden) is ONNX's layout already.
+            results[0] = y.transpose(1, 2) if self.layout == 0 else y
+        if len(self.wanted) > 1 and self.wanted[1]:
+            results[1] = self._state_out(h_n)
+        if len(self.wanted) > 2 and self.wanted[2]:
+            assert c_n is not None
+            results[2] = self._state_out(c_n)
+        if len(results) == 1:
+            assert results[0] is not None
+            return results[0]
+        return tuple(results)
+
+
+def _constant(graph: OnnxGraph, node: OnnxNode, name: str, what: str) -> np.ndarray:
+    try:
+        value = get_const_value(name, graph)
+    except KeyError:
+        raise NotImplementedError(
+            f"{node.operation_type} ({node.name}): {what} is computed at run time, not a constant"
+        ) from None
+    if not isinstance(value, torch.Tensor):
+        raise NotImplementedError(f"{node.operation_type} ({node.name}): {what} is not a tensor")
+    return value.detach().cpu().numpy()
+
+
+def _known_zeros(graph: OnnxGraph, name: str, depth: int = 0) -> bool:
+    """Whether the value ``name`` is all zeros whatever the graph inputs are."""
+    if not name or depth > 16:
+        return False
+    try:
+        value = get_const_value(name, graph)
+    except KeyError:
+        value = None
+    if isinstance(value, torch.Tensor):
+        return value.numel() <= 1 << 20 and not bool(value.any())
+    try:
+        producer, _ = graph.value_as_node_output(name)
+    except KeyError:
+        return False
+    op = producer.operation_type
+    if producer.domain not in ("", "ai.onnx"):
+        return False
+    if op in _ZERO_PRESERVING:
+        return _known_zeros(graph, producer.input_values[0], depth + 1)
+    if op == "Concat":
+        return all(_known_zeros(graph, v, depth + 1) for v in producer.input_values)
+    if op == "ConstantOfShape":
+        fill = producer.attributes.get("value")
+        return fill is None or not bool(fill.to_torch().any())
+    return False
+
+
+def _consumed(graph: OnnxGraph) -> set[str]:
+    used = set(graph.output_values)
+    for other in graph.nodes.values():
+        used.update(other.input_values)
+    return used
+
+
+def _check_attributes(node: OnnxNode, graph: OnnxGraph, num_directions: int) -> None:
+    op = node.operation_type
+    attrs = node.attributes
+
+    def reject(why: str) -> None:
+        raise NotImplementedError(f"{op} ({node.name}): {why}")
+
+    activations = attrs.get("activations")
+    if activations is not None:
+        expected = list(_DEFAULT_ACTIVATIONS[op]) * num_directions
+        if [str(a).lower() for a in activations] != expected:
+            reject(f"activations {list(activations)} (only the defaults {expected} map to torch)")
+    if "clip" in attrs:
+        reject(f"clip={attrs['clip']} (nn.{op} has no cell clipping)")
+    if attrs.get("input_forget", 0):
+        reject("input_forget=1 (coupled input/forget gates; nn.LSTM has separate ones)")
+    if op == "GRU" and attrs.get("linear_before_reset", 0) != 1:
+        reject(
+            "linear_before_reset=0 (Keras reset_after=False): the reset gate scales h before "
+            "the recurrent matmul, which nn.GRU (linear_before_reset=1 semantics) cannot express"
+        )
+
+    inputs = node.input_values
+    if op == "LSTM" and len(inputs) > 7 and inputs[7]:
+        peepholes = _constant(graph, node, inputs[7], "the peephole weights P")
+        if peepholes.any():
+            reject("peephole weights P (nn.LSTM has no peepholes)")
+    if len(inputs) > 4 and inputs[4]:
+        layout = attrs.get("layout", 0)
+        lengths = _constant(graph, node, inputs[4], "sequence_lens")
+        dims = static_dims(graph, inputs[0])
+        seq_len = dims[layout] if dims is not None and len(dims) == 3 else None
+        if seq_len is None or not (lengths == seq_len).all():
+            reject(
+                "sequence_lens shorter than the sequence (or sequence length unknown at "
+                "import): nn.LSTM/nn.GRU run every step of every sequence"
+            )
+
+
+def _gate_blocks(array: np.ndarray, order: Sequence[int]) -> np.ndarray:
+    """``array`` (gates * hidden, ...) with its gate blocks in ``order``."""
+    blocks = np.split(array, len(order), axis=0)
+    return np.concatenate([blocks[i] for i in order], axis=0)
+
+
+def _build_rnn(node: OnnxNode, graph: OnnxGraph) -> tuple[nn.LSTM | nn.GRU, int, bool]:
+    op = node.operation_type
+    attrs = node.attributes
+    direction = attrs.get("direction", "forward")
+    if direction not in ("forward", "reverse", "bidirectional"):
+        raise NotImplementedError(f"{op} ({node.name}): unknown direction {direction!r}")
+    num_directions = 2 if direction == "bidirectional" else 1
+    layout = int(attrs.get("layout", 0))
+    if layout not in (0, 1):
+        raise NotImplementedError(f"{op} ({node.name}): unknown layout {layout}")
+    _check_attributes(node, graph, num_directions)
+
+    inputs = node.input_values
+    w = _constant(graph, node, inputs[1], "the input weights W")
+    r = _constant(graph, node, inputs[2], "the recurrent weights R")
+    b = _constant(graph, node, inputs[3], "the biases B") if len(inputs) > 3 and inputs[3] else None
+    num_gates = len(_ORDER[op])
+    hidden_size = int(attrs.get("hidden_size", r.shape[-1]))
+    if w.shape[:2] != (num_directions, num_gates * hidden_size) or r.shape != (
+        num_directions,
+        num_gates * hidden_size,
+        hidden_size,
+    ):
+        raise NotImplementedError(
+            f"{op} ({node.name}): W {w.shape} / R {r.shape} do not match hidden_size="
+            f"{hidden_size} and {num_directions} direction(s)"
+        )
+    if b is not None and b.shape != (num_directions, 2 * num_gates * hidden_size):
+        raise NotImplementedError(f"{op} ({node.name}): B has shape {b.shape}")
+
+    rnn_class = nn.LSTM if op == "LSTM" else nn.GRU
+    dtype = torch.from_numpy(w[:0]).dtype
+    rnn = rnn_class(
+        input_size=w.shape[2],
+        hidden_size=hidden_size,
+        bias=b is not None,
+        batch_first=layout == 1,
+        bidirectional=num_directions == 2,
+        dtype=dtype,
+    )
+    order = _ORDER[op]
+    with torch.no_grad():
+        for d in range(num_directions):
+            suffix = "_reverse" if d == 1 else ""
+            tensors = {
+                f"weight_ih_l0{suffix}": _gate_blocks(w[d], order),
+                f"weight_hh_l0{suffix}": _gate_blocks(r[d], order),
+            }
+            if b is not None:
+                w_bias, r_bias = np.split(b[d], 2)
+                tensors[f"bias_ih_l0{suffix}"] = _gate_blocks(w_bias, order)
+                tensors[f"bias_hh_l0{suffix}"] = _gate_blocks(r_bias, order)
+            for name, value in tensors.items():
+                getattr(rnn, name).copy_(torch.from_numpy(np.ascontiguousarray(value)))
+    return rnn, layout, direction == "reverse"
+
+
+def convert_recurrent(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """ONNX ``LSTM``/``GRU`` → :class:`OnnxRecurrent` (inputs ``X``, ``initial_h``,
+    ``initial_c``; states known to be zero are left out)."""
+    rnn, layout, reverse = _build_rnn(node, graph)
+    inputs = node.input_values
+    state_names = [inputs[i] if len(inputs) > i else "" for i in (5, 6)]
+    if node.operation_type == "GRU":
+        state_names = state_names[:1]
+    state_names = ["" if _known_zeros(graph, name) else name for name in state_names]
+    while state_names and not state_names[-1]:
+        state_names.pop()
+    consumed = _consumed(graph)
+    wanted = [bool(name) and name in consumed for name in node.output_values]
+    wanted[0] = wanted[0] or len(wanted) == 1  # a lone output is returned as it is
+    return OperationConverterResult(
+        torch_module=OnnxRecurrent(rnn, layout=layout, reverse=reverse, wanted=wanted),
+        onnx_mapping=OnnxMapping(
+            inputs=(inputs[0], *state_names), outputs=tuple(node.output_values)
+        ),
+    )
+
+
+for _version in _VERSIONS:
+    add_converter(operation_type="LSTM", version=_version)(convert_recurrent)
+    add_converter(operation_type="GRU", version=_version)(convert_recurrent)
+
+
+class ReverseSequence(nn.Module):
+    """ONNX ``ReverseSequence``: reverse the first ``sequence_lens[b]`` steps of each batch
+    entry along ``time_axis``, leaving the rest in place.
+
+    A ``gather`` with indices built from ``arange`` (no data-dependent shapes), so it exports
+    with a dynamic batch.  tf2onnx writes TF's ``ReverseV2`` on the time axis (Keras
+    ``go_backwards``, the backward half of ``Bidirectional``) this way, with full lengths.
+    """
+
+    def __init__(self, batch_axis: int, time_axis: int) -> None:
+        super().__init__()
+        self.batch_axis = batch_axis
+        self.time_axis = time_axis
+
+    def forward(self, data: torch.Tensor, sequence_lens: torch.Tensor) -> torch.Tensor:
+        """``data`` with each sequence's valid prefix reversed."""
+        steps = torch.arange(data.shape[self.time_axis], device=data.device)
+        lengths = sequence_lens.to(torch.int64)
+        if self.time_axis == 0:  # index (time, batch)
+            steps, lengths = steps[:, None], lengths[None, :]
+        else:  # (batch, time)
+            steps, lengths = steps[None, :], lengths[:, None]
+        index = torch.where(steps < lengths, lengths - 1 - steps, steps)
+        index = index.reshape(*index.shape, *([1] * (data.dim() - 2))).expand_as(data)
+        return torch.gather(data, self.time_axis, index)
+
+
+@add_converter(operation_type="ReverseSequence", version=10)
+def convert_reverse_sequence(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """ONNX ``ReverseSequence`` → :class:`ReverseSequence`."""
+    batch_axis = int(node.attributes.get("batch_axis", 1))
+    time_axis = int(node.attributes.get("time_axis", 0))
+    if {batch_axis, time_axis} != {0, 1}:
+        raise NotImplementedError(
+            f"ReverseSequence ({node.name}): batch_axis={batch_axis}, time_axis={time_axis}"
+        )
+    return OperationConverterResult(
+        torch_module=ReverseSequence(batch_axis=batch_axis, time_axis=time_axis),
+        onnx_mapping=OnnxMapping(inputs=tuple(node.input_values), outputs=node.output_values),
+    )

@@ -1,0 +1,97 @@
+"""Slice with starts/ends/axes/steps known at import (ends may be arithmetic on ``x.shape``)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from onnx2torch.node_converters.registry import TConverter
+from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
+
+from pipeline.to_torch.converters.registry import override_converter, use_fallback
+from pipeline.to_torch.converters.shape_values import (
+    Expr,
+    ShapeArgs,
+    known_int_value,
+    known_ints,
+    static_dims,
+)
+
+
+class AxisSlice(NamedTuple):
+    """``x[start:end:step]`` along ``axis`` (step > 0), after flipping it if ``flip``."""
+
+    axis: int
+    start: Expr
+    end: Expr
+    step: int
+    flip: bool
+
+
+class StaticSlice(ShapeArgs):
+    """Basic indexing with one :class:`AxisSlice` per sliced axis."""
+
+    def __init__(self, slices: list[AxisSlice]) -> None:
+        super().__init__([e for s in slices for e in (s.start, s.end)])
+        self.slices = slices
+        self.flip_dims = [s.axis for s in slices if s.flip]
+        self.rank = max(s.axis for s in slices) + 1
+
+    def forward(self, input_tensor: torch.Tensor, *sources: torch.Tensor) -> torch.Tensor:
+        """Slice ``input_tensor``; ``sources`` are the tensors starts/ends read dims from."""
+        if self.flip_dims:
+            input_tensor = torch.flip(input_tensor, self.flip_dims)
+        bounds = self.resolve([e for s in self.slices for e in (s.start, s.end)], sources)
+        index: list[slice] = [slice(None)] * self.rank
+        for i, s in enumerate(self.slices):
+            index[s.axis] = slice(bounds[2 * i], bounds[2 * i + 1], s.step)
+        return input_tensor[tuple(index)]
+
+
+def _axis_slice(axis: int, start: Expr, end: Expr, step: int, dim: int | None) -> AxisSlice | None:
+    if step > 0:
+        # Python's slice clamping matches ONNX's for positive steps.
+        return AxisSlice(axis, start, end, step, flip=False)
+    if dim is None or not isinstance(start, int) or not isinstance(end, int):
+        return None
+    # torch has no negative steps: slice the flipped axis.  slice.indices clamps as ONNX does.
+    start_c, end_c, _ = slice(start, end, step).indices(dim)
+    return AxisSlice(axis, dim - 1 - start_c, dim - 1 - end_c, -step, flip=True)
+
+
+@override_converter("Slice", versions=(10, 11, 13))
+def convert_slice(
+    node: OnnxNode, graph: OnnxGraph, fallback: TConverter | None
+) -> OperationConverterResult:
+    """Slice → :class:`StaticSlice` when its index inputs are known at import."""
+    names = [*node.input_values, "", ""]
+    data = names[0]
+    starts, ends = known_int_value(graph, names[1]), known_int_value(graph, names[2])
+    axes = known_ints(graph, names[3]) if names[3] else None
+    steps = known_ints(graph, names[4]) if names[4] else None
+    dims = static_dims(graph, data)
+    if (
+        starts is None
+        or ends is None
+        or (names[3] and axes is None)
+        or (names[4] and steps is None)
+    ):
+        return use_fallback(fallback, node, graph, "slice bounds are computed from tensor data")
+    axes = axes if axes is not None else list(range(len(starts.elems)))
+    steps = steps if steps is not None else [1] * len(axes)
+    if any(a < 0 for a in axes) and dims is None:
+        return use_fallback(fallback, node, graph, "negative axes on a tensor of unknown rank")
+    slices = []
+    for axis, start, end, step in zip(axes, starts.elems, ends.elems, steps, strict=True):
+        axis = axis + len(dims) if axis < 0 and dims is not None else axis
+        axis_slice = _axis_slice(axis, start, end, step, dims[axis] if dims else None)
+        if axis_slice is None:
+            return use_fallback(fallback, node, graph, "negative step on a dynamic axis")
+        slices.append(axis_slice)
+    module = StaticSlice(slices)
+    return OperationConverterResult(
+        torch_module=module,
+        onnx_mapping=OnnxMapping(inputs=(data, *module.sources), outputs=node.output_values),
+    )

@@ -1,0 +1,195 @@
+"""Import stage: ONNX → ``torch.fx.GraphModule`` (onnx2torch + our converters) → ``model.pt2``.
+
+Raw onnx2torch modules do not ``torch.export``: its Reshape, Slice, Squeeze and friends read
+shapes and axes from tensors at run time (``.tolist()``, ``.item()``).  Importing
+:mod:`pipeline.to_torch.converters` replaces those converters in onnx2torch's registry with ones that
+make every such input a Python value at import: constants become ints, and shape arithmetic
+(tf2onnx's ``Shape → Gather → Concat → Reshape`` chains) becomes expressions evaluated on
+``x.shape`` in ``forward`` -- so the batch dim stays symbolic and exports as a
+``torch.export.Dim``.  See that package's docstring for why converters rather than an FX
+pass.  After conversion, an FX clean-up drops the shape-chain modules nothing uses any more.
+
+The imported module takes the ONNX graph inputs positionally, in graph order and layout
+(NHWC stays NHWC), and returns one tensor for a one-output graph, else a tuple in graph
+output order.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx2torch
+import torch
+from onnx2torch.node_converters.registry import get_converter
+
+import pipeline.to_torch.converters  # noqa: F401 -- registers our converters in onnx2torch
+from pipeline.core.errors import ExportError, Tf2TorchError, UnsupportedOpsError
+from pipeline.core.onnx_graph import all_nodes
+
+_STAGE = "import"
+
+
+def _op_key(node: onnx.NodeProto) -> str:
+    return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+
+
+def find_unsupported_ops(model: onnx.ModelProto) -> dict[str, list[str]]:
+    """Every node, subgraphs included, that no converter (onnx2torch's registry with ours)
+    handles at the model's opset for the node's domain.
+
+    Returns op type (``domain::OpType`` outside the default domain) → node names (a node
+    without a name is shown as ``<OpType #i>``), or an empty dict if all are supported.
+    Control-flow ops (``If``, ``Loop``, ``Scan``) have no converter, so they are listed
+    together with whatever inside their bodies is unsupported.
+    """
+    opsets = {o.domain or "": o.version for o in model.opset_import}
+    opsets.setdefault("ai.onnx", opsets.get("", 0))
+    unsupported: dict[str, list[str]] = {}
+    for index, node in enumerate(all_nodes(model.graph)):
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        version = opsets.get(domain)
+        supported = False
+        if version is not None:
+            try:
+                get_converter(operation_type=node.op_type, version=version, domain=domain)
+                supported = True
+            except NotImplementedError:
+                pass
+        if not supported:
+            name = node.name or f"<{node.op_type} #{index}>"
+            unsupported.setdefault(_op_key(node), []).append(name)
+    return unsupported
+
+
+def _with_distinct_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose graph outputs each come from their own Identity node.
+
+    onnx2torch returns the *node* behind each output, deduplicated: one output of a
+    multi-output node would come back as the whole tuple, a graph input passed straight
+    through fails, and two outputs of one node collapse into one.
+    """
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    taken = {v for n in model.graph.node for v in n.output} | {v.name for v in model.graph.input}
+    for output in model.graph.output:
+        name = f"{output.name}__output"
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        model.graph.node.append(onnx.helper.make_node("Identity", [output.name], [name], name=name))
+        output.name = name
+    return model
+
+
+def _drop_dead_code(module: torch.fx.GraphModule) -> None:
+    """Remove what our converters left unused: shape chains, Constant nodes, initializers."""
+    graph = module.graph
+    graph.eliminate_dead_code()
+    module.delete_all_unused_submodules()
+    used = {n.target for n in graph.nodes if n.op == "get_attr"}
+    # onnx2torch keeps initializers as buffers of one container; it is gone if none is used.
+    initializers = getattr(module, "initializers", torch.nn.Module())
+    for name in [n for n, _ in initializers.named_buffers(recurse=False)]:
+        if f"initializers.{name}" not in used:
+            delattr(initializers, name)
+    module.recompile()
+
+
+def _outputs_as_tuple(module: torch.fx.GraphModule) -> None:
+    # onnx2torch returns a list for several outputs; a tuple is what torch.export and
+    # callers expect of a fixed set of outputs.
+    output = next(n for n in module.graph.nodes if n.op == "output")
+    if isinstance(output.args[0], list):
+        output.args = (tuple(output.args[0]),)
+        module.recompile()
+
+
+def import_onnx(model: onnx.ModelProto) -> torch.fx.GraphModule:
+    """Convert ``model`` to a ``torch.fx.GraphModule`` with onnx2torch and our converters.
+
+    Raises :class:`UnsupportedOpsError` ('import', ops) listing every unsupported op at
+    once, before converting anything.  The module takes the ONNX graph inputs positionally
+    in graph order (same layout), and returns a tensor for a one-output graph, else a tuple
+    of tensors in graph output order.  Any other conversion failure is a
+    :class:`Tf2TorchError` naming the import stage.
+    """
+    unsupported = find_unsupported_ops(model)
+    if unsupported:
+        raise UnsupportedOpsError(_STAGE, unsupported)
+    try:
+        module = onnx2torch.convert(_with_distinct_outputs(model))
+    except (NotImplementedError, ValueError, RuntimeError, KeyError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise Tf2TorchError(f"{_STAGE}: onnx2torch could not convert the graph: {message}") from exc
+    _drop_dead_code(module)
+    _outputs_as_tuple(module)
+    return module
+
+
+def _export_inputs(example_inputs: Sequence[np.ndarray]) -> tuple[torch.Tensor, ...]:
+    tensors = []
+    for array in example_inputs:
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        # torch.export specialises a size-1 dim to 1, so trace with a batch of two.
+        if tensor.dim() > 0 and tensor.shape[0] == 1:
+            tensor = torch.cat([tensor, tensor])
+        tensors.append(tensor)
+    return tuple(tensors)
+
+
+def export_program(
+    module: torch.nn.Module, example_inputs: Sequence[np.ndarray], path: Path
+) -> None:
+    """``torch.export`` ``module`` with the leading (batch) dim of every input dynamic (one
+    shared ``Dim`` named ``batch``; rank-0 inputs stay static) and ``torch.export.save`` it to
+    ``path`` atomically (a temp file in the same directory, then ``os.replace``).
+
+    Example inputs with batch 1 are repeated to batch 2 for tracing, because export
+    specialises size-1 dims.  Raises :class:`ExportError` with a one-line message on failure.
+    """
+    args = _export_inputs(example_inputs)
+    batch = torch.export.Dim("batch")
+    dynamic_shapes = tuple({0: batch} if a.dim() > 0 else None for a in args)
+    try:
+        with warnings.catch_warnings():
+            # nn.LSTM/nn.GRU rebuild their `_flat_weights` list in forward; export notices the
+            # list assignment, but the weights themselves are parameters and are exported.
+            warnings.filterwarnings("ignore", message=r".*_flat_weights.*assigned during export")
+            program = torch.export.export(module, args, dynamic_shapes=dynamic_shapes)
+    except Exception as exc:  # torch.export raises many unrelated types; all mean "failed"
+        # The first line is often only a heading ("Constraints violated (batch)!"); the
+        # second says what happened.  Keep both, on one line.
+        lines = [" ".join(line.split()) for line in str(exc).splitlines() if line.strip()]
+        summary = " ".join(lines[:2])[:400]
+        raise ExportError(f"torch.export failed: {type(exc).__name__}: {summary}") from exc
+    path = Path(path)
+    tmp_name: str | None = None
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.pt2")
+        os.close(fd)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"No complete tensor found in the group")
+            torch.export.save(program, tmp_name)
+        os.replace(tmp_name, path)
+    except OSError as exc:
+        raise ExportError(f"could not write {path}: {exc}") from exc
+    finally:
+        if tmp_name is not None:  # already renamed on success; removed on any failure
+            Path(tmp_name).unlink(missing_ok=True)
+
+
+def load_program(path: Path) -> torch.nn.Module:
+    """The module saved by :func:`export_program`: ``torch.export.load(path).module()``.
+
+    Needs torch only (never TensorFlow).
+    """
+    with warnings.catch_warnings():
+        # Raised for tensors that share storage in the archive (a parameter and a view of
+        # it); everything here lives on the CPU, which is the case the warning is about.
+        warnings.filterwarnings("ignore", message=r"No complete tensor found in the group")
+        return torch.export.load(str(path)).module()
