@@ -12,6 +12,7 @@ from typing import Any
 from pipeline.core.errors import (
     BadInputError,
     ExportError,
+    MissingExtraError,
     OnnxExportError,
     PassError,
     Tf2TorchError,
@@ -54,6 +55,7 @@ __all__ = [
     "ExportError",
     "ManifestError",
     "MigrationResult",
+    "MissingExtraError",
     "ModelResult",
     "OnnxExportError",
     "PassError",

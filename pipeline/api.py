@@ -21,6 +21,7 @@ import torch
 
 from pipeline.core import compare
 from pipeline.core.errors import BadInputError
+from pipeline.core.extras import require_tensorflow
 from pipeline.core.run_dir import staged_run_dir, write_npz
 from pipeline.core.signature import TensorSpec
 from pipeline.export.scale_spec import check_scale_options
@@ -141,6 +142,7 @@ def convert(
     notify = on_stage or (lambda _stage: None)
     parsed = parse_source(str(source))
     _check_options(options)
+    require_tensorflow("convert")
     extra_patches = user_patches(options.patches)
     tolerances = compare.Tolerances(
         atol=options.atol,

@@ -31,6 +31,7 @@ from pipeline.commands.options import (
 )
 from pipeline.core.console import make_console
 from pipeline.core.errors import Tf2TorchError
+from pipeline.core.extras import require_tensorflow
 from pipeline.export.inputs import parse_input_specs
 from pipeline.verify.report import render_table
 
@@ -76,6 +77,8 @@ def add_parser(subparsers: Any, help: str, description: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``tf2torch check``; returns 0 (equivalent) or 1 (not); errors raise (exit 2)."""
+    if not args.golden_only:
+        require_tensorflow("tf2torch check (without --golden-only)")
     # Imported here, not at the top: `tf2torch --help` and option errors stay fast (torch
     # takes seconds to import).
     from pipeline.verify.check import check_run

@@ -21,6 +21,7 @@ from rich.status import Status
 
 from pipeline.core.console import make_console
 from pipeline.core.errors import BadInputError, Tf2TorchError, UnsupportedOpsError
+from pipeline.core.extras import require_tensorflow
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 
@@ -70,6 +71,7 @@ def _show_stage(status: Status, name: str, stage: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``tf2torch demo``; returns 0 when every model behaved as the zoo expects."""
+    require_tensorflow("tf2torch demo")
     # Imported here, not at the top: `tf2torch --help` and option errors stay fast (torch
     # takes seconds to import).
     from pipeline.api import ConvertOptions, convert

@@ -27,6 +27,7 @@ from pipeline.commands.options import (
     parse_output_tolerances,
 )
 from pipeline.core.console import make_console
+from pipeline.core.extras import require_tensorflow
 from pipeline.export.inputs import parse_input_specs
 
 
@@ -74,6 +75,7 @@ def add_parser(subparsers: Any, help: str, description: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``tf2torch diff``; returns 0 (no divergence) or 1; errors raise."""
+    require_tensorflow("tf2torch diff")
     # Imported here, not at the top: `tf2torch --help` and option errors stay fast (torch
     # takes seconds to import).
     from pipeline.diff import DiffOptions, run_diff

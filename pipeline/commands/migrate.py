@@ -37,6 +37,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from pipeline.core.console import make_console
+from pipeline.core.extras import require_tensorflow
 from pipeline.migration import (
     DEFAULT_TIMEOUT,
     PAIRS,
@@ -163,6 +164,7 @@ class _Display:
 def run(args: argparse.Namespace) -> int:
     """Run ``tf2torch migrate``; returns 0 when every model passed, 1 otherwise."""
     manifest = load_manifest(args.manifest)  # invalid: raises before anything starts
+    require_tensorflow("tf2torch migrate")
     console = make_console(stderr=True)
     display = _Display(
         console, [m.name for m in manifest.models], live=console.is_terminal and not args.quiet

@@ -65,6 +65,13 @@ class ExportError(Tf2TorchError):
     kind = "torch_export"
 
 
+class MissingExtraError(Tf2TorchError):
+    """A command needs an optional dependency group that is not installed (e.g. TensorFlow,
+    which only the ``tf`` extra brings: the base install is the TF-free CI gate)."""
+
+    kind = "missing_extra"
+
+
 ERROR_KINDS: dict[str, type[Tf2TorchError]] = {
     cls.kind: cls for cls in (Tf2TorchError, BadInputError, PassError, OnnxExportError, ExportError)
 }

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import ERROR_KINDS, WorkerError
+from pipeline.core.extras import require_tensorflow
 from pipeline.core.signature import TensorSpec
 from pipeline.export.sources import Source
 
@@ -82,8 +83,10 @@ def run_worker(
 
     The request must name its ``result`` file.  The worker's output goes to ``log_path``.
     Raises the worker's own error class for an error it reported, or :class:`WorkerError`
-    naming ``stage`` when it crashed, died or ran past ``timeout`` seconds.
+    naming ``stage`` when it crashed, died or ran past ``timeout`` seconds, and
+    :class:`~pipeline.core.errors.MissingExtraError` when TensorFlow is not installed.
     """
+    require_tensorflow(f"the {stage} stage")
     request_path.write_text(json.dumps(request, indent=2))
     result_path = Path(request["result"])
     with log_path.open("w") as log:
