@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: setup demo test test-slow lint bench clean
+.PHONY: setup demo test test-slow corpus lint bench clean
 
 $(VENV_STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3.11 -m venv .venv || python3 -m venv .venv
@@ -20,6 +20,12 @@ test: $(VENV_STAMP)
 
 test-slow: $(VENV_STAMP)
 	$(PY) -m pytest -q -m slow
+
+# Every keras.applications network through convert (part of test-slow), then the README table.
+corpus: $(VENV_STAMP)
+	rm -f runs/corpus.jsonl
+	$(PY) -m pytest -q -m slow tests/test_corpus.py; status=$$?; \
+	$(PY) bench/corpus_table.py runs/corpus.jsonl runs/corpus.md; exit $$status
 
 lint: $(VENV_STAMP)
 	$(PY) -m ruff check pipeline patches models tests bench

@@ -19,6 +19,18 @@ from pipeline.to_torch.converters.shape_values import (
     static_dims,
 )
 
+OPEN_END = 2**31 - 1
+"""Ends at or past this (tf2onnx writes INT32_MAX or INT64_MAX for "to the end") are open."""
+
+
+def _open(bound: object, is_start: bool) -> object:
+    # A literal 0 start or a huge end slices nothing away: write it as an open bound, because
+    # comparing a symbolic (dynamic batch) size with 2**31 - 1 makes torch.export add the guard
+    # `batch < 2147483647`, which then violates the unbounded `batch` Dim.
+    if isinstance(bound, int) and ((is_start and bound == 0) or (not is_start and bound >= OPEN_END)):
+        return None
+    return bound
+
 
 class AxisSlice(NamedTuple):
     """``x[start:end:step]`` along ``axis`` (step > 0), after flipping it if ``flip``."""
@@ -46,7 +58,8 @@ class StaticSlice(ShapeArgs):
         bounds = self.resolve([e for s in self.slices for e in (s.start, s.end)], sources)
         index: list[slice] = [slice(None)] * self.rank
         for i, s in enumerate(self.slices):
-            index[s.axis] = slice(bounds[2 * i], bounds[2 * i + 1], s.step)
+            start, end = bounds[2 * i], bounds[2 * i + 1]
+            index[s.axis] = slice(_open(start, True), _open(end, False), s.step)
         return input_tensor[tuple(index)]
 
 

@@ -1,0 +1,50 @@
+"""Render ``runs/corpus.jsonl`` (rows written by ``tests/test_corpus.py``) as the README's
+markdown table: one row per network, max abs error per pair, variables mapped, seconds."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+COLUMNS = (
+    "network",
+    "size",
+    "verdict",
+    "tf-ort",
+    "tf-torch",
+    "ort-torch",
+    "variables",
+    "gradients",
+    "export_s",
+    "total_s",
+)
+
+
+def render(rows: list[dict[str, object]]) -> str:
+    """The markdown table for ``rows`` (the last row per network wins)."""
+    latest = {str(r["network"]): r for r in rows}
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for name in sorted(latest):
+        row = latest[name]
+        cells = [
+            f"{row[c]:.1e}" if isinstance(row.get(c), float) and "-" in c else str(row.get(c, ""))
+            for c in COLUMNS
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    """``python bench/corpus_table.py runs/corpus.jsonl [out.md]``."""
+    source = Path(argv[0] if argv else "runs/corpus.jsonl")
+    rows = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
+    table = render(rows)
+    if len(argv) > 1:
+        Path(argv[1]).write_text(table + "\n")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
