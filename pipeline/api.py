@@ -169,6 +169,7 @@ def convert(
                 exported.variables,
                 exported.values,
                 [exported.inputs[name] for name in input_names],
+                exported.input_specs,
                 staging / PT2,
                 keep_batchnorm=options.keep_batchnorm,
             )
@@ -198,6 +199,7 @@ def convert(
             )
 
         rep.scaling = exported.scaling
+        rep.static_dims = [d.to_json() for d in imported.static_dims]
         rep.passes = fixed.passes
         rep.parameters = imported.table
         rep.gradients = [g.to_json() for g in gradient_checks]

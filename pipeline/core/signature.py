@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+DYNAMIC_SIZE = 8
+"""Size drawn inputs get along a dynamic dimension other than batch (e.g. sequence length)."""
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -30,21 +33,10 @@ class TensorSpec:
         assert isinstance(shape, list)
         return cls(name=str(d["name"]), dtype=str(d["dtype"]), shape=tuple(shape))
 
-    def concrete_shape(self, batch: int) -> tuple[int, ...]:
-        """The shape with the leading dynamic dimension set to ``batch``.
-
-        Raises ``ValueError`` if a non-leading dimension is dynamic: such shapes need
-        an explicit ``--input-shape``.
-        """
-        dims: list[int] = []
-        for i, d in enumerate(self.shape):
-            if d is None:
-                if i != 0:
-                    raise ValueError(
-                        f"input {self.name!r} has dynamic dimension {i} in shape "
-                        f"{list(self.shape)}; give a concrete shape with --input-shape"
-                    )
-                dims.append(batch)
-            else:
-                dims.append(int(d))
-        return tuple(dims)
+    def concrete_shape(self, batch: int, dynamic: int = DYNAMIC_SIZE) -> tuple[int, ...]:
+        """The shape with the leading dynamic dimension set to ``batch`` and every other
+        dynamic dimension (a sequence length) set to ``dynamic``.  Those dimensions stay
+        dynamic in the exported models; this is only the size the comparison inputs get."""
+        return tuple(
+            (batch if i == 0 else dynamic) if d is None else int(d) for i, d in enumerate(self.shape)
+        )

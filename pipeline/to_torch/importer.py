@@ -20,7 +20,9 @@ import os
 import tempfile
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -142,31 +144,103 @@ def _export_inputs(example_inputs: Sequence[np.ndarray]) -> tuple[torch.Tensor, 
     return tuple(tensors)
 
 
-def export_program(
-    module: torch.nn.Module, example_inputs: Sequence[np.ndarray], path: Path
-) -> None:
-    """``torch.export`` ``module`` with the leading (batch) dim of every input dynamic (one
-    shared ``Dim`` named ``batch``; rank-0 inputs stay static) and ``torch.export.save`` it to
-    ``path`` atomically (a temp file in the same directory, then ``os.replace``).
+@dataclass(frozen=True)
+class StaticDim:
+    """An input axis the model leaves dynamic that ``model.pt2`` had to fix to ``size``."""
 
-    Example inputs with batch 1 are repeated to batch 2 for tracing, because export
+    input: str
+    axis: int
+    size: int
+    reason: str
+    """What forced it: the guard torch.export reports when asked to keep the axis dynamic."""
+
+    def to_json(self) -> dict[str, object]:
+        """The report's ``static_dims`` entry."""
+        return {"input": self.input, "axis": self.axis, "size": self.size, "reason": self.reason}
+
+
+def _one_line(exc: BaseException) -> str:
+    # The first line is often only a heading ("Constraints violated (batch)!"); the second
+    # says what happened.  Keep both, on one line.
+    lines = [" ".join(line.split()) for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: " + " ".join(lines[:2])[:400]
+
+
+def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], shapes: Any) -> Any:
+    with warnings.catch_warnings():
+        # nn.LSTM/nn.GRU rebuild their `_flat_weights` list in forward; export notices the
+        # list assignment, but the weights themselves are parameters and are exported.
+        warnings.filterwarnings("ignore", message=r".*_flat_weights.*assigned during export")
+        return torch.export.export(module, args, dynamic_shapes=shapes)
+
+
+def _specialised(program: Any, dynamic_axes: Sequence[Sequence[int]]) -> list[tuple[int, int, int]]:
+    """(input index, axis, size) of every requested dynamic axis the program made static."""
+    user_inputs = list(program.graph_signature.user_inputs)
+    values = {
+        node.name: node.meta.get("val")
+        for node in program.graph.nodes
+        if node.op == "placeholder" and node.name in user_inputs
+    }
+    fixed = []
+    for i, axes in enumerate(dynamic_axes):
+        value = values.get(user_inputs[i]) if i < len(user_inputs) else None
+        if value is None:
+            continue
+        for axis in axes:
+            size = value.shape[axis]
+            # A specialised axis may still be a SymInt, one whose value is a known constant.
+            constant = size.node.maybe_as_int() if isinstance(size, torch.SymInt) else int(size)
+            if constant is not None:
+                fixed.append((i, axis, int(constant)))
+    return fixed
+
+
+def export_program(
+    module: torch.nn.Module,
+    example_inputs: Sequence[np.ndarray],
+    path: Path,
+    dynamic_axes: Sequence[Sequence[int]] | None = None,
+    input_names: Sequence[str] | None = None,
+) -> list[StaticDim]:
+    """``torch.export`` ``module`` with every dynamic axis of its inputs kept dynamic where the
+    module allows it, and ``torch.export.save`` it to ``path`` atomically (a temp file in the
+    same directory, then ``os.replace``).
+
+    ``dynamic_axes[i]`` lists the axes of input ``i`` that the model leaves dynamic (default:
+    the leading, batch, axis of every input of rank > 0; a Keras ``(None, None)`` token input
+    has two).  Each is exported as ``Dim.AUTO``: symbolic unless the module needs a fixed size
+    there, in which case the run still succeeds with that axis static, and the returned
+    :class:`StaticDim` says which axis and what forced it (the guard a strict re-export
+    reports).  Example inputs with batch 1 are repeated to batch 2 for tracing, because export
     specialises size-1 dims.  Raises :class:`ExportError` with a one-line message on failure.
     """
     args = _export_inputs(example_inputs)
-    batch = torch.export.Dim("batch")
-    dynamic_shapes = tuple({0: batch} if a.dim() > 0 else None for a in args)
+    axes = (
+        [list(a) for a in dynamic_axes]
+        if dynamic_axes is not None
+        else [[0] if a.dim() > 0 else [] for a in args]
+    )
+    names = (
+        list(input_names) if input_names is not None else [f"input {i}" for i in range(len(args))]
+    )
+    shapes = tuple({axis: torch.export.Dim.AUTO for axis in a} or None for a in axes)
     try:
-        with warnings.catch_warnings():
-            # nn.LSTM/nn.GRU rebuild their `_flat_weights` list in forward; export notices the
-            # list assignment, but the weights themselves are parameters and are exported.
-            warnings.filterwarnings("ignore", message=r".*_flat_weights.*assigned during export")
-            program = torch.export.export(module, args, dynamic_shapes=dynamic_shapes)
+        program = _export(module, args, shapes)
     except Exception as exc:  # torch.export raises many unrelated types; all mean "failed"
-        # The first line is often only a heading ("Constraints violated (batch)!"); the
-        # second says what happened.  Keep both, on one line.
-        lines = [" ".join(line.split()) for line in str(exc).splitlines() if line.strip()]
-        summary = " ".join(lines[:2])[:400]
-        raise ExportError(f"torch.export failed: {type(exc).__name__}: {summary}") from exc
+        raise ExportError(f"torch.export failed: {_one_line(exc)}") from exc
+    static = []
+    for i, axis, size in _specialised(program, axes):
+        strict = tuple(
+            {ax: torch.export.Dim(f"d{j}_{ax}") for ax in a if (j, ax) == (i, axis)} or None
+            for j, a in enumerate(axes)
+        )
+        try:
+            _export(module, args, strict)
+            reason = "torch.export specialised it"
+        except Exception as exc:  # the strict export's complaint names the guard
+            reason = _one_line(exc)
+        static.append(StaticDim(names[i], axis, size, reason))
     path = Path(path)
     tmp_name: str | None = None
     try:
@@ -181,6 +255,7 @@ def export_program(
     finally:
         if tmp_name is not None:  # already renamed on success; removed on any failure
             Path(tmp_name).unlink(missing_ok=True)
+    return static
 
 
 def load_program(path: Path) -> torch.nn.Module:

@@ -14,8 +14,10 @@ import torch
 
 from pipeline.core.errors import BadInputError, UnsupportedOpsError
 from pipeline.core.run_dir import REPORT_NAME
+from pipeline.core.signature import TensorSpec
 from pipeline.to_torch.batchnorm import keep_batchnorm as restore_batchnorm
 from pipeline.to_torch.importer import (
+    StaticDim,
     export_program,
     find_unsupported_ops,
     import_onnx,
@@ -36,6 +38,8 @@ class Imported:
     parameters: list[ParameterEntry]
     table: list[dict[str, Any]]
     """report.json's ``parameters`` rows."""
+    static_dims: list[StaticDim]
+    """Dynamic input axes that ``model.pt2`` had to fix (report.json's ``static_dims``)."""
 
 
 def import_torch(
@@ -43,13 +47,15 @@ def import_torch(
     variables: Sequence[dict[str, Any]],
     values: Sequence[np.ndarray],
     example_inputs: Sequence[np.ndarray],
+    input_specs: Sequence[TensorSpec],
     pt2_path: Path,
     *,
     keep_batchnorm: bool = False,
 ) -> Imported:
     """Import ``model`` into torch, give every TF variable (``variables`` metadata with their
     ``values``) its own named parameter or buffer, export ``pt2_path`` on ``example_inputs``
-    (in input order) and load it back.
+    (in input order) with every axis that ``input_specs`` leaves dynamic (``None``) dynamic
+    where the module allows it, and load it back.
 
     Raises :class:`~pipeline.core.errors.UnsupportedOpsError` listing every op no converter
     handles, and :class:`~pipeline.core.errors.ExportError` when torch.export fails.
@@ -63,10 +69,16 @@ def import_torch(
         parameters = restore_batchnorm(eager, parameters, variables, list(values))
     eager.eval()
     table = parameter_table(parameters, variables)
-    export_program(eager, list(example_inputs), pt2_path)
+    static = export_program(
+        eager,
+        list(example_inputs),
+        pt2_path,
+        dynamic_axes=[[i for i, d in enumerate(s.shape) if d is None] for s in input_specs],
+        input_names=[s.name for s in input_specs],
+    )
     module = load_program(pt2_path)
     attach_table(module, table)
-    return Imported(module, parameters, table)
+    return Imported(module, parameters, table, static)
 
 
 def load_run_module(run_dir: Path) -> torch.nn.Module:

@@ -76,6 +76,8 @@ class Report:
     artifacts: dict[str, str] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     scaling: dict[str, Any] | None = None
+    static_dims: list[dict[str, Any]] = field(default_factory=list)
+    """Input axes the model leaves dynamic that ``model.pt2`` had to fix, with the reason."""
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @contextmanager
@@ -122,6 +124,7 @@ class Report:
             "artifacts": self.artifacts,
             "versions": self.versions,
             "scaling": self.scaling,
+            "static_dims": self.static_dims,
         }
 
     def write(self, run_dir: Path) -> None:
@@ -283,6 +286,12 @@ def print_summary(console: Console, report: Mapping[str, Any]) -> None:
         markup=False,
     )
     console.print(render_table(report["comparisons"]))
+    for fixed in report.get("static_dims") or []:
+        console.print(
+            f"note: input {fixed['input']!r} axis {fixed['axis']} is dynamic in Keras but fixed to "
+            f"{fixed['size']} in model.pt2: {fixed['reason']}",
+            markup=False,
+        )
     count = report.get("parameter_count") or {}
     if count:
         mark = {
