@@ -89,3 +89,10 @@ CORPUS: dict[str, int] = {
     "Xception": 96,
 }
 """Network name (the ``keras.applications`` constructor) → square input size."""
+
+
+TEXT: dict[str, dict[str, tuple[int, int]]] = {
+    "bert_encoder": {"token_ids": (0, 64), "segment_ids": (0, 2), "padding_mask": (0, 2)},
+    "gpt_decoder": {"token_ids": (0, 64), "padding_mask": (0, 2)},
+}
+"""keras-hub-style text backbones in ``models/text.py`` → the ``--input-range`` of each input."""

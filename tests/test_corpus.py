@@ -3,7 +3,8 @@
 
 Each must pass three ways with every trainable variable mapped and every gradient checked,
 and run at batch 1 and 7.  Slow: ``make test-slow`` (or ``make corpus``, which also writes
-the README's table to ``runs/corpus.md``).
+the README's table to ``runs/corpus.md``).  The keras-hub-style text backbones
+(``models/text.py``: dict inputs, masks, dynamic sequence length) are small and run by default.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from test_end_to_end import assert_dynamic_batch, assert_three_way_pass
 
 import pipeline
 from pipeline.commands.demo import load_catalog
+from pipeline.core.ort_runner import OrtRunner
+from pipeline.core.torch_runner import run_torch
 
 REPO = Path(__file__).resolve().parents[1]
 APPLICATIONS = REPO / "models" / "applications.py"
@@ -64,3 +68,35 @@ def test_corpus_network_converts(name: str, tmp_path: Path) -> None:
     names = [s["name"] for s in report["inputs"]]
     outputs = sorted({c["output"] for c in report["comparisons"]})
     assert_dynamic_batch(result.run_dir, result.module, inputs, names, outputs)
+
+
+TEXT_MODELS = REPO / "models" / "text.py"
+
+
+@pytest.mark.parametrize("name", list(load_catalog().TEXT))
+def test_text_backbone_converts_with_dict_inputs(name: str, tmp_path: Path) -> None:
+    """keras-hub-style backbones: dict inputs and outputs keep their names, the sequence
+    length stays dynamic (two lengths, neither the traced one), masks and all."""
+    ranges = load_catalog().TEXT[name]
+    options = pipeline.ConvertOptions(input_ranges=dict(ranges))
+    result = pipeline.convert(f"{TEXT_MODELS}:{name}", tmp_path / name, options)
+    assert_three_way_pass(result)
+    report = result.report
+    assert {s["name"] for s in report["inputs"]} == set(ranges)
+    assert report["static_dims"] == []
+    names = [s["name"] for s in report["inputs"]]
+    outputs = sorted({c["output"] for c in report["comparisons"]})
+    ort = OrtRunner(onnx.load(str(result.run_dir / "model.onnx")))
+    loaded = pipeline.load_torch(result.run_dir)
+    rng = np.random.default_rng(0)
+    for length in (5, 13):
+        inputs = {
+            k: rng.integers(lo, hi, (3, length)).astype(np.int32) for k, (lo, hi) in ranges.items()
+        }
+        got = run_torch(loaded, inputs, names, outputs)
+        expected = ort.run(inputs)
+        for o in outputs:
+            assert got[o].shape == expected[o].shape and got[o].shape[0] == 3, o
+            if o != "pooled_output":  # per-token outputs follow the sequence length
+                assert got[o].shape[1] == length, (o, got[o].shape)
+            np.testing.assert_allclose(got[o], expected[o], rtol=1e-4, atol=1e-5)
