@@ -73,6 +73,11 @@ def test_corpus_network_converts(name: str, tmp_path: Path) -> None:
 TEXT_MODELS = REPO / "models" / "text.py"
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="dict inputs: tf2onnx's from_keras fails on them ('in user code'); the stateless "
+    "export that takes the model's own input structure is not on main yet (issue 12)",
+)
 @pytest.mark.parametrize("name", list(load_catalog().TEXT))
 def test_text_backbone_converts_with_dict_inputs(name: str, tmp_path: Path) -> None:
     """keras-hub-style backbones: dict inputs and outputs keep their names, the sequence
