@@ -209,7 +209,7 @@ def convert(
             }
             for s in exported.input_specs
         ]
-        rep.tolerances = tolerances.to_json()
+        rep.tolerances = compared.tolerances.to_json()
         rep.artifacts = {
             "raw_onnx": RAW_ONNX,
             "onnx": ONNX,
