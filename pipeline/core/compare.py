@@ -83,7 +83,7 @@ class Noise:
     """The float32 noise floor of one output, measured on this model
     (:func:`pipeline.verify.noise.measure_noise`).
 
-    ``noise`` = max |out_float32 − out_float64| of one framework's float32 run against the
+    ``noise`` = max |out_float32 - out_float64| of one framework's float32 run against the
     float64 run of the same graph, ``scale`` = max |out_float64|, ``dtype`` the output's.
     Every framework is taken to be that noisy (TF, ONNX Runtime and torch round the same
     model's sums in float32; on ResNet50 their floors are within 1.3x of each other), so a
@@ -295,7 +295,11 @@ class OutputComparison:
                 f": max_abs={self.max_abs:.3g} max_rel={self.max_rel:.3g} "
                 f"mismatch={100 * (self.mismatch_fraction or 0):.3g}% "
                 f"(atol={self.atol:g} rtol={self.rtol:g}"
-                + (f" from noise floor {self.noise_floor:.2g}" if self.noise_floor is not None else "")
+                + (
+                    f" from noise floor {self.noise_floor:.2g}"
+                    if self.noise_floor is not None
+                    else ""
+                )
                 + f"; atol needed with rtol=0: {self.max_abs:.3g})"
             )
         if self.worst_index is not None:

@@ -34,7 +34,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -130,6 +130,7 @@ class CheckResult:
                     k: {"atol": v.atol, "rtol": v.rtol}
                     for k, v in self.tolerances.per_output.items()
                 },
+                "noise_floor": {k: v.noise for k, v in self.tolerances.noise.items()},
             },
             "comparisons": len(self.comparisons),
             "failed": [f"{c.pair} {c.output}" for c in self.failures],
@@ -151,30 +152,28 @@ def _read_report(run_dir: Path) -> dict[str, Any]:
     return data
 
 
-def _stored_tolerances(rep: Mapping[str, Any]) -> compare.Tolerances:
-    stored = rep.get("tolerances") or {}
-    per_output = {
-        name: compare.Tolerance(float(t["atol"]), float(t["rtol"]))
-        for name, t in (stored.get("per_output") or {}).items()
-    }
-    return compare.Tolerances(stored.get("atol"), stored.get("rtol"), per_output)
-
-
 def resolve_tolerances(
     rep: Mapping[str, Any],
     atol: float | None = None,
     rtol: float | None = None,
     output_tolerances: Mapping[str, tuple[float, float]] | None = None,
 ) -> compare.Tolerances:
-    """The run's stored tolerances with ``atol``/``rtol``/per-output overrides on top."""
-    stored = _stored_tolerances(rep)
+    """The run's stored tolerances (noise floors included) with ``atol``/``rtol``/per-output
+    overrides on top."""
+    stored = compare.Tolerances.from_json(rep.get("tolerances") or {})
     per_output = dict(stored.per_output)
     per_output.update({k: compare.Tolerance(*v) for k, v in (output_tolerances or {}).items()})
-    return compare.Tolerances(
-        atol if atol is not None else stored.atol,
-        rtol if rtol is not None else stored.rtol,
-        per_output,
+    return replace(
+        stored,
+        atol=atol if atol is not None else stored.atol,
+        rtol=rtol if rtol is not None else stored.rtol,
+        per_output=per_output,
     )
+
+
+def _measured_before(rep: Mapping[str, Any]) -> bool:
+    """Whether convert measured the noise floors (reports from before they existed did not)."""
+    return "noise_floor" in (rep.get("tolerances") or {})
 
 
 def _graph_io(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
@@ -340,6 +339,22 @@ def check_run(
     if missing:
         raise BadInputError(f"{run_dir / GOLDEN} lacks the model input(s) {', '.join(missing)}")
     tolerances = resolve_tolerances(rep, atol, rtol, output_tolerances)
+    if not _measured_before(rep):
+        # A run converted before noise floors were recorded: measure them now, on the same
+        # graph and inputs convert would have used (and keep them in the report).
+        from pipeline.verify.stage import with_noise_floors
+
+        tolerances = with_noise_floors(tolerances, model, golden.inputs, input_names, output_names)
+        measured = compare.Tolerances(
+            noise=tolerances.noise, noise_unmeasured=tolerances.noise_unmeasured
+        ).to_json()
+        rep = {
+            **rep,
+            "tolerances": {
+                **(rep.get("tolerances") or {}),
+                **{k: measured[k] for k in ("noise_model", "noise_floor", "noise_unmeasured")},
+            },
+        }
 
     ort_outputs, provider = _run_ort(model, golden, onnx_path)
     torch_outputs, device = _run_torch(run_dir, golden, input_names, output_names)

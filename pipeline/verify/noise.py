@@ -3,7 +3,7 @@
 The ONNX graph is imported into torch twice over: as it is, and as a float64 copy (every
 floating parameter, buffer and input in float64, every ``Cast`` to a floating type made a
 ``Cast`` to float64).  Both run on the comparison inputs; for each floating output the noise
-floor is ``max |out_float32 − out_float64|`` and its scale ``max |out_float64|``.  Both runs
+floor is ``max |out_float32 - out_float64|`` and its scale ``max |out_float64|``.  Both runs
 go through the same converters, so a conversion fault moves them alike and cannot widen the
 floor; only rounding does.  :class:`pipeline.core.compare.Noise` turns the floor into each
 pair's tolerance.
