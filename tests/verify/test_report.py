@@ -195,7 +195,7 @@ def test_to_json_has_documented_keys() -> None:
     data = rep.to_json()
     assert set(data) >= REQUIRED_KEYS
     assert set(data) >= {"created", "error", "passes", "inputs", "tolerances", "versions"}
-    assert data["schema"] == "tf2torch.report/1"
+    assert data["schema"] == "tf2torch.report/1.1"
     assert data["source"] == "models/tiny.keras"
     assert data["verdict"] == "fail"
     assert data["stages"] == {"export": {"status": "ok", "seconds": 1.5}}
