@@ -14,7 +14,7 @@ from pipeline.core.ort_runner import OrtRunner
 from pipeline.core.torch_runner import run_torch, torch_device
 from pipeline.to_torch.parameters import ParameterEntry
 from pipeline.verify.gradients import GradientComparison, compare_gradients, torch_gradients
-from pipeline.verify.noise import measure_noise
+from pipeline.verify.noise import measure_gradient_noise, measure_noise
 
 
 @dataclass
@@ -81,10 +81,15 @@ def check_gradients(
     loss_weights: Mapping[str, np.ndarray],
 ) -> list[GradientComparison]:
     """Differentiate the fixed loss ``sum(output * weight)`` in torch and compare each TF
-    variable's gradient (carried through its transform) with its parameter's."""
-    torch_grads = torch_gradients(
-        module, dict(inputs), list(input_names), list(output_names), dict(loss_weights)
-    )
+    variable's gradient (carried through its transform) with its parameter's, against the
+    gradient's float32 noise floor (a float64 copy of ``module`` differentiated alike)."""
+    args = (dict(inputs), list(input_names), list(output_names), dict(loss_weights))
+    torch_grads = torch_gradients(module, *args)
+    noise = measure_gradient_noise(module, *args, torch_grads)
     return compare_gradients(
-        list(parameters), dict(tf_gradients), torch_grads, compare.DTYPE_DEFAULTS["float32"]
+        list(parameters),
+        dict(tf_gradients),
+        torch_grads,
+        compare.DTYPE_DEFAULTS["float32"],
+        noise,
     )
