@@ -45,6 +45,7 @@ import onnx
 
 from pipeline.core import compare
 from pipeline.core.errors import BadInputError, Tf2TorchError
+from pipeline.core.messages import one_line
 from pipeline.core.run_dir import atomic_write_bytes, write_npz
 from pipeline.core.signature import TensorSpec
 from pipeline.verify import report
@@ -57,9 +58,7 @@ MAX_CHECKS_KEPT = 20
 
 
 def _one_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    text = lines[0] if lines else ""
-    return f"{type(err).__name__}: {text}"[:300].rstrip(": ")
+    return one_line(err)
 
 
 @dataclass(frozen=True)

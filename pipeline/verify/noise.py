@@ -149,7 +149,7 @@ def _float64_module(module: torch.nn.Module) -> torch.nn.Module:
         if not isinstance(sub, torch.fx.GraphModule):
             continue
         for node in sub.graph.nodes:
-            node.args = _widened(node.args)  # type: ignore[assignment]
+            node.args = _widened(node.args)
             node.kwargs = {k: _widened(v) for k, v in node.kwargs.items()}
         sub.recompile()
     return wide
