@@ -33,16 +33,21 @@ class TensorSpec:
     def concrete_shape(self, batch: int) -> tuple[int, ...]:
         """The shape with the leading dynamic dimension set to ``batch``.
 
-        Raises ``ValueError`` if a non-leading dimension is dynamic: such shapes need
-        an explicit ``--input-shape``.
+        Raises ``ValueError`` if a non-leading dimension is dynamic: such shapes need a
+        concrete size from ``--input-spec`` (or the inputs themselves from ``--inputs``).
         """
         dims: list[int] = []
         for i, d in enumerate(self.shape):
             if d is None:
                 if i != 0:
+                    example = ",".join(
+                        "None" if j == 0 else "SIZE" if e is None else str(e)
+                        for j, e in enumerate(self.shape)
+                    )
                     raise ValueError(
                         f"input {self.name!r} has dynamic dimension {i} in shape "
-                        f"{list(self.shape)}; give a concrete shape with --input-shape"
+                        f"{list(self.shape)}; give it a size with --input-spec "
+                        f"{self.name}={self.dtype}[{example}] or pass --inputs FILE.npz"
                     )
                 dims.append(batch)
             else:

@@ -46,7 +46,7 @@ import onnx
 from pipeline.core import compare
 from pipeline.core.errors import BadInputError, Tf2TorchError
 from pipeline.core.messages import one_line
-from pipeline.core.run_dir import atomic_write_bytes, write_npz
+from pipeline.core.run_dir import atomic_write_bytes, failure_log_path, write_npz
 from pipeline.core.signature import TensorSpec
 from pipeline.verify import report
 
@@ -243,6 +243,7 @@ def _run_tf(
     input_specs: Sequence[TensorSpec],
     timeout: float | None,
     scale: Mapping[str, Any] | None,
+    keep_log: Path,
 ) -> dict[str, np.ndarray]:
     """Today's TF outputs on the golden inputs, from the TF worker (its own process); the
     run's ``scaling`` record is replayed so TF is the same scaled model convert compared."""
@@ -272,6 +273,7 @@ def _run_tf(
             safe_mode=safe_mode,
             timeout=timeout,
             scale=scale,
+            keep_log=keep_log,
         )
         with np.load(exported.tf_outputs_npz, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
@@ -318,7 +320,7 @@ def check_run(
 
     Returns a :class:`CheckResult` (``bool(result)``: equivalent).  Raises
     :class:`BadInputError` when the run cannot be checked, and the TF worker's errors in full
-    mode.  Never calls ``sys.exit``; never imports TensorFlow in this process.
+    mode (its log kept at ``<run_dir>.failed/tf_worker.log``, named in the message).  Never calls ``sys.exit``; never imports TensorFlow in this process.
     """
     start = time.perf_counter()
     run_dir = Path(run_dir)
@@ -371,6 +373,7 @@ def check_run(
             input_specs=input_specs,
             timeout=worker_timeout,
             scale=rep.get("scaling"),
+            keep_log=failure_log_path(run_dir),
         )
         comparisons = compare.compare_all(outputs, tolerances, FULL_PAIRS)
 
