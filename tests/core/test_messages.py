@@ -55,7 +55,10 @@ KERAS_SYMBOLIC = (
         ),
         ("file not found: x.keras", "file not found: x.keras"),
         ("first line\nsecond line", "first line"),
-        ("Constraints violated (batch)!:\n  guard 2 <= batch", "Constraints violated (batch)!: guard 2 <= batch"),
+        (
+            "Constraints violated (batch)!:\n  guard 2 <= batch",
+            "Constraints violated (batch)!: guard 2 <= batch",
+        ),
         ("", ""),
     ],
 )

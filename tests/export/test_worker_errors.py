@@ -17,7 +17,7 @@ from pipeline.core.signature import TensorSpec
 
 REPO = Path(__file__).resolve().parents[2]
 
-STATIC_BATCH = '''
+STATIC_BATCH = """
 import keras
 import numpy as np
 
@@ -33,7 +33,7 @@ def static_batch():
     model = StaticBatch()
     model(np.zeros((2, 4), "float32"))
     return model
-'''
+"""
 CAUSE = "StaticBatch needs a static batch size, got shape (None, 4)"
 
 

@@ -71,9 +71,7 @@ def _edit(model: onnx.ModelProto, name: str, edit: Callable[[np.ndarray], np.nda
 def _weight_of(model: onnx.ModelProto, op_types: tuple[str, ...], index: int) -> str:
     """The initializer weight (input 1) of the ``index``-th node of ``op_types``."""
     initializers = {i.name for i in model.graph.initializer}
-    nodes = [
-        n for n in model.graph.node if n.op_type in op_types and n.input[1] in initializers
-    ]
+    nodes = [n for n in model.graph.node if n.op_type in op_types and n.input[1] in initializers]
     return nodes[index].input[1]
 
 

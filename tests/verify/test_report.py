@@ -449,7 +449,10 @@ def test_print_summary_verdict_line() -> None:
 
 def _noisy_report() -> Report:
     rep = sample_report()
-    rep.comparisons = [comparison(atol=7.6e-4, rtol=0.0), comparison("tf-torch", atol=7.6e-4, rtol=0.0)]
+    rep.comparisons = [
+        comparison(atol=7.6e-4, rtol=0.0),
+        comparison("tf-torch", atol=7.6e-4, rtol=0.0),
+    ]
     rep.tolerances = {
         "noise_model": {"rule": "|a - b| <= k*(noise + noise) + f*eps*scale", "k": 2.0, "f": 16.0},
         "noise_floor": {
