@@ -4,7 +4,7 @@ Outputs (:func:`measure_noise`):
 
 The ONNX graph is imported into torch twice over: as it is, and as a float64 copy (every
 floating parameter, buffer and input in float64, every ``Cast`` to a floating type made a
-``Cast`` to float64).  Both run on the comparison inputs; for each floating output the noise
+``Cast`` to float64, every floating dtype in the FX graph float64).  Both run on the comparison inputs; for each floating output the noise
 floor is ``max |out_float32 - out_float64|`` and its scale ``max |out_float64|``.  Both runs
 go through the same converters, so a conversion fault moves them alike and cannot widen the
 floor; only rounding does.  :class:`pipeline.core.compare.Noise` turns the floor into each
@@ -60,6 +60,32 @@ def _float64_graph(model: onnx.ModelProto) -> onnx.ModelProto | None:
     return model if changed else None
 
 
+_NARROW = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _widened(value: object) -> object:
+    if isinstance(value, torch.dtype) and value in _NARROW:
+        return torch.float64
+    if isinstance(value, list | tuple):
+        return type(value)(_widened(v) for v in value)
+    return value
+
+
+def _float64_module(module: torch.nn.Module) -> torch.nn.Module:
+    """A float64 copy of ``module``: parameters and buffers in float64, and in every FX graph
+    (a ``torch.export`` module's) each floating dtype argument, e.g. of the ``zeros`` that
+    make an LSTM's initial state, made float64 so the copy does not fall back to float32."""
+    wide = copy.deepcopy(module).double()
+    for sub in wide.modules():
+        if not isinstance(sub, torch.fx.GraphModule):
+            continue
+        for node in sub.graph.nodes:
+            node.args = _widened(node.args)
+            node.kwargs = {k: _widened(v) for k, v in node.kwargs.items()}
+        sub.recompile()
+    return wide
+
+
 def _run(
     module: torch.nn.Module,
     inputs: Mapping[str, np.ndarray],
@@ -100,7 +126,7 @@ def measure_noise(
         native = import_onnx(model).eval()
         widened = _float64_graph(model)
         # Without floating casts the float64 module is the same graph: copy, don't re-import.
-        wide = (copy.deepcopy(native) if widened is None else import_onnx(widened)).double()
+        wide = _float64_module(native if widened is None else import_onnx(widened).eval())
         low = _run(native, inputs, input_names, output_names, device, None)
         high = _run(wide, inputs, input_names, output_names, device, torch.float64)
     except Exception as err:  # any failure only means "no floor": fixed tolerances apply
@@ -127,32 +153,6 @@ def _floor(low: np.ndarray, high: np.ndarray) -> compare.Noise | None:
         scale=float(np.max(np.abs(high64[finite]))),
         dtype=low.dtype.name,
     )
-
-
-_NARROW = (torch.float32, torch.float16, torch.bfloat16)
-
-
-def _widened(value: object) -> object:
-    if isinstance(value, torch.dtype) and value in _NARROW:
-        return torch.float64
-    if isinstance(value, list | tuple):
-        return type(value)(_widened(v) for v in value)
-    return value
-
-
-def _float64_module(module: torch.nn.Module) -> torch.nn.Module:
-    """A float64 copy of ``module``: parameters and buffers in float64, and in every FX graph
-    (a ``torch.export`` module's) each floating dtype argument, e.g. of the ``zeros`` that
-    make an LSTM's initial state, made float64 so the copy does not fall back to float32."""
-    wide = copy.deepcopy(module).double()
-    for sub in wide.modules():
-        if not isinstance(sub, torch.fx.GraphModule):
-            continue
-        for node in sub.graph.nodes:
-            node.args = _widened(node.args)
-            node.kwargs = {k: _widened(v) for k, v in node.kwargs.items()}
-        sub.recompile()
-    return wide
 
 
 def measure_gradient_noise(

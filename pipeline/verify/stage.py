@@ -81,8 +81,9 @@ def check_gradients(
     loss_weights: Mapping[str, np.ndarray],
 ) -> list[GradientComparison]:
     """Differentiate the fixed loss ``sum(output * weight)`` in torch and compare each TF
-    variable's gradient (carried through its transform) with its parameter's, against the
-    gradient's float32 noise floor (a float64 copy of ``module`` differentiated alike)."""
+    variable's gradient (carried through its transform) with its parameter's, within the
+    fixed relative tolerance or, where larger, the gradient's float32 noise floor (a float64
+    copy of ``module`` differentiated alike)."""
     args = (dict(inputs), list(input_names), list(output_names), dict(loss_weights))
     torch_grads = torch_gradients(module, *args)
     noise = measure_gradient_noise(module, *args, torch_grads)
