@@ -22,7 +22,12 @@ import torch
 from pipeline.core import compare
 from pipeline.core.errors import BadInputError
 from pipeline.core.extras import require_tensorflow
-from pipeline.core.run_dir import staged_run_dir, write_npz
+from pipeline.core.run_dir import (
+    clear_failure_log,
+    failure_log_path,
+    staged_run_dir,
+    write_npz,
+)
 from pipeline.core.signature import TensorSpec
 from pipeline.export.scale_spec import check_scale_options
 from pipeline.export.sources import parse_source
@@ -130,8 +135,10 @@ def convert(
     ``file.py:fn`` / ``package.module:fn``.  The run directory ``out_dir`` receives
     ``model.raw.onnx``, ``model.onnx``, ``model.pt2``, ``golden.npz``, ``report.json`` and
     ``report.md``; it appears only when the conversion succeeded (pass *or* fail verdict) and
-    an earlier run there is replaced whole.  ``on_stage`` is called with each stage's name
-    as it starts (for progress displays).
+    an earlier run there is replaced whole.  When the TF worker fails, its log is kept at
+    ``<out_dir>.failed/tf_worker.log`` and the error's message names it (a later run into
+    ``out_dir`` removes it).  ``on_stage`` is called with each stage's name as it starts (for
+    progress displays).
 
     Raises :class:`~pipeline.core.errors.BadInputError` (bad source, options or inputs),
     :class:`~pipeline.core.errors.UnsupportedOpsError` (ops no converter handles, all listed),
@@ -150,11 +157,13 @@ def convert(
         per_output={k: compare.Tolerance(*v) for k, v in options.output_tolerances.items()},
     )
     rep = report.Report(source=str(source))
+    clear_failure_log(Path(out_dir))
 
     with staged_run_dir(Path(out_dir)) as staging:
         notify("export")
         with rep.stage("export"):
-            exported = export_model(parsed, staging, _export_settings(options))
+            settings = _export_settings(options, failure_log_path(Path(out_dir)))
+            exported = export_model(parsed, staging, settings)
         write_golden(staging / GOLDEN, exported.inputs, exported.tf_outputs)
         input_names = [s.name for s in exported.input_specs]
 
@@ -213,7 +222,7 @@ def convert(
             }
             for s in exported.input_specs
         ]
-        rep.tolerances = tolerances.to_json()
+        rep.tolerances = compared.tolerances.to_json()
         rep.artifacts = {
             "raw_onnx": RAW_ONNX,
             "onnx": ONNX,
@@ -247,8 +256,9 @@ def convert(
     )
 
 
-def _export_settings(options: ConvertOptions) -> ExportSettings:
+def _export_settings(options: ConvertOptions, failure_log: Path) -> ExportSettings:
     return ExportSettings(
+        failure_log=failure_log,
         opset=options.opset,
         batch=options.batch,
         seed=options.seed,

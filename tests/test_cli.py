@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -80,16 +81,22 @@ def bad_inputs(tmp_path: Path) -> dict[str, list[str]]:
     }
 
 
-def test_bad_input_is_one_line_exit_2_and_leaves_nothing(
+def test_bad_input_is_one_line_exit_2_and_leaves_no_run(
     tmp_path: Path, bad_inputs: dict[str, list[str]]
 ) -> None:
     for message, args in bad_inputs.items():
         out = tmp_path / "runs" / "x"
         proc = tf2torch(*args, "-o", str(out), "-q")
         assert_clean_error(proc, message)
-        assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == [], (
-            message
-        )
+        # No run directory and no staging; only the TF worker's log when the worker failed,
+        # kept beside the run and named in the error.
+        left = sorted(p.name for p in (tmp_path / "runs").glob("*"))
+        assert left in ([], ["x.failed"]), (message, left)
+        if left:
+            log = tmp_path / "runs" / "x.failed" / "tf_worker.log"
+            assert [p.name for p in log.parent.iterdir()] == [log.name], message
+            assert f"(worker log: {log})" in proc.stderr, message
+            shutil.rmtree(log.parent)
 
 
 def test_error_keeps_the_previous_run(tmp_path: Path) -> None:

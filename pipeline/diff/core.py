@@ -6,7 +6,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -104,14 +104,13 @@ def _read_run(run_dir: Path) -> tuple[dict[str, Any], onnx.ModelProto, dict[str,
 
 
 def _tolerances(report: Mapping[str, Any], options: DiffOptions) -> Tolerances:
-    saved = report.get("tolerances") or {}
-    per_output = {
-        k: Tolerance(v["atol"], v["rtol"]) for k, v in (saved.get("per_output") or {}).items()
-    }
+    saved = Tolerances.from_json(report.get("tolerances") or {})  # noise floors included
+    per_output = dict(saved.per_output)
     per_output |= {k: Tolerance(*v) for k, v in options.output_tolerances.items()}
-    return Tolerances(
-        atol=options.atol if options.atol is not None else saved.get("atol"),
-        rtol=options.rtol if options.rtol is not None else saved.get("rtol"),
+    return replace(
+        saved,
+        atol=options.atol if options.atol is not None else saved.atol,
+        rtol=options.rtol if options.rtol is not None else saved.rtol,
         per_output=per_output,
     )
 

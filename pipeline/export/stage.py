@@ -36,6 +36,8 @@ class ExportSettings:
     worker_timeout: float | None = None
     scale: str | None = None
     calibration: Path | None = None
+    failure_log: Path | None = None
+    """Where the worker's log is kept when it fails (the work directory may be thrown away)."""
 
 
 @dataclass
@@ -86,6 +88,7 @@ def export_model(source: Source, work_dir: Path, settings: ExportSettings) -> Ex
         safe_mode=settings.safe_mode,
         timeout=settings.worker_timeout,
         scale=scale,
+        keep_log=settings.failure_log,
     )
     if done.scaling is not None and settings.calibration is not None:
         done.scaling["calibration"] = str(settings.calibration)

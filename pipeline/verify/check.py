@@ -34,7 +34,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -45,7 +45,8 @@ import onnx
 
 from pipeline.core import compare
 from pipeline.core.errors import BadInputError, Tf2TorchError
-from pipeline.core.run_dir import atomic_write_bytes, write_npz
+from pipeline.core.messages import one_line
+from pipeline.core.run_dir import atomic_write_bytes, failure_log_path, write_npz
 from pipeline.core.signature import TensorSpec
 from pipeline.verify import report
 
@@ -57,9 +58,7 @@ MAX_CHECKS_KEPT = 20
 
 
 def _one_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    text = lines[0] if lines else ""
-    return f"{type(err).__name__}: {text}"[:300].rstrip(": ")
+    return one_line(err)
 
 
 @dataclass(frozen=True)
@@ -130,6 +129,7 @@ class CheckResult:
                     k: {"atol": v.atol, "rtol": v.rtol}
                     for k, v in self.tolerances.per_output.items()
                 },
+                "noise_floor": {k: v.noise for k, v in self.tolerances.noise.items()},
             },
             "comparisons": len(self.comparisons),
             "failed": [f"{c.pair} {c.output}" for c in self.failures],
@@ -151,30 +151,28 @@ def _read_report(run_dir: Path) -> dict[str, Any]:
     return data
 
 
-def _stored_tolerances(rep: Mapping[str, Any]) -> compare.Tolerances:
-    stored = rep.get("tolerances") or {}
-    per_output = {
-        name: compare.Tolerance(float(t["atol"]), float(t["rtol"]))
-        for name, t in (stored.get("per_output") or {}).items()
-    }
-    return compare.Tolerances(stored.get("atol"), stored.get("rtol"), per_output)
-
-
 def resolve_tolerances(
     rep: Mapping[str, Any],
     atol: float | None = None,
     rtol: float | None = None,
     output_tolerances: Mapping[str, tuple[float, float]] | None = None,
 ) -> compare.Tolerances:
-    """The run's stored tolerances with ``atol``/``rtol``/per-output overrides on top."""
-    stored = _stored_tolerances(rep)
+    """The run's stored tolerances (noise floors included) with ``atol``/``rtol``/per-output
+    overrides on top."""
+    stored = compare.Tolerances.from_json(rep.get("tolerances") or {})
     per_output = dict(stored.per_output)
     per_output.update({k: compare.Tolerance(*v) for k, v in (output_tolerances or {}).items()})
-    return compare.Tolerances(
-        atol if atol is not None else stored.atol,
-        rtol if rtol is not None else stored.rtol,
-        per_output,
+    return replace(
+        stored,
+        atol=atol if atol is not None else stored.atol,
+        rtol=rtol if rtol is not None else stored.rtol,
+        per_output=per_output,
     )
+
+
+def _measured_before(rep: Mapping[str, Any]) -> bool:
+    """Whether convert measured the noise floors (reports from before they existed did not)."""
+    return "noise_floor" in (rep.get("tolerances") or {})
 
 
 def _graph_io(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
@@ -245,6 +243,7 @@ def _run_tf(
     input_specs: Sequence[TensorSpec],
     timeout: float | None,
     scale: Mapping[str, Any] | None,
+    keep_log: Path,
 ) -> dict[str, np.ndarray]:
     """Today's TF outputs on the golden inputs, from the TF worker (its own process); the
     run's ``scaling`` record is replayed so TF is the same scaled model convert compared."""
@@ -274,6 +273,7 @@ def _run_tf(
             safe_mode=safe_mode,
             timeout=timeout,
             scale=scale,
+            keep_log=keep_log,
         )
         with np.load(exported.tf_outputs_npz, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
@@ -320,7 +320,7 @@ def check_run(
 
     Returns a :class:`CheckResult` (``bool(result)``: equivalent).  Raises
     :class:`BadInputError` when the run cannot be checked, and the TF worker's errors in full
-    mode.  Never calls ``sys.exit``; never imports TensorFlow in this process.
+    mode (its log kept at ``<run_dir>.failed/tf_worker.log``, named in the message).  Never calls ``sys.exit``; never imports TensorFlow in this process.
     """
     start = time.perf_counter()
     run_dir = Path(run_dir)
@@ -340,6 +340,22 @@ def check_run(
     if missing:
         raise BadInputError(f"{run_dir / GOLDEN} lacks the model input(s) {', '.join(missing)}")
     tolerances = resolve_tolerances(rep, atol, rtol, output_tolerances)
+    if not _measured_before(rep):
+        # A run converted before noise floors were recorded: measure them now, on the same
+        # graph and inputs convert would have used (and keep them in the report).
+        from pipeline.verify.stage import with_noise_floors
+
+        tolerances = with_noise_floors(tolerances, model, golden.inputs, input_names, output_names)
+        measured = compare.Tolerances(
+            noise=tolerances.noise, noise_unmeasured=tolerances.noise_unmeasured
+        ).to_json()
+        rep = {
+            **rep,
+            "tolerances": {
+                **(rep.get("tolerances") or {}),
+                **{k: measured[k] for k in ("noise_model", "noise_floor", "noise_unmeasured")},
+            },
+        }
 
     ort_outputs, provider = _run_ort(model, golden, onnx_path)
     torch_outputs, device = _run_torch(run_dir, golden, input_names, output_names)
@@ -357,6 +373,7 @@ def check_run(
             input_specs=input_specs,
             timeout=worker_timeout,
             scale=rep.get("scaling"),
+            keep_log=failure_log_path(run_dir),
         )
         comparisons = compare.compare_all(outputs, tolerances, FULL_PAIRS)
 

@@ -1,12 +1,18 @@
 """The run report: ``report.json`` for machines, ``report.md`` and a terminal table for people.
 
-``report.json`` keys (schema ``tf2torch.report/1``; other tools read these names):
+``report.json`` keys (schema ``tf2torch.report/1.1``; other tools read these names):
 ``schema``, ``created``, ``source``, ``verdict`` (pass/fail/error), ``error``, ``stages``
 (name → ``status``, ``seconds``), ``providers`` (``onnxruntime``: the execution provider
 that ran, ``torch_device``), ``comparisons`` (see :class:`pipeline.core.compare.OutputComparison`),
 ``passes``, ``inputs``, ``tolerances``, ``artifacts`` (name → file in the run directory),
 ``versions``, ``scaling`` (``--scale``: ``strategy``, ``spec`` and ``layers``, each with its
 ``factor``; null without ``--scale``).
+
+Schema 1.1 adds, keeping every 1.0 key: ``tolerances.noise_floor`` (output → ``noise``,
+``scale``, ``dtype``, ``atol``: the measured float32 noise floor, see
+:class:`pipeline.core.compare.Noise`), ``tolerances.noise_model`` (its rule and factors),
+``tolerances.noise_unmeasured`` (why there is no floor, else null) and each comparison's
+``noise_floor`` (the floor that set its ``atol``; null for user or default tolerances).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from pipeline.core.compare import OutputComparison
 from pipeline.core.errors import Tf2TorchError
 from pipeline.core.run_dir import REPORT_NAME, atomic_write_bytes
 
-REPORT_SCHEMA = "tf2torch.report/1"
+REPORT_SCHEMA = "tf2torch.report/1.1"
 REPORT_JSON = REPORT_NAME
 REPORT_MD = "report.md"
 STAGES = ("export", "fixup", "import", "compare")
@@ -196,6 +202,7 @@ def render_table(comparisons: Iterable[Mapping[str, Any]]) -> Table:
     rows = list(comparisons)
     with_notes = any(c.get("note") for c in rows)
     same_tol = all(c["atol"] == c["rtol"] for c in rows)
+    atol_only = not same_tol and all(c["rtol"] == 0 for c in rows)
     table = Table(
         title="TensorFlow vs ONNX Runtime vs PyTorch",
         box=box.SIMPLE_HEAD,
@@ -203,7 +210,7 @@ def render_table(comparisons: Iterable[Mapping[str, Any]]) -> Table:
         pad_edge=False,
         collapse_padding=True,
     )
-    tol_header = "tol" if same_tol else "atol/rtol"
+    tol_header = "tol" if same_tol else "atol" if atol_only else "atol/rtol"
     columns = ["pair", "output", "max abs", "max rel", "mismatch", "cosine", tol_header]
     for column in [*columns, "verdict", *(["note"] if with_notes else [])]:
         left = column in ("pair", "output", "note")
@@ -215,7 +222,8 @@ def render_table(comparisons: Iterable[Mapping[str, Any]]) -> Table:
         )
     for c in rows:
         mismatch = c["mismatch_fraction"]
-        tol = _tol(c["atol"]) if same_tol else f"{_tol(c['atol'])}/{_tol(c['rtol'])}"
+        one = same_tol or atol_only
+        tol = _tol(c["atol"]) if one else f"{_tol(c['atol'])}/{_tol(c['rtol'])}"
         cells = [
             c["pair"],
             c["output"],
@@ -259,6 +267,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "|" + "---|" * len(_COLUMNS),
     ]
     lines += ["| " + " | ".join(_row(c)) + " |" for c in report["comparisons"]]
+    lines += _noise_lines(report.get("tolerances") or {})
     if report["passes"]:
         lines += [
             "",
@@ -276,6 +285,42 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _noise_lines(tolerances: Mapping[str, Any]) -> list[str]:
+    floors = tolerances.get("noise_floor") or {}
+    if not floors and not tolerances.get("noise_unmeasured"):
+        return []
+    lines = ["", "## Float32 noise floor", ""]
+    if tolerances.get("noise_unmeasured"):
+        lines.append(f"Not measured ({tolerances['noise_unmeasured']}): fixed tolerances apply.")
+    if floors:
+        model = tolerances.get("noise_model") or {}
+        lines += [
+            f"max \\|float32 - float64\\| per output; a pair passes within "
+            f"`{model.get('rule', '')}` (k = {model.get('k')}, f = {model.get('f')}) "
+            "unless --atol/--rtol/--output-tol set the tolerance.",
+            "",
+            "| output | noise | scale | atol |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {_md_cell(name)} | {_fmt(n.get('noise'))} | {_fmt(n.get('scale'))} "
+            f"| {_fmt(n.get('atol'))} |"
+            for name, n in floors.items()
+        ]
+    return lines
+
+
+def _noise_summary(tolerances: Mapping[str, Any]) -> str | None:
+    floors = tolerances.get("noise_floor") or {}
+    if tolerances.get("noise_unmeasured"):
+        return f"float32 noise floor not measured ({tolerances['noise_unmeasured']})"
+    if not floors:
+        return None
+    shown = [f"{name} {n['noise']:.1e}" for name, n in list(floors.items())[:4]]
+    more = " ..." if len(floors) > 4 else ""
+    return "float32 noise floor (max |float32 - float64|): " + ", ".join(shown) + more
+
+
 def print_summary(console: Console, report: Mapping[str, Any]) -> None:
     """Print the stage times, the comparison table and the verdict line."""
     stages = "  ".join(f"{name} {s['seconds']:.1f}s" for name, s in report["stages"].items())
@@ -286,6 +331,9 @@ def print_summary(console: Console, report: Mapping[str, Any]) -> None:
         markup=False,
     )
     console.print(render_table(report["comparisons"]))
+    noise = _noise_summary(report.get("tolerances") or {})
+    if noise:
+        console.print(noise, markup=False)
     for fixed in report.get("static_dims") or []:
         console.print(
             f"note: input {fixed['input']!r} axis {fixed['axis']} is dynamic in Keras but fixed to "

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.errors import BadInputError
+from pipeline.core.messages import one_line  # re-exported: the worker's one-line errors
 from pipeline.core.signature import TensorSpec
 from pipeline.export.sources import Source, SourceKind
 from pipeline.export.worker.initializers import (
@@ -61,11 +62,6 @@ class LoadedModel:
         import tensorflow as tf
 
         return [np.asarray(t) for t in self.call({k: tf.constant(v) for k, v in arrays.items()})]
-
-
-def one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def _import_user_module(location: str) -> ModuleType:

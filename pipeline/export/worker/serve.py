@@ -105,6 +105,11 @@ def serve(handle: Callable[[dict[str, Any]], dict[str, Any]], argv: Sequence[str
         answer: dict[str, Any] = {"ok": True, **handle(request)}
         code = 0
     except Tf2TorchError as err:
+        # The answer carries one line; the log keeps the whole story (TF's multi-line
+        # "in user code" message and the traceback of the error behind this one).
+        print(f"tf2torch: {err}", file=sys.stderr)
+        if err.__context__ is not None:
+            traceback.print_exception(err.__context__)
         answer = {"ok": False, "kind": err.kind, "message": str(err)}
         code = EXIT_USER_ERROR
     except Exception as err:
