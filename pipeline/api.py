@@ -21,6 +21,7 @@ import torch
 
 from pipeline.core import compare
 from pipeline.core.errors import BadInputError
+from pipeline.core.internal_error import enter_stage
 from pipeline.core.run_dir import staged_run_dir, write_npz
 from pipeline.core.signature import TensorSpec
 from pipeline.export.scale_spec import check_scale_options
@@ -30,6 +31,7 @@ from pipeline.passes.stage import fix_graph, user_patches
 from pipeline.to_torch.parameters import ParameterEntry, count_trainable
 from pipeline.to_torch.stage import PT2, import_torch, load_run_module
 from pipeline.verify import report
+from pipeline.verify.gradients import gradient_scope
 from pipeline.verify.stage import check_gradients, compare_outputs
 
 RAW_ONNX, ONNX, GOLDEN = "model.raw.onnx", "model.onnx", "golden.npz"
@@ -138,7 +140,12 @@ def convert(
     :class:`~pipeline.core.errors.Tf2TorchError` subclasses for failing stages.
     """
     options = options or ConvertOptions()
-    notify = on_stage or (lambda _stage: None)
+    callback = on_stage or (lambda _stage: None)
+
+    def notify(stage: str) -> None:
+        enter_stage(stage)
+        callback(stage)
+
     parsed = parse_source(str(source))
     _check_options(options)
     extra_patches = user_patches(options.patches)
@@ -184,21 +191,33 @@ def convert(
             )
 
         notify("gradients")
-        with rep.stage("gradients"):
-            gradient_checks = check_gradients(
-                imported.module,
-                imported.parameters,
-                exported.inputs,
-                input_names,
-                exported.output_names,
-                exported.tf_gradients,
-                exported.loss_weights,
-            )
+        scope = gradient_scope(
+            exported.variables,
+            exported.tf_outputs,
+            exported.tf_gradients,
+            exported.gradient_error,
+        )
+        with rep.stage("gradients") as gradient_stage:
+            if scope.skipped:
+                gradient_stage["skipped"] = scope.skipped
+                gradient_checks = []
+            else:
+                gradient_checks = check_gradients(
+                    imported.module,
+                    imported.parameters,
+                    exported.inputs,
+                    input_names,
+                    exported.output_names,
+                    exported.tf_gradients,
+                    exported.loss_weights,
+                )
 
+        notify("report")
         rep.scaling = exported.scaling
         rep.passes = fixed.passes
         rep.parameters = imported.table
         rep.gradients = [g.to_json() for g in gradient_checks]
+        rep.gradient_check = scope.to_json()
         rep.providers = compared.providers
         rep.comparisons = [c.to_json() for c in compared.comparisons]
         rep.inputs = [

@@ -16,6 +16,7 @@ import onnx
 
 from pipeline.core.compare import Tolerance, Tolerances, compare_all
 from pipeline.core.errors import BadInputError, Tf2TorchError
+from pipeline.core.internal_error import enter_stage
 from pipeline.core.ort_runner import OrtRunner
 from pipeline.core.signature import TensorSpec
 from pipeline.diff import localise, repro
@@ -214,7 +215,13 @@ def run_diff(
     dies.
     """
     options = options or DiffOptions()
-    notify = on_stage or (lambda _stage: None)
+    callback = on_stage or (lambda _stage: None)
+
+    def notify(stage: str) -> None:
+        enter_stage(stage)
+        callback(stage)
+
+    notify("read run")
     run_dir = Path(run_dir)
     report, model, golden = _read_run(run_dir)
     tolerances = _tolerances(report, options)
