@@ -11,7 +11,7 @@ seed (default 0; model i has seed ``FUZZ_SEED + i``), ``FUZZ_TIMEOUT`` seconds p
 (default 300), ``FUZZ_OUT`` the output directory (default ``runs/fuzz``), ``FUZZ_ARGS``
 extra ``convert`` arguments (default ``--keep-batchnorm``: BatchNorm folded into a
 convolution would be a pass with lost variables, issue 10's subject), ``FUZZ_KEEP=1`` to keep
-the run directories of full passes too.
+the run directories of full passes too, ``FUZZ_JOBS`` conversions at a time (default 1).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -122,6 +123,22 @@ def print_tally(results: Sequence[ModelResult]) -> None:
         print(f"SILENT seed {r.seed} ({r.kind}): {r.detail[:300]}  [{r.factory}]")
 
 
+def _one(seed: int, out: Path, timeout: float, extra: Sequence[str], keep: bool) -> ModelResult:
+    spec = generate(seed)
+    outcome, seconds = run_model(spec, out, timeout, extra)
+    if outcome.status == PASS and outcome.kind == "full pass" and not keep:
+        shutil.rmtree(out / "runs" / f"fuzz_{seed}", ignore_errors=True)
+    return ModelResult(
+        seed,
+        outcome.status,
+        outcome.kind,
+        outcome.detail,
+        round(seconds, 1),
+        str(out / "models" / f"fuzz_{seed}.py"),
+        spec.features,
+    )
+
+
 def run_fuzz(
     seeds: Iterable[int],
     out: Path,
@@ -129,35 +146,31 @@ def run_fuzz(
     timeout: float = 300.0,
     extra: Sequence[str] = DEFAULT_ARGS,
     keep_passes: bool = False,
+    jobs: int = 1,
     echo: bool = True,
 ) -> list[ModelResult]:
-    """Generate, convert and classify each seed's model; write ``out/summary.json``."""
+    """Generate, convert and classify each seed's model, ``jobs`` conversions at a time;
+    write ``out/summary.json`` (updated as models finish) and return the results in seed
+    order."""
     out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for seed in seeds:
-        spec = generate(seed)
-        outcome, seconds = run_model(spec, out, timeout, extra)
-        result = ModelResult(
-            seed,
-            outcome.status,
-            outcome.kind,
-            outcome.detail,
-            round(seconds, 1),
-            str(out / "models" / f"fuzz_{seed}.py"),
-            spec.features,
-        )
-        results.append(result)
-        if outcome.status == PASS and outcome.kind == "full pass" and not keep_passes:
-            shutil.rmtree(out / "runs" / f"fuzz_{seed}", ignore_errors=True)
-        if echo:
-            print(
-                f"seed {seed:5d}  {seconds:6.1f}s  {outcome.status:6}  {outcome.kind}"
-                + (f": {outcome.detail[:160]}" if outcome.detail else ""),
-                flush=True,
+    results: list[ModelResult] = []
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [pool.submit(_one, seed, out, timeout, extra, keep_passes) for seed in seeds]
+        for future in as_completed(futures):
+            r = future.result()
+            results.append(r)
+            if echo:
+                print(
+                    f"seed {r.seed:5d}  {r.seconds:6.1f}s  {r.status:6}  {r.kind}"
+                    + (f": {r.detail[:160]}" if r.detail else ""),
+                    flush=True,
+                )
+            results.sort(key=lambda m: m.seed)
+            (out / "summary.json").write_text(
+                json.dumps(
+                    {"tally": tally(results), "models": [asdict(m) for m in results]}, indent=2
+                )
             )
-        (out / "summary.json").write_text(
-            json.dumps({"tally": tally(results), "models": [asdict(r) for r in results]}, indent=2)
-        )
     return results
 
 
@@ -169,7 +182,13 @@ def main() -> int:
     out = Path(os.environ.get("FUZZ_OUT", "runs/fuzz")).absolute()
     extra = shlex.split(os.environ.get("FUZZ_ARGS", " ".join(DEFAULT_ARGS)))
     keep = os.environ.get("FUZZ_KEEP", "") == "1"
-    print(f"fuzz: {n} models, seeds {first}..{first + n - 1}, timeout {timeout:g}s, out {out}")
-    results = run_fuzz(range(first, first + n), out, timeout=timeout, extra=extra, keep_passes=keep)
+    jobs = int(os.environ.get("FUZZ_JOBS", "1"))
+    print(
+        f"fuzz: {n} models, seeds {first}..{first + n - 1}, {jobs} at a time, "
+        f"timeout {timeout:g}s, out {out}"
+    )
+    results = run_fuzz(
+        range(first, first + n), out, timeout=timeout, extra=extra, keep_passes=keep, jobs=jobs
+    )
     print_tally(results)
     return 1 if any(r.status == SILENT for r in results) else 0

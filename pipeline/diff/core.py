@@ -29,6 +29,7 @@ from pipeline.diff.torch_side import (
     record_torch,
     run_onnx_in_torch,
 )
+from pipeline.diff.value_match import match_by_value, neighbourhoods
 from pipeline.export.sources import parse_source
 
 DIFF_SCHEMA = "tf2torch.diff/1"
@@ -263,6 +264,7 @@ def run_diff(
                 node_names=[n.name for n in model.graph.node],
                 consumers=_consumers(model),
                 aliases=aliases,
+                neighbours=neighbourhoods(model),
                 opset=_opset(model),
                 input_specs=options.input_specs,
                 custom_objects=options.custom_objects,
@@ -277,6 +279,8 @@ def run_diff(
             _check_tf_reproduces(tf_side, golden, output_names, tolerances, report)
         notify("ONNX Runtime")
         ort_values, provider = ort_intermediates(model, inputs)
+        if tf_side is not None:
+            match_by_value(model, tf_side.tensors, tf_side.read, ort_values)
         notify("PyTorch")
         torch_record = record_torch(module, model, inputs, input_names)
         del module
