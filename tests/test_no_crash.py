@@ -209,3 +209,23 @@ def test_golden_only_check_names_outputs_golden_lacks_or_adds(
     assert "holds output(s) stale_head the model does not have" in line
     # The untouched run still passes the same check: the error is about the outputs.
     assert cli.main(["check", str(two_output_run), "--golden-only", "--read-only"]) == 0
+
+
+def test_an_unexpected_exception_in_check_names_its_stage(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "report.json").write_text(json.dumps({"source": "x.py:f", "verdict": "pass"}))
+
+    def buggy_read(path: object) -> None:
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr("pipeline.verify.check.read_golden", buggy_read)
+    monkeypatch.setenv("TF2TORCH_LOG_DIR", str(tmp_path / "logs"))
+    assert cli.main(["check", str(run), "--golden-only"]) == 2
+    [line] = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert line.startswith(
+        "tf2torch: internal error in read run: ZeroDivisionError: division by zero (details: "
+    )
+    assert len(list((tmp_path / "logs").iterdir())) == 1
