@@ -30,6 +30,7 @@ from pipeline.core.errors import BadInputError, PassError
 from pipeline.core.ort_runner import OrtRunner
 from pipeline.passes.base import FixupPass, PassRecord, PassResult
 from pipeline.passes.erfc import ErfcPass
+from pipeline.passes.explicit_pads import ExplicitPadsPass
 from pipeline.passes.keras_gru_loop import KerasGruLoopPass
 from pipeline.passes.layer_norm import LayerNormPass
 
@@ -70,7 +71,7 @@ def builtin_patches() -> list[FixupPass]:
 
 def builtin_passes() -> list[FixupPass]:
     """The generic built-in passes (not about one custom op), in the order they run."""
-    return [ErfcPass(), KerasGruLoopPass(), LayerNormPass()]
+    return [ErfcPass(), KerasGruLoopPass(), LayerNormPass(), ExplicitPadsPass()]
 
 
 def default_passes() -> list[FixupPass]:
