@@ -22,6 +22,7 @@ import torch
 from pipeline.core import compare
 from pipeline.core.errors import BadInputError
 from pipeline.core.extras import require_tensorflow
+from pipeline.core.internal_error import enter_stage
 from pipeline.core.run_dir import (
     clear_failure_log,
     failure_log_path,
@@ -36,6 +37,7 @@ from pipeline.passes.stage import fix_graph, user_patches
 from pipeline.to_torch.parameters import ParameterEntry, count_trainable
 from pipeline.to_torch.stage import PT2, import_torch, load_run_module
 from pipeline.verify import report
+from pipeline.verify.gradients import gradient_scope
 from pipeline.verify.stage import check_gradients, compare_outputs
 
 RAW_ONNX, ONNX, GOLDEN = "model.raw.onnx", "model.onnx", "golden.npz"
@@ -146,7 +148,12 @@ def convert(
     :class:`~pipeline.core.errors.Tf2TorchError` subclasses for failing stages.
     """
     options = options or ConvertOptions()
-    notify = on_stage or (lambda _stage: None)
+    callback = on_stage or (lambda _stage: None)
+
+    def notify(stage: str) -> None:
+        enter_stage(stage)
+        callback(stage)
+
     parsed = parse_source(str(source))
     _check_options(options)
     require_tensorflow("convert")
@@ -196,22 +203,34 @@ def convert(
             )
 
         notify("gradients")
-        with rep.stage("gradients"):
-            gradient_checks = check_gradients(
-                imported.module,
-                imported.parameters,
-                exported.inputs,
-                input_names,
-                exported.output_names,
-                exported.tf_gradients,
-                exported.loss_weights,
-            )
+        scope = gradient_scope(
+            exported.variables,
+            exported.tf_outputs,
+            exported.tf_gradients,
+            exported.gradient_error,
+        )
+        with rep.stage("gradients") as gradient_stage:
+            if scope.skipped:
+                gradient_stage["skipped"] = scope.skipped
+                gradient_checks = []
+            else:
+                gradient_checks = check_gradients(
+                    imported.module,
+                    imported.parameters,
+                    exported.inputs,
+                    input_names,
+                    exported.output_names,
+                    exported.tf_gradients,
+                    exported.loss_weights,
+                )
 
+        notify("report")
         rep.scaling = exported.scaling
         rep.static_dims = [d.to_json() for d in imported.static_dims]
         rep.passes = fixed.passes
         rep.parameters = imported.table
         rep.gradients = [g.to_json() for g in gradient_checks]
+        rep.gradient_check = scope.to_json()
         rep.providers = compared.providers
         rep.comparisons = [c.to_json() for c in compared.comparisons]
         rep.inputs = [

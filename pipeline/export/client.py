@@ -41,6 +41,9 @@ class TfExport:
     ``has_grad``; for Keras models also ``layer``, ``layer_class``, ``layer_kind`` and
     ``initializer`` (``class_name``, ``config``); values and gradients are in :attr:`variables_npz`."""
     variables_npz: Path
+    gradient_error: str | None = None
+    """Why TensorFlow could not differentiate the fixed loss (then no variable has a
+    gradient), or None."""
     scaling: dict[str, Any] | None = None
     """What ``scale`` did to the model before export (report.json's ``scaling``), or None."""
 
@@ -220,5 +223,6 @@ def export_with_tf(
         versions=answer["versions"],
         variables=answer["variables"],
         variables_npz=work_dir / "tf_variables.npz",
+        gradient_error=answer.get("gradient_error"),
         scaling=answer.get("scaling"),
     )

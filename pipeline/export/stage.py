@@ -58,6 +58,8 @@ class Exported:
     """TF's gradient of the fixed loss per trainable variable, keyed by variable path."""
     loss_weights: dict[str, np.ndarray]
     """The fixed loss's weight per output: ``loss = sum(output * weight)``."""
+    gradient_error: str | None
+    """Why TensorFlow could not differentiate the fixed loss, or None."""
     scaling: dict[str, Any] | None
     versions: dict[str, str]
 
@@ -115,6 +117,7 @@ def export_model(source: Source, work_dir: Path, settings: ExportSettings) -> Ex
             for k, v in tf_variables.items()
             if k.startswith("loss_weight/")
         },
+        gradient_error=done.gradient_error,
         scaling=done.scaling,
         versions=done.versions,
     )

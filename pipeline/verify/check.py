@@ -45,6 +45,7 @@ import onnx
 
 from pipeline.core import compare
 from pipeline.core.errors import BadInputError, Tf2TorchError
+from pipeline.core.internal_error import enter_stage
 from pipeline.core.messages import one_line
 from pipeline.core.run_dir import atomic_write_bytes, failure_log_path, write_npz
 from pipeline.core.signature import TensorSpec
@@ -175,6 +176,22 @@ def _measured_before(rep: Mapping[str, Any]) -> bool:
     return "noise_floor" in (rep.get("tolerances") or {})
 
 
+def check_golden_outputs(golden: Golden, output_names: Sequence[str], path: Path) -> None:
+    """Raise :class:`BadInputError` naming them when ``golden.npz``'s outputs are not exactly
+    the graph's: a graph output without a TF value would drop out of every ``tf-*`` pair
+    unnoticed, and a TF value without a graph output compares nothing."""
+    absent = [n for n in output_names if n not in golden.outputs]
+    extra = [n for n in golden.outputs if n not in output_names]
+    if absent or extra:
+        parts = [f"lacks the model output(s) {', '.join(absent)}"] if absent else []
+        if extra:
+            parts.append(f"holds output(s) {', '.join(extra)} the model does not have")
+        raise BadInputError(
+            f"{path} does not match model.onnx: it {' and '.join(parts)}; convert the model "
+            "again to rewrite it"
+        )
+
+
 def _graph_io(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
     initializers = {i.name for i in model.graph.initializer}
     inputs = [i.name for i in model.graph.input if i.name not in initializers]
@@ -201,7 +218,7 @@ def _run_torch(
 ) -> tuple[dict[str, Any], str]:
     import torch
 
-    from pipeline.core.torch_runner import run_torch, torch_device
+    from pipeline.core.torch_runner import place_module, run_torch
     from pipeline.to_torch.stage import load_run_module
 
     path = run_dir / PT2
@@ -220,9 +237,9 @@ def _run_torch(
         raise BadInputError(f"cannot load {path}: {_one_line(err)}") from None
     finally:
         export_log.setLevel(level)
-    device = torch_device()
+    device = place_module(module)
     try:
-        outputs = run_torch(module, golden.inputs, input_names, output_names, device)
+        outputs = run_torch(module, golden.inputs, input_names, output_names)
     except Exception as err:
         raise BadInputError(
             f"PyTorch cannot run {path} on the golden inputs: {_one_line(err)}"
@@ -323,6 +340,7 @@ def check_run(
     mode (its log kept at ``<run_dir>.failed/tf_worker.log``, named in the message).  Never calls ``sys.exit``; never imports TensorFlow in this process.
     """
     start = time.perf_counter()
+    enter_stage("read run")
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise BadInputError(f"run directory {run_dir} not found")
@@ -339,6 +357,7 @@ def check_run(
     missing = [n for n in input_names if n not in golden.inputs]
     if missing:
         raise BadInputError(f"{run_dir / GOLDEN} lacks the model input(s) {', '.join(missing)}")
+    check_golden_outputs(golden, output_names, run_dir / GOLDEN)
     tolerances = resolve_tolerances(rep, atol, rtol, output_tolerances)
     if not _measured_before(rep):
         # A run converted before noise floors were recorded: measure them now, on the same
@@ -357,7 +376,9 @@ def check_run(
             },
         }
 
+    enter_stage("onnxruntime")
     ort_outputs, provider = _run_ort(model, golden, onnx_path)
+    enter_stage("torch")
     torch_outputs, device = _run_torch(run_dir, golden, input_names, output_names)
     outputs: dict[str, Mapping[str, Any]] = {"ort": ort_outputs, "torch": torch_outputs}
     if golden_only:
@@ -365,6 +386,7 @@ def check_run(
         comparisons = compare.compare_all(outputs, tolerances)
     else:
         outputs["golden"] = golden.outputs
+        enter_stage("tensorflow")
         outputs["tf"] = _run_tf(
             source or str(rep["source"]),
             golden,
@@ -377,6 +399,7 @@ def check_run(
         )
         comparisons = compare.compare_all(outputs, tolerances, FULL_PAIRS)
 
+    enter_stage("report")
     result = CheckResult(
         run_dir=run_dir.absolute(),
         mode=GOLDEN_ONLY if golden_only else FULL,

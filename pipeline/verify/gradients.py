@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from pipeline.core import compare
+from pipeline.core.torch_runner import module_device, positional_args
 from pipeline.to_torch.parameters import ParameterEntry, apply_transform
 
 
@@ -50,6 +51,81 @@ class GradientComparison:
         }
 
 
+@dataclass(frozen=True)
+class GradientScope:
+    """What the gradient check differentiates, or why it does not run at all.
+
+    The fixed loss only sums floating outputs: an integer or boolean output (a class index, a
+    mask) has no gradient, so it is listed in :attr:`excluded` instead.  :attr:`skipped` is
+    the reason the whole check is skipped (nothing to differentiate, or nothing to
+    differentiate with respect to); None when it runs.
+    """
+
+    outputs: list[str]
+    """The floating outputs the loss sums over."""
+    excluded: dict[str, str]
+    """Output name → dtype of every output left out of the loss (integer or boolean)."""
+    skipped: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict (the report's ``gradient_check``)."""
+        return {
+            "status": "skipped" if self.skipped else "checked",
+            "reason": self.skipped,
+            "outputs": self.outputs,
+            "excluded_outputs": self.excluded,
+        }
+
+
+def gradient_scope(
+    variables: Sequence[Mapping[str, Any]],
+    tf_outputs: Mapping[str, np.ndarray],
+    tf_gradients: Mapping[str, np.ndarray],
+    tf_error: str | None = None,
+) -> GradientScope:
+    """Decide what the gradient check covers from the TF worker's results.
+
+    ``variables`` is the worker's variable metadata (``path``, ``trainable``), ``tf_outputs``
+    TF's outputs by name, ``tf_gradients`` the gradients TF produced by variable path and
+    ``tf_error`` the reason TF could not differentiate the model at all, if it could not.
+    """
+    floating = [n for n, v in tf_outputs.items() if np.issubdtype(v.dtype, np.floating)]
+    excluded = {n: v.dtype.name for n, v in tf_outputs.items() if n not in floating}
+    trainable = [v["path"] for v in variables if v.get("trainable")]
+    reason = None
+    if tf_error:
+        reason = f"TensorFlow cannot differentiate the model: {tf_error}"
+    elif not trainable:
+        reason = "the model has no trainable variables"
+    elif not floating:
+        shown = ", ".join(f"{n} ({d})" for n, d in excluded.items())
+        reason = f"no floating-point output to differentiate (integer/boolean outputs: {shown})"
+    elif not any(path in tf_gradients for path in trainable):
+        reason = "no floating-point output depends on a trainable variable"
+    return GradientScope(floating, excluded, reason)
+
+
+def fixed_loss(
+    module: torch.nn.Module,
+    inputs: Mapping[str, np.ndarray],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    weights: Mapping[str, np.ndarray],
+) -> torch.Tensor:
+    """``sum over the weighted outputs of sum(output * weight)`` in float64, computed on the
+    module's device (:func:`~pipeline.core.torch_runner.module_device`) with the inputs and
+    weights moved there."""
+    device = module_device(module)
+    result = module(*positional_args(inputs, input_names, device))
+    outputs = result if isinstance(result, tuple | list) else (result,)
+    loss = torch.zeros((), dtype=torch.float64, device=device)
+    for name, out in zip(output_names, outputs, strict=True):
+        if name in weights:
+            weight = torch.from_numpy(weights[name]).to(device, torch.float64)
+            loss = loss + (out.double() * weight).sum()
+    return loss
+
+
 def torch_gradients(
     module: torch.nn.Module,
     inputs: Mapping[str, np.ndarray],
@@ -57,17 +133,15 @@ def torch_gradients(
     output_names: Sequence[str],
     weights: Mapping[str, np.ndarray],
 ) -> dict[str, np.ndarray]:
-    """Gradients of the fixed loss with respect to every parameter of ``module`` (CPU)."""
+    """Gradients of :func:`fixed_loss` with respect to every parameter of ``module``, on the
+    host; no entry for a parameter the loss does not reach (none at all when the loss
+    depends on no parameter, which :func:`compare_gradients` reads as zero gradients)."""
     module.zero_grad(set_to_none=True)
     for p in module.parameters():
         p.requires_grad_(True)
-    args = [torch.from_numpy(np.ascontiguousarray(inputs[n])) for n in input_names]
-    result = module(*args)
-    outputs = result if isinstance(result, tuple | list) else (result,)
-    loss = torch.zeros((), dtype=torch.float64)
-    for name, out in zip(output_names, outputs, strict=True):
-        if name in weights:
-            loss = loss + (out.double() * torch.from_numpy(weights[name]).double()).sum()
+    loss = fixed_loss(module, inputs, input_names, output_names, weights)
+    if not loss.requires_grad:
+        return {}
     loss.backward()
     return {
         name: p.grad.detach().cpu().numpy()

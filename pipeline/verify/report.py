@@ -5,8 +5,10 @@
 (name → ``status``, ``seconds``), ``providers`` (``onnxruntime``: the execution provider
 that ran, ``torch_device``), ``comparisons`` (see :class:`pipeline.core.compare.OutputComparison`),
 ``passes``, ``inputs``, ``tolerances``, ``artifacts`` (name → file in the run directory),
-``versions``, ``scaling`` (``--scale``: ``strategy``, ``spec`` and ``layers``, each with its
-``factor``; null without ``--scale``).
+``versions``, ``gradients`` (one row per trainable variable), ``gradient_check``
+(``status`` checked/skipped, ``reason`` when skipped, the ``outputs`` the loss sums and the
+integer/boolean ``excluded_outputs``), ``scaling`` (``--scale``: ``strategy``, ``spec``
+and ``layers``, each with its ``factor``; null without ``--scale``).
 
 Schema 1.1 adds, keeping every 1.0 key: ``tolerances.noise_floor`` (output → ``noise``,
 ``scale``, ``dtype``, ``atol``: the measured float32 noise floor, see
@@ -77,6 +79,7 @@ class Report:
     parameters: list[dict[str, Any]] = field(default_factory=list)
     parameter_count: dict[str, Any] = field(default_factory=dict)
     gradients: list[dict[str, Any]] = field(default_factory=list)
+    gradient_check: dict[str, Any] | None = None
     inputs: list[dict[str, Any]] = field(default_factory=list)
     tolerances: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
@@ -125,6 +128,7 @@ class Report:
             "parameters": self.parameters,
             "parameter_count": self.parameter_count,
             "gradients": self.gradients,
+            "gradient_check": self.gradient_check,
             "inputs": self.inputs,
             "tolerances": self.tolerances,
             "artifacts": self.artifacts,
@@ -280,6 +284,11 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             f"| {p.get('name')} | {p.get('status')} | {p.get('check', '')} | {p.get('seconds', 0):.2f} |"
             for p in report["passes"]
         ]
+    scope = report.get("gradient_check") or {}
+    if scope.get("status") == "skipped":
+        lines += ["", f"Gradient check skipped: {scope.get('reason')}"]
+    for p in unchecked_passes(report["passes"]):
+        lines += ["", f"Pass {p['name']} not checked numerically: {p.get('note') or p['check']}"]
     lines += ["", "## Artifacts", ""]
     lines += [f"- {name}: `{path}`" for name, path in report["artifacts"].items()]
     return "\n".join(lines) + "\n"
@@ -321,6 +330,12 @@ def _noise_summary(tolerances: Mapping[str, Any]) -> str | None:
     return "float32 noise floor (max |float32 - float64|): " + ", ".join(shown) + more
 
 
+def unchecked_passes(passes: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The passes that changed the graph but whose outputs could not be compared before and
+    after with ONNX Runtime (``check`` is ``validity`` or ``none``)."""
+    return [p for p in passes if p.get("status") == "applied" and p.get("check") != "numeric"]
+
+
 def print_summary(console: Console, report: Mapping[str, Any]) -> None:
     """Print the stage times, the comparison table and the verdict line."""
     stages = "  ".join(f"{name} {s['seconds']:.1f}s" for name, s in report["stages"].items())
@@ -354,22 +369,42 @@ def print_summary(console: Console, report: Mapping[str, Any]) -> None:
             markup=False,
         )
     gradients = report.get("gradients") or []
-    if gradients:
+    scope = report.get("gradient_check") or {}
+    excluded = scope.get("excluded_outputs") or {}
+    left_out = (
+        f" (integer/boolean outputs left out of the loss: {', '.join(excluded)})"
+        if excluded
+        else ""
+    )
+    if scope.get("status") == "skipped":
+        console.print(f"gradients: not checked: {scope.get('reason')}", markup=False)
+    elif gradients:
         checked = [g for g in gradients if g.get("checked", True)]
         bad = [g["tf_name"] for g in checked if not g["pass"]]
         worst = max((g["max_abs"] or 0.0) for g in checked) if checked else 0.0
         console.print(
             f"gradients: {len(checked) - len(bad)}/{len(checked)} agree (worst abs {worst:.1e})"
-            + (f"; differ: {', '.join(bad[:5])}" + (" ..." if len(bad) > 5 else "") if bad else ""),
+            + (f"; differ: {', '.join(bad[:5])}" + (" ..." if len(bad) > 5 else "") if bad else "")
+            + left_out,
+            markup=False,
+        )
+    unchecked = unchecked_passes(report.get("passes") or [])
+    if unchecked:
+        console.print(
+            f"fixup: {len(unchecked)} pass(es) not checked numerically: "
+            + "; ".join(f"{p['name']} ({p.get('note') or p['check']})" for p in unchecked),
             markup=False,
         )
     verdict = report["verdict"]
     colour = "green" if verdict == "pass" else "red"
     failing = sum(1 for c in report["comparisons"] if not c["pass"])
     partial = (report.get("parameter_count") or {}).get("status") == "partial"
+    skipped = scope.get("status") == "skipped"
     detail = (
         "all pairs and the checked gradients agree; some variables were folded (see above)"
         if verdict == "pass" and partial
+        else "all pairs and parameters agree; gradients not checked (see above)"
+        if verdict == "pass" and skipped
         else "all pairs, parameters and gradients agree"
         if verdict == "pass"
         else f"{failing} comparison(s) out of tolerance"

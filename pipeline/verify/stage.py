@@ -11,7 +11,7 @@ import torch
 
 from pipeline.core import compare
 from pipeline.core.ort_runner import OrtRunner
-from pipeline.core.torch_runner import run_torch, torch_device
+from pipeline.core.torch_runner import place_module, run_torch
 from pipeline.to_torch.parameters import ParameterEntry
 from pipeline.verify.gradients import GradientComparison, compare_gradients, torch_gradients
 from pipeline.verify.noise import measure_gradient_noise, measure_noise
@@ -42,14 +42,16 @@ def compare_outputs(
 
     Unless the user set tolerances, each floating output is judged against the model's
     float32 noise floor (:func:`pipeline.verify.noise.measure_noise` on ``model``).
+    ``module`` is moved to the torch device here and stays there: the gradient check that
+    follows runs on the module's device too.
     """
     tolerances = with_noise_floors(tolerances, model, inputs, input_names, output_names)
     ort = OrtRunner(model)
-    device = torch_device()
+    device = place_module(module)
     outputs = {
         "tf": dict(tf_outputs),
         "ort": ort.run(dict(inputs)),
-        "torch": run_torch(module, dict(inputs), list(input_names), list(output_names), device),
+        "torch": run_torch(module, dict(inputs), list(input_names), list(output_names)),
     }
     return Compared(
         compare.compare_all(outputs, tolerances),

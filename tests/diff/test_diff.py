@@ -131,10 +131,12 @@ def test_passing_model_exits_0_and_agrees_with_convert(tmp_path: Path, capsys) -
     # TF's NHWC tensor is compared with ONNX's NCHW one, not skipped.
     assert conv["outputs"][0]["tf_layout"] == "nhwc->nchw"
     assert all(conv["pairs"][p]["status"] == "ok" for p in PAIRS)
-    # A tf2onnx-made node has no TF tensor: the cell says so instead of guessing.
+    # A tf2onnx-made node has no TF tensor of its name: it is matched to the TF tensor it
+    # computes, and the cell says how (diff.json too).
     transpose = next(n for n in data["nodes"] if n["onnx_node"].startswith("Transpose__"))
-    assert transpose["pairs"]["tf-ort"]["status"] == "not_compared"
-    assert "no TF tensor" in transpose["pairs"]["tf-ort"]["note"]
+    assert transpose["pairs"]["tf-ort"]["status"] == "ok"
+    assert "tf2onnx made this tensor: matched to TF" in transpose["pairs"]["tf-ort"]["note"]
+    assert transpose["outputs"][0]["tf_match"]["by"] in ("value", "layout")
     assert "data:image/png;base64," in (result.run_dir / "diff.html").read_text()
     assert not (result.run_dir / "repro").exists()
     out = capsys.readouterr().out
@@ -265,13 +267,16 @@ def test_float16_path_is_reported_with_its_size(dense_mlp_run: Path, tmp_path: P
     result = run_diff(run, DiffOptions(html=False, repro=False))
     first = result.first_divergence["tf-ort"]
     assert first is not None
-    # float16 rounding: ~1e-3 relative, reported with its size, not as a crash.
+    # float16 rounding: ~1e-3 relative, reported with its size, not as a crash, at the Cast
+    # that rounds (no TF name: matched by value to the TF tensor it carries).
     assert 1e-5 < first["max_abs"] < 1e-2, first
-    assert first["onnx_node"] == DENSE_2_MATMUL
-    assert set(first["subgraph"]) == {"to_fp16", "to_fp32", DENSE_2_MATMUL}
+    assert first["onnx_node"] == "to_fp16"
+    assert first["self_error"] is True
     assert result.first_divergence["ort-torch"] is None
-    casts = [n for n in result.data["nodes"] if n["op_type"] == "Cast"]
-    assert casts and all(n["pairs"]["tf-ort"]["status"] == "not_compared" for n in casts)
+    nodes = {n["onnx_node"]: n for n in result.data["nodes"]}
+    assert nodes["to_fp16"]["outputs"][0]["tf_name"] == hidden
+    assert nodes["to_fp32"]["pairs"]["tf-ort"]["root"] is False
+    assert nodes[DENSE_2_MATMUL]["pairs"]["tf-ort"]["root"] is False
     # Loosened to float16 tolerances the same run passes.
     loose = run_diff(run, DiffOptions(atol=1e-2, rtol=1e-2, html=False, repro=False))
     assert loose.verdict == "pass"

@@ -72,7 +72,7 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
         )
     write_npz(work_dir / "tf_outputs.npz", dict(zip(output_names, outputs, strict=True)))
     with _timed(timings, "gradients"):
-        variables = write_variables_and_gradients(
+        variables, gradient_error = write_variables_and_gradients(
             loaded,
             arrays,
             dict(zip(output_names, outputs, strict=True)),
@@ -84,6 +84,7 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
         "outputs": output_names,
         "timings": timings,
         "variables": variables,
+        "gradient_error": gradient_error,
         "scaling": loaded.scaling,
         "versions": {
             "tensorflow": tf.__version__,
