@@ -1,0 +1,273 @@
+"""The K-step proof: Keras and the converted torch module train side by side.
+
+The TF worker runs K steps of Keras's own ``train_step`` (:mod:`pipeline.training.tf_worker`)
+and records every variable after each step; torch starts from the very same values
+(:meth:`MappedVariable.assign`), sees the very same batches and runs K steps of
+:meth:`TorchTraining.step`.  After each step the loss and every variable (parameters and
+buffers, e.g. BatchNorm's moving statistics) are compared through the parameter table:
+
+- a variable's error is ``max |torch − tf|`` over its elements, and its relative error that
+  divided by ``max |tf|`` (the variable's scale: an elementwise ratio explodes on entries
+  that happen to be near zero);
+- the loss's relative error is ``|torch − tf| / |tf|``.
+
+A step passes when every relative error is at most ``rtol`` (default 1e-5).
+:func:`train_check` does it for a run directory and writes ``report.json``'s ``training``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline import report
+from pipeline.errors import BadInputError
+from pipeline.run_dir import atomic_write_bytes
+from pipeline.signature import TensorSpec
+from pipeline.training.build import build_training
+from pipeline.training.client import TfJob, TfTraining, TfTrainingAnswer, train_in_tf
+from pipeline.training.config import TrainingConfig, check_supported, read_description
+
+DEFAULT_RTOL = 1e-5
+DEFAULT_STEPS = 10
+DEFAULT_BATCH = 8
+_TINY = float(np.finfo(np.float32).tiny)
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One step of the comparison: the losses, the learning rate Keras used, and the worst
+    variable (by relative error) after the step."""
+
+    step: int
+    loss_tf: float
+    loss_torch: float
+    learning_rate: float
+    variable: str
+    torch_name: str
+    max_abs: float
+    rel: float
+
+    @property
+    def loss_rel(self) -> float:
+        """``|torch − tf| / |tf|`` of the loss."""
+        return abs(self.loss_torch - self.loss_tf) / max(abs(self.loss_tf), _TINY)
+
+    def passed(self, rtol: float) -> bool:
+        """Whether the loss and every variable agree within ``rtol``."""
+        return self.rel <= rtol and self.loss_rel <= rtol and np.isfinite(self.loss_torch)
+
+    def to_json(self) -> dict[str, Any]:
+        """The report's record of this step."""
+        return {
+            "step": self.step,
+            "loss": {"tf": self.loss_tf, "torch": self.loss_torch},
+            "loss_rel_error": self.loss_rel,
+            "learning_rate": self.learning_rate,
+            "worst": {
+                "variable": self.variable,
+                "torch_name": self.torch_name,
+                "max_abs": self.max_abs,
+                "rel": self.rel,
+            },
+        }
+
+
+@dataclass
+class TrainCheckResult:
+    """The outcome of a K-step check; truth-tests as "every step passed"."""
+
+    steps: list[StepRecord]
+    config: TrainingConfig
+    rtol: float
+    final: list[dict[str, Any]] = field(default_factory=list)
+    """Every variable's error after the last step (``variable``, ``torch_name``,
+    ``max_abs``, ``rel``)."""
+    dropout: list[dict[str, Any]] = field(default_factory=list)
+    batch: int = DEFAULT_BATCH
+    data: str = ""
+    seconds: float = 0.0
+
+    @property
+    def verdict(self) -> str:
+        """``pass`` or ``fail``."""
+        return "pass" if self.steps and all(s.passed(self.rtol) for s in self.steps) else "fail"
+
+    def __bool__(self) -> bool:
+        return self.verdict == "pass"
+
+    def to_json(self) -> dict[str, Any]:
+        """``report.json``'s ``training`` section."""
+        return {
+            "verdict": self.verdict,
+            "rtol": self.rtol,
+            "error_formula": "max|torch - tf| / max|tf| per variable; |torch - tf| / |tf| for the loss",
+            "batch": self.batch,
+            "data": self.data,
+            "config": self.config.to_json(),
+            "dropout": self.dropout,
+            "steps": [s.to_json() for s in self.steps],
+            "final": self.final,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def replay_in_torch(
+    module: torch.nn.Module,
+    table: Sequence[Mapping[str, Any]],
+    answer: TfTrainingAnswer,
+    tf_run: TfTraining,
+    *,
+    rtol: float = DEFAULT_RTOL,
+) -> TrainCheckResult:
+    """Train ``module`` (a converted run's module, changed in place) through ``tf_run``'s
+    batches from ``tf_run``'s initial values and compare it with Keras after every step."""
+    names = [str(v["path"]) for v in answer.variables]
+    training = build_training(module, tf_run.config, table, names)
+    for variable, value in zip(training.variables, tf_run.values[0], strict=True):
+        variable.assign(value)
+    input_names = [s.name for s in answer.inputs]
+    records = []
+    final: list[dict[str, Any]] = []
+    for step, batch in enumerate(tf_run.batches, start=1):
+        loss = training.step(
+            [_tensor(batch.inputs[n]) for n in input_names],
+            [
+                _tensor(batch.targets[name]) if name in batch.targets else torch.empty(0)
+                for name in answer.outputs
+            ],
+        )
+        errors = []
+        for variable, value in zip(training.variables, tf_run.values[step], strict=True):
+            max_abs, rel, torch_name = variable.error(value)
+            errors.append(
+                {"variable": variable.tf_name, "torch_name": torch_name, "max_abs": max_abs, "rel": rel}
+            )
+        worst = max(errors, key=lambda e: (e["rel"], e["max_abs"]))
+        records.append(
+            StepRecord(
+                step=step,
+                loss_tf=tf_run.losses[step - 1],
+                loss_torch=loss,
+                learning_rate=tf_run.learning_rates[step - 1],
+                variable=worst["variable"],
+                torch_name=worst["torch_name"],
+                max_abs=worst["max_abs"],
+                rel=worst["rel"],
+            )
+        )
+        final = errors
+    return TrainCheckResult(records, tf_run.config, rtol, final, answer.dropout)
+
+
+def _read_report(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / report.REPORT_JSON
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BadInputError(f"{run_dir} is not a tf2torch run directory (no report.json)") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise BadInputError(f"cannot read {path}: {err}") from None
+    if not data.get("parameters"):
+        raise BadInputError(f"{path} has no parameter table: convert the model again")
+    return data
+
+
+def train_check(
+    run_dir: str | Path,
+    *,
+    steps: int = DEFAULT_STEPS,
+    batch: int = DEFAULT_BATCH,
+    seed: int = 0,
+    data: Path | None = None,
+    training_config: Path | None = None,
+    rtol: float = DEFAULT_RTOL,
+    source: str | None = None,
+    custom_objects: str | None = None,
+    safe_mode: bool = True,
+    input_specs: Sequence[TensorSpec] = (),
+    input_ranges: Mapping[str, tuple[int, int]] | None = None,
+    worker_timeout: float | None = None,
+    update_report: bool = True,
+) -> TrainCheckResult:
+    """Run the K-step check for a run directory and write ``report.json``'s ``training``
+    (unless ``update_report`` is false).
+
+    The TF model is the report's ``source`` (or ``source``), loaded as convert loaded it
+    (``custom_objects``, ``safe_mode``, ``input_specs``; a ``--scale`` is replayed).  Its
+    compiled training configuration is used unless ``training_config`` names a description
+    file (:func:`pipeline.training.config.read_description`).  Batches are drawn from the
+    signature with ``seed`` (``input_ranges`` for integer inputs) or cut from ``data``.
+
+    Raises :class:`BadInputError` (a bad run, option, data file or an unsupported
+    configuration, all before training) and the TF worker's errors.
+    """
+    from pipeline.api import load_torch
+    from pipeline.sources import parse_source
+
+    start = time.perf_counter()
+    run_dir = Path(run_dir)
+    if steps < 1:
+        raise BadInputError("--steps must be at least 1")
+    if batch < 1:
+        raise BadInputError("--batch must be at least 1")
+    if data is not None and not Path(data).is_file():
+        raise BadInputError(f"data file not found: {data}")
+    rep = _read_report(run_dir)
+    description = read_description(training_config) if training_config else None
+    module = load_torch(run_dir)
+    try:
+        parsed = parse_source(source or str(rep["source"]))
+    except BadInputError as err:
+        raise BadInputError(
+            f"{err} (the run's source, as given to convert; run from the directory convert "
+            "ran in or pass --source)"
+        ) from None
+    job = TfJob(
+        name="train-check",
+        steps=steps,
+        batch=batch,
+        seed=seed,
+        description=description,
+        origin=str(training_config) if training_config else "compiled model",
+        data=data,
+        input_ranges=dict(input_ranges or {}),
+    )
+    with tempfile.TemporaryDirectory(prefix="tf2torch-train-") as tmp:
+        answer = train_in_tf(
+            parsed,
+            [job],
+            Path(tmp),
+            custom_objects=custom_objects,
+            safe_mode=safe_mode,
+            input_specs=input_specs,
+            scale=rep.get("scaling"),
+            timeout=worker_timeout,
+        )
+    tf_run = answer.job(job.name)
+    check_supported(tf_run.config)
+    result = replay_in_torch(module, rep["parameters"], answer, tf_run, rtol=rtol)
+    result.batch = batch
+    result.data = str(data) if data else f"seed={seed}"
+    result.seconds = time.perf_counter() - start
+    if update_report:
+        rep["training"] = result.to_json()
+        text = json.dumps(rep, indent=2, allow_nan=False) + "\n"
+        try:
+            atomic_write_bytes(run_dir / report.REPORT_JSON, text.encode())
+            atomic_write_bytes(run_dir / report.REPORT_MD, report.render_markdown(rep).encode())
+        except OSError as err:
+            raise BadInputError(f"cannot update {run_dir / report.REPORT_JSON}: {err}") from None
+    return result

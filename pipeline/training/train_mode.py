@@ -1,0 +1,75 @@
+"""Training mode for a converted module, with Keras's BatchNormalization arithmetic.
+
+``model.pt2`` is exported in inference mode, and ``torch.export``'s module refuses
+``.train()``.  Its BatchNorm nodes are ``aten.batch_norm(..., training=False, momentum,
+eps, ...)`` calls; :func:`set_training` swaps their target for :func:`keras_batch_norm`
+(and back), so the same module, with the same parameters and buffers, normalises with the
+batch statistics and updates its moving statistics the way Keras's ``BatchNormalization``
+does in a training step.  That is not torch's training-mode ``batch_norm``: torch updates
+the running variance with the *unbiased* batch variance (``n/(n−1)`` larger), Keras with
+the biased one it normalised with.
+
+Dropout is not here at all: the ONNX graph the module came from is an inference graph.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_ATEN_BATCH_NORM = torch.ops.aten.batch_norm.default
+_UNSUPPORTED = (torch.ops.aten._native_batch_norm_legit_no_training.default,)
+
+
+def keras_batch_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    running_mean: torch.Tensor,
+    running_var: torch.Tensor,
+    training: bool,
+    momentum: float,
+    eps: float,
+    cudnn_enabled: bool,
+) -> torch.Tensor:
+    """Keras ``BatchNormalization.call(training=True)`` over channel axis 1, with
+    ``aten.batch_norm``'s arguments (``momentum`` is torch's, ``1 − `` Keras's).
+
+    Statistics as ``tf.nn.moments`` (mean; mean squared difference from the stopped mean),
+    moving statistics ``m·moving + (1 − m)·batch``, output as ``tf.nn.batch_normalization``:
+    ``x·inv + (β − mean·inv)`` with ``inv = γ/√(var + ε)``.
+    """
+    axes = [0, *range(2, x.dim())]
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    mean = torch.mean(x, dim=axes, keepdim=True)
+    variance = torch.mean(torch.square(x - mean.detach()), dim=axes, keepdim=True)
+    keras_momentum = 1.0 - momentum
+    with torch.no_grad():
+        running_mean.copy_(
+            running_mean * keras_momentum + mean.reshape(-1) * (1.0 - keras_momentum)
+        )
+        running_var.copy_(
+            running_var * keras_momentum + variance.reshape(-1) * (1.0 - keras_momentum)
+        )
+    inv = torch.rsqrt(variance + eps)
+    if weight is not None:
+        inv = inv * weight.reshape(shape)
+    offset = -mean * inv if bias is None else bias.reshape(shape) - mean * inv
+    return x * inv + offset
+
+
+def set_training(module: torch.fx.GraphModule, training: bool) -> int:
+    """Switch the exported module's BatchNorm nodes to Keras training arithmetic (or back
+    to inference); returns how many there are.  Raises ``ValueError`` for a BatchNorm form
+    it cannot switch."""
+    count = 0
+    for node in module.graph.nodes:
+        if node.op != "call_function":
+            continue
+        if node.target in _UNSUPPORTED:
+            raise ValueError(f"cannot switch {node.target} ({node.name}) to training mode")
+        if node.target in (_ATEN_BATCH_NORM, keras_batch_norm):
+            node.target = keras_batch_norm if training else _ATEN_BATCH_NORM
+            count += 1
+    if count:
+        module.recompile()
+    return count
