@@ -35,6 +35,7 @@ from pipeline.signature import TensorSpec
 from pipeline.training.build import build_training
 from pipeline.training.client import TfJob, TfTraining, TfTrainingAnswer, train_in_tf
 from pipeline.training.config import TrainingConfig, check_supported, read_description
+from pipeline.training.variables import VariableError
 
 DEFAULT_RTOL = 1e-5
 DEFAULT_STEPS = 10
@@ -51,10 +52,7 @@ class StepRecord:
     loss_tf: float
     loss_torch: float
     learning_rate: float
-    variable: str
-    torch_name: str
-    max_abs: float
-    rel: float
+    worst: VariableError
 
     @property
     def loss_rel(self) -> float:
@@ -63,7 +61,7 @@ class StepRecord:
 
     def passed(self, rtol: float) -> bool:
         """Whether the loss and every variable agree within ``rtol``."""
-        return self.rel <= rtol and self.loss_rel <= rtol and np.isfinite(self.loss_torch)
+        return self.worst.rel <= rtol and self.loss_rel <= rtol and np.isfinite(self.loss_torch)
 
     def to_json(self) -> dict[str, Any]:
         """The report's record of this step."""
@@ -72,12 +70,7 @@ class StepRecord:
             "loss": {"tf": self.loss_tf, "torch": self.loss_torch},
             "loss_rel_error": self.loss_rel,
             "learning_rate": self.learning_rate,
-            "worst": {
-                "variable": self.variable,
-                "torch_name": self.torch_name,
-                "max_abs": self.max_abs,
-                "rel": self.rel,
-            },
+            "worst": self.worst.to_json(),
         }
 
 
@@ -109,7 +102,8 @@ class TrainCheckResult:
         return {
             "verdict": self.verdict,
             "rtol": self.rtol,
-            "error_formula": "max|torch - tf| / max|tf| per variable; |torch - tf| / |tf| for the loss",
+            "error_formula": "rel = ||torch - tf||_2 / ||tf||_2 per variable (max_rel = "
+            "max|torch - tf| / max|tf|); |torch - tf| / |tf| for the loss",
             "batch": self.batch,
             "data": self.data,
             "config": self.config.to_json(),
@@ -149,26 +143,15 @@ def replay_in_torch(
                 for name in answer.outputs
             ],
         )
-        errors = []
-        for variable, value in zip(training.variables, tf_run.values[step], strict=True):
-            max_abs, rel, torch_name = variable.error(value)
-            errors.append(
-                {"variable": variable.tf_name, "torch_name": torch_name, "max_abs": max_abs, "rel": rel}
-            )
-        worst = max(errors, key=lambda e: (e["rel"], e["max_abs"]))
+        errors = [
+            variable.error(value)
+            for variable, value in zip(training.variables, tf_run.values[step], strict=True)
+        ]
+        worst = max(errors, key=lambda e: (e.rel, e.max_abs))
         records.append(
-            StepRecord(
-                step=step,
-                loss_tf=tf_run.losses[step - 1],
-                loss_torch=loss,
-                learning_rate=tf_run.learning_rates[step - 1],
-                variable=worst["variable"],
-                torch_name=worst["torch_name"],
-                max_abs=worst["max_abs"],
-                rel=worst["rel"],
-            )
+            StepRecord(step, tf_run.losses[step - 1], loss, tf_run.learning_rates[step - 1], worst)
         )
-        final = errors
+        final = [e.to_json() for e in errors]
     return TrainCheckResult(records, tf_run.config, rtol, final, answer.dropout)
 
 

@@ -206,6 +206,16 @@ def attach_regularizers(model: Any, regularizers: Mapping[str, Any]) -> None:
             ) from None
 
 
+def _loss_objects(loss: Any) -> Any:
+    """A description's ``loss`` with every entry a Keras object: ``compile()`` would read a
+    serialised ``{"class_name", "config"}`` table as a dict keyed by output name."""
+    if isinstance(loss, Mapping) and "class_name" not in loss:
+        return {name: None if entry is None else resolve_loss(entry) for name, entry in loss.items()}
+    if isinstance(loss, list | tuple):
+        return [None if entry is None else resolve_loss(entry) for entry in loss]
+    return resolve_loss(loss)
+
+
 def compile_arguments(description: Mapping[str, Any]) -> dict[str, Any]:
     """``compile()`` keyword arguments built from a description's entries."""
     import keras
@@ -218,7 +228,7 @@ def compile_arguments(description: Mapping[str, Any]) -> dict[str, Any]:
         ) from None
     return {
         "optimizer": optimizer,
-        "loss": description["loss"],
+        "loss": _loss_objects(description["loss"]),
         "loss_weights": description.get("loss_weights"),
         "metrics": description.get("metrics"),
     }

@@ -19,6 +19,8 @@ import torch
 from pipeline.errors import BadInputError
 from pipeline.parameters import UNMAPPED, apply_transform
 
+_TINY = float(np.finfo(np.float32).tiny)
+
 
 @dataclass
 class TorchPart:
@@ -53,17 +55,46 @@ class MappedVariable:
         for part, array in zip(self.parts, self.torch_layout(value), strict=True):
             part.tensor.copy_(torch.from_numpy(np.ascontiguousarray(array)).to(part.tensor.dtype))
 
-    def error(self, value: np.ndarray) -> tuple[float, float, str]:
-        """(max |torch − tf|, that divided by max |tf|, the worst part's torch name)."""
-        worst = (0.0, 0.0, self.parts[0].torch_name)
-        scale = float(np.max(np.abs(value))) if np.size(value) else 0.0
-        for part, array in zip(self.parts, self.torch_layout(value), strict=True):
-            got = part.tensor.detach().cpu().numpy().astype(np.float64)
-            diff = float(np.max(np.abs(got - array.astype(np.float64)))) if got.size else 0.0
-            if diff >= worst[0]:
-                tiny = float(np.finfo(np.float32).tiny)
-                worst = (diff, diff / max(scale, tiny), part.torch_name)
-        return worst
+    def error(self, value: np.ndarray) -> VariableError:
+        """How far the torch tensor(s) are from the TF value (see :class:`VariableError`)."""
+        want = [a.astype(np.float64).ravel() for a in self.torch_layout(value)]
+        got = [p.tensor.detach().cpu().numpy().astype(np.float64).ravel() for p in self.parts]
+        diffs = [np.abs(g - w) for g, w in zip(got, want, strict=True)]
+        worst_part = max(range(len(diffs)), key=lambda i: float(diffs[i].max(initial=0.0)))
+        max_abs = float(diffs[worst_part].max(initial=0.0))
+        scale = float(np.abs(value).max(initial=0.0))
+        norm = float(np.sqrt(sum(float(np.sum(w * w)) for w in want)))
+        diff_norm = float(np.sqrt(sum(float(np.sum(d * d)) for d in diffs)))
+        return VariableError(
+            variable=self.tf_name,
+            torch_name=self.parts[worst_part].torch_name,
+            max_abs=max_abs,
+            rel=diff_norm / max(norm, _TINY) if diff_norm else 0.0,
+            max_rel=max_abs / max(scale, _TINY) if max_abs else 0.0,
+        )
+
+
+@dataclass(frozen=True)
+class VariableError:
+    """A variable's error: ``max_abs`` = max |torch − tf|; ``rel`` = ‖torch − tf‖₂ / ‖tf‖₂
+    (the relative error of the whole tensor, which the checks judge); ``max_rel`` =
+    ``max_abs`` / max |tf|.  ``torch_name`` is the tensor holding the largest difference."""
+
+    variable: str
+    torch_name: str
+    max_abs: float
+    rel: float
+    max_rel: float
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            "variable": self.variable,
+            "torch_name": self.torch_name,
+            "max_abs": self.max_abs,
+            "rel": self.rel,
+            "max_rel": self.max_rel,
+        }
 
 
 def map_variables(
