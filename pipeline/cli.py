@@ -18,6 +18,7 @@ from pipeline.commands import demo as demo_command
 from pipeline.commands import diff as diff_command
 from pipeline.commands import migrate as migrate_command
 from pipeline.commands import patches as patches_command
+from pipeline.commands import train_check as train_check_command
 from pipeline.errors import Tf2TorchError
 
 EXIT_OK, EXIT_FAIL, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -29,6 +30,7 @@ COMMANDS = (
     demo_command,
     migrate_command,
     patches_command,
+    train_check_command,
 )
 
 

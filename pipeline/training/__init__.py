@@ -11,3 +11,28 @@
 
 Importing this package imports neither torch nor TensorFlow.
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    # The torch-side objects import torch: load them only when asked for.
+    if name == "register_optimizer":
+        from pipeline.training.optimizers import register_optimizer
+
+        return register_optimizer
+    if name == "register_loss":
+        from pipeline.training.losses import register_loss
+
+        return register_loss
+    if name in ("build_training", "TorchTraining"):
+        from pipeline.training import build
+
+        return getattr(build, name)
+    if name in ("train_check", "TrainCheckResult"):
+        from pipeline.training import check
+
+        return getattr(check, name)
+    raise AttributeError(f"module 'pipeline.training' has no attribute {name!r}")

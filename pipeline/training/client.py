@@ -52,6 +52,7 @@ class TfTraining:
     learning_rates: list[float]
     values: list[list[np.ndarray]]
     batches: list[Batch]
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -146,6 +147,7 @@ def train_in_tf(
                 [arrays[f"value/{k}/{i}"] for i in range(n_variables)] for k in range(steps + 1)
             ],
             batches=read_batches(_load(Path(entry["batches_npz"])), steps),
+            timings=dict(entry.get("timings", {})),
         )
     return TfTrainingAnswer(
         inputs=[TensorSpec.from_json(d) for d in answer["inputs"]],

@@ -32,6 +32,11 @@ def _json_safe(value: Any) -> Any:
     )
 
 
+def _one_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
 def _is_keras_own(obj: Any) -> bool:
     module = obj.__module__ if inspect.isfunction(obj) else type(obj).__module__
     return str(module).startswith("keras.")
@@ -83,7 +88,9 @@ def resolve_loss(identifier: Any) -> Any:
     try:
         return keras.losses.get(identifier)
     except (ValueError, TypeError) as err:
-        raise TrainingConfigError(f"loss {identifier!r} (config key 'loss'): {err}") from None
+        raise TrainingConfigError(
+            f"loss {identifier!r} (config key 'loss'): {_one_line(err)}"
+        ) from None
 
 
 def describe_loss(loss: Any) -> tuple[str, dict[str, Any]]:
@@ -202,7 +209,7 @@ def attach_regularizers(model: Any, regularizers: Mapping[str, Any]) -> None:
             by_path[path].regularizer = keras.regularizers.get(spec)
         except (ValueError, TypeError) as err:
             raise TrainingConfigError(
-                f"regularizer {spec!r} (config key 'regularizers[{path}]'): {err}"
+                f"regularizer {spec!r} (config key 'regularizers[{path}]'): {_one_line(err)}"
             ) from None
 
 
@@ -220,11 +227,24 @@ def compile_arguments(description: Mapping[str, Any]) -> dict[str, Any]:
     """``compile()`` keyword arguments built from a description's entries."""
     import keras
 
+    spec = description["optimizer"]
+    if isinstance(spec, Mapping) and isinstance(spec.get("config", {}).get("learning_rate"), Mapping):
+        # A nested schedule without Keras's "module" key is not found by the optimizer's
+        # from_config; deserialize it as a schedule first.
+        lr = spec["config"]["learning_rate"]
+        try:
+            schedule = keras.optimizers.schedules.deserialize(dict(lr))
+        except (ValueError, TypeError) as err:
+            raise TrainingConfigError(
+                f"learning-rate schedule {lr.get('class_name')!r} (config key "
+                f"'optimizer.learning_rate'): {_one_line(err)}"
+            ) from None
+        spec = {**spec, "config": {**spec["config"], "learning_rate": schedule}}
     try:
-        optimizer = keras.optimizers.get(description["optimizer"])
+        optimizer = keras.optimizers.get(spec)
     except (ValueError, TypeError) as err:
         raise TrainingConfigError(
-            f"optimizer {description['optimizer']!r} (config key 'optimizer'): {err}"
+            f"optimizer {description['optimizer']!r} (config key 'optimizer'): {_one_line(err)}"
         ) from None
     return {
         "optimizer": optimizer,

@@ -413,7 +413,7 @@ def build_optimizer(
             )
     if name == "Adadelta" and decay is None:
         return torch.optim.Adadelta(
-            groups,
+            [{**g, "weight_decay": 0.0} for g in groups],
             lr=initial_lr,
             rho=float(config.option("rho", 0.95)),
             eps=float(config.option("epsilon", 1e-7)),

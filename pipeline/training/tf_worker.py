@@ -37,6 +37,7 @@ training) to K.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -192,13 +193,16 @@ def run_job(
             ranges=ranges,
         )
 
+    started = time.perf_counter()
     model.compile(
         optimizer=_fresh_optimizer(arguments["optimizer"]),
         loss=arguments.get("loss"),
         loss_weights=arguments.get("loss_weights"),
         metrics=arguments.get("metrics"),
+        jit_compile=False,  # plain TF ops: XLA (on GPU) would fuse and round differently
     )
     _check_loss_pairing(model, config, batches[0], specs)
+    timings = {"prepare": time.perf_counter() - started}
     values: dict[str, np.ndarray] = {
         f"value/0/{i}": np.asarray(v.numpy()) for i, v in enumerate(model.weights)
     }
@@ -214,6 +218,7 @@ def run_job(
         except Exception as err:
             raise BadInputError(f"Keras could not train on the batches: {_one_line(err)}") from None
         losses.append(float(logs["loss"]))
+        timings.setdefault("first_step", time.perf_counter() - started - timings["prepare"])
         values.update({f"value/{step}/{i}": np.asarray(v.numpy()) for i, v in enumerate(model.weights)})
     out = Path(job["out_npz"])
     save_batches(out.with_name(out.stem + ".batches.npz"), batches)
@@ -224,6 +229,8 @@ def run_job(
         "losses": losses,
         "learning_rates": rates,
         "batches_npz": str(out.with_name(out.stem + ".batches.npz")),
+        "timings": {k: round(v, 3) for k, v in timings.items()}
+        | {"total": round(time.perf_counter() - started, 3)},
     }
 
 
