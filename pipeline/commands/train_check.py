@@ -119,8 +119,17 @@ def render_steps(steps: list[dict[str, Any]], rtol: float) -> Table:
         pad_edge=False,
         collapse_padding=True,
     )
-    for column in ("step", "loss tf", "loss torch", "loss rel", "lr", "worst variable",
-                   "max abs", "rel", "verdict"):
+    for column in (
+        "step",
+        "loss tf",
+        "loss torch",
+        "loss rel",
+        "lr",
+        "worst variable",
+        "max abs",
+        "rel",
+        "verdict",
+    ):
         table.add_column(column, justify="left" if column == "worst variable" else "right")
     for s in steps:
         worst = s["worst"]
@@ -176,20 +185,26 @@ def run(args: argparse.Namespace) -> int:
     losses = ", ".join(f"{t.output}: {t.name}" for t in result.config.losses)
     console.print(
         f"{args.run_dir.name}: {len(result.steps)} steps, batch {result.batch} ({result.data}); "
-        f"{opt.class_name} (lr {lr if isinstance(lr, float) else lr.class_name}), loss {losses}"
+        f"{opt.class_name} (lr {f'{lr:.4g}' if isinstance(lr, float) else lr.class_name}), "
+        f"loss {losses}"
         f" [{result.config.origin}] in {result.seconds:.1f}s",
         markup=False,
     )
     if result.dropout:
         layers = ", ".join(d["layer"] for d in result.dropout)
-        console.print(f"dropout switched off in TensorFlow (none in the torch module): {layers}",
-                      markup=False)
+        console.print(
+            f"dropout switched off in TensorFlow (none in the torch module): {layers}", markup=False
+        )
     console.print(render_steps(section["steps"], result.rtol))
     if result:
-        console.print(f"[bold green]PASS[/]: loss and every variable within {result.rtol:g} "
-                      f"relative after each of {len(result.steps)} steps")
+        console.print(
+            f"[bold green]PASS[/]: loss and every variable within {result.rtol:g} "
+            f"relative after each of {len(result.steps)} steps"
+        )
     else:
         bad = [s for s in result.steps if not s.passed(result.rtol)]
-        console.print(f"[bold red]FAIL[/]: {len(bad)} of {len(result.steps)} steps beyond "
-                      f"{result.rtol:g} (first: step {bad[0].step}, {escape(bad[0].worst.variable)})")
+        console.print(
+            f"[bold red]FAIL[/]: {len(bad)} of {len(result.steps)} steps beyond "
+            f"{result.rtol:g} (first: step {bad[0].step}, {escape(bad[0].worst.variable)})"
+        )
     return 0 if result else 1

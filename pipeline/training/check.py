@@ -6,10 +6,10 @@ and records every variable after each step; torch starts from the very same valu
 :meth:`TorchTraining.step`.  After each step the loss and every variable (parameters and
 buffers, e.g. BatchNorm's moving statistics) are compared through the parameter table:
 
-- a variable's error is ``max |torch − tf|`` over its elements, and its relative error that
+- a variable's error is ``max |torch - tf|`` over its elements, and its relative error that
   divided by ``max |tf|`` (the variable's scale: an elementwise ratio explodes on entries
   that happen to be near zero);
-- the loss's relative error is ``|torch − tf| / |tf|``.
+- the loss's relative error is ``|torch - tf| / |tf|``.
 
 A step passes when every relative error is at most ``rtol`` (default 1e-5).
 :func:`train_check` does it for a run directory and writes ``report.json``'s ``training``.
@@ -32,8 +32,8 @@ from pipeline import report
 from pipeline.errors import BadInputError
 from pipeline.run_dir import atomic_write_bytes
 from pipeline.signature import TensorSpec
-from pipeline.training.build import build_training
-from pipeline.training.client import TfJob, TfTraining, TfTrainingAnswer, train_in_tf
+from pipeline.training.build import TorchTraining, build_training
+from pipeline.training.client import WORKER_LOG, TfJob, TfTraining, TfTrainingAnswer, train_in_tf
 from pipeline.training.config import TrainingConfig, check_supported, read_description
 from pipeline.training.variables import VariableError
 
@@ -56,7 +56,7 @@ class StepRecord:
 
     @property
     def loss_rel(self) -> float:
-        """``|torch − tf| / |tf|`` of the loss."""
+        """``|torch - tf| / |tf|`` of the loss."""
         return abs(self.loss_torch - self.loss_tf) / max(abs(self.loss_tf), _TINY)
 
     def passed(self, rtol: float) -> bool:
@@ -125,11 +125,15 @@ def replay_in_torch(
     tf_run: TfTraining,
     *,
     rtol: float = DEFAULT_RTOL,
+    training: TorchTraining | None = None,
 ) -> TrainCheckResult:
     """Train ``module`` (a converted run's module, changed in place) through ``tf_run``'s
-    batches from ``tf_run``'s initial values and compare it with Keras after every step."""
+    batches from ``tf_run``'s initial values and compare it with Keras after every step.
+
+    ``training`` replaces what :func:`build_training` would build for ``module`` (e.g. to
+    show that a torch built-in optimizer does not reproduce Keras's)."""
     names = [str(v["path"]) for v in answer.variables]
-    training = build_training(module, tf_run.config, table, names)
+    training = training or build_training(module, tf_run.config, table, names)
     for variable, value in zip(training.variables, tf_run.values[0], strict=True):
         variable.assign(value)
     input_names = [s.name for s in answer.inputs]
@@ -238,6 +242,7 @@ def train_check(
             input_specs=input_specs,
             scale=rep.get("scaling"),
             timeout=worker_timeout,
+            log_path=run_dir / WORKER_LOG if update_report else None,
         )
     tf_run = answer.job(job.name)
     check_supported(tf_run.config)

@@ -90,15 +90,21 @@ def train_in_tf(
     input_specs: Sequence[TensorSpec] = (),
     scale: Mapping[str, Any] | None = None,
     timeout: float | None = None,
+    log_path: Path | None = None,
 ) -> TfTrainingAnswer:
     """Run ``jobs`` on the model ``source`` in one TF worker process (files in ``work_dir``).
 
     ``scale`` replays a run's ``scaling`` record so TF trains the model convert compared.
+    The worker's output goes to ``log_path`` (default ``work_dir/tf_training_worker.log``).
     Raises the worker's error when the model cannot be loaded, :class:`WorkerError` when the
     worker dies; a job's own error is kept in the answer (:meth:`TfTrainingAnswer.job`).
     """
     request: dict[str, Any] = {
-        "source": {"kind": source.kind.value, "location": source.location, "function": source.function},
+        "source": {
+            "kind": source.kind.value,
+            "location": source.location,
+            "function": source.function,
+        },
         "result": str(work_dir / "training.result.json"),
         "cwd": os.getcwd(),
         "input_specs": [s.to_json() for s in input_specs],
@@ -126,7 +132,7 @@ def train_in_tf(
         request,
         work_dir / "training.request.json",
         "train-check",
-        work_dir / WORKER_LOG,
+        log_path or work_dir / WORKER_LOG,
         timeout,
     )
     n_variables = len(answer["variables"])
@@ -134,7 +140,9 @@ def train_in_tf(
     for job, entry in zip(jobs, answer["jobs"], strict=True):
         if "error" in entry:
             kind = entry["error"]["kind"]
-            results[job.name] = ERROR_KINDS.get(kind, ERROR_KINDS["error"])(entry["error"]["message"])
+            results[job.name] = ERROR_KINDS.get(kind, ERROR_KINDS["error"])(
+                entry["error"]["message"]
+            )
             continue
         arrays = _load(work_dir / f"job{jobs.index(job)}.npz")
         steps = len(entry["losses"])

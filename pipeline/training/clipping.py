@@ -8,7 +8,7 @@ Keras clips inside ``optimizer.apply``, before weight decay and the update
   clips all parameters together; that is Keras's ``global_clipnorm``, not ``clipnorm``.
 - ``global_clipnorm``: all gradients by one factor ``c·min(1/‖g‖, 1/c)``, ``‖g‖`` the norm
   over every variable (``clip_by_global_norm``).
-- ``clipvalue``: each element clamped to ``[−v, v]`` (``clip_grad_value_`` does the same).
+- ``clipvalue``: each element clamped to ``[-v, v]`` (``clip_grad_value_`` does the same).
 
 A TF variable held in several torch tensors is one group: its norm spans all of them.
 """
@@ -21,6 +21,11 @@ from dataclasses import dataclass
 import torch
 
 from pipeline.training.config import OptimizerConfig
+
+
+def _squared_norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Sum of squares over the tensors of one TF variable."""
+    return torch.sum(torch.stack([torch.sum(torch.square(t)) for t in tensors]))
 
 
 @dataclass(frozen=True)
@@ -53,8 +58,7 @@ class GradientClipping:
         if self.clipnorm is not None:
             c = self.clipnorm
             for group in grads:
-                l2sum = sum(torch.sum(torch.square(g)) for g in group)
-                assert isinstance(l2sum, torch.Tensor)
+                l2sum = _squared_norm(group)
                 # clip_by_norm: a zero gradient keeps norm 0 (no 0/0)
                 norm = torch.sqrt(l2sum) if float(l2sum) > 0 else l2sum
                 denominator = torch.maximum(norm, torch.tensor(c, dtype=norm.dtype))
@@ -62,7 +66,7 @@ class GradientClipping:
                     g.copy_(g * c / denominator)
         elif self.global_clipnorm is not None:
             c = self.global_clipnorm
-            squared = torch.stack([sum(torch.sum(torch.square(g)) for g in group) for group in grads])  # type: ignore[misc]
+            squared = torch.stack([_squared_norm(group) for group in grads])
             norm = torch.sqrt(torch.sum(squared))
             scale = c * torch.minimum(1.0 / norm, torch.tensor(1.0 / c, dtype=norm.dtype))
             scale = scale + (norm - norm)  # NaN for an infinite norm, as Keras

@@ -256,7 +256,54 @@ def read_description(path: str | Path) -> dict[str, Any]:
         raise TrainingConfigError(
             f"training config {path}: 'regularizers' must map TF variable paths to regularizers"
         )
+    _check_names(data)
     return data
+
+
+# Keras names (lower case) of optimizers and schedules that have no torch equivalent here:
+# refused while reading the file, before any process starts.
+_KERAS_ONLY = {
+    "optimizer": {
+        "ftrl",
+        "lion",
+        "lamb",
+        "adafactor",
+        "muon",
+        "lossscaleoptimizer",
+        "scheduledfreeadamw",
+        "schedulefreeadamw",
+    },
+    "optimizer.learning_rate": set(),
+    "regularizers": {"orthogonalregularizer", "orthogonal_regularizer"},
+}
+
+
+def _name_of(entry: Any) -> str | None:
+    if isinstance(entry, str):
+        return entry
+    if isinstance(entry, Mapping) and isinstance(entry.get("class_name"), str):
+        return str(entry["class_name"])
+    return None
+
+
+def _check_names(data: Mapping[str, Any]) -> None:
+    """Refuse a description's optimizer, schedule or regularizer that is known to have no
+    torch equivalent (everything else is judged after Keras resolved it)."""
+    optimizer = data["optimizer"]
+    name = _name_of(optimizer)
+    if name and name.lower().replace("_", "") in _KERAS_ONLY["optimizer"]:
+        raise _unsupported("optimizer", name, "optimizer", OPTIMIZERS)
+    if isinstance(optimizer, Mapping):
+        lr = (optimizer.get("config") or {}).get("learning_rate")
+        lr_name = _name_of(lr)
+        if isinstance(lr, Mapping) and lr_name not in SCHEDULES:
+            raise _unsupported(
+                "learning-rate schedule", str(lr_name), "optimizer.learning_rate", SCHEDULES
+            )
+    for path, entry in (data.get("regularizers") or {}).items():
+        name = _name_of(entry)
+        if name and name.lower() in _KERAS_ONLY["regularizers"]:
+            raise _unsupported("regularizer", name, f"regularizers[{path}]", REGULARIZERS)
 
 
 def _unsupported(what: str, name: str, key: str, supported: Iterable[str]) -> TrainingConfigError:

@@ -116,7 +116,9 @@ def _read(path: Path) -> dict[str, np.ndarray]:
         raise BadInputError(f"cannot read data file {path}: {err}") from None
 
 
-def _check_shape(path: Path, key: str, array: np.ndarray, want: Sequence[int | None], text: str) -> None:
+def _check_shape(
+    path: Path, key: str, array: np.ndarray, want: Sequence[int | None], text: str
+) -> None:
     if array.ndim != len(want) or any(
         w is not None and g != w for g, w in zip(array.shape, want, strict=True)
     ):
@@ -164,7 +166,9 @@ def load_batches(
     for target in targets:
         key = target_keys[target.output]
         array = arrays[key]
-        _check_shape(path, key, array, [None, *target.shape], f"{target.describe()} for {target.loss}")
+        _check_shape(
+            path, key, array, [None, *target.shape], f"{target.describe()} for {target.loss}"
+        )
         if target.integer != (array.dtype.kind in "iu"):
             raise BadInputError(
                 f"array {key!r} in {path} is {array.dtype.name}, expected "
@@ -172,7 +176,9 @@ def load_batches(
             )
         samples.add(array.shape[0])
     if len(samples) > 1:
-        raise BadInputError(f"arrays in {path} disagree on the number of samples: {sorted(samples)}")
+        raise BadInputError(
+            f"arrays in {path} disagree on the number of samples: {sorted(samples)}"
+        )
     total = samples.pop()
     if total < batch:
         raise BadInputError(f"data file {path} has {total} samples, fewer than --batch {batch}")

@@ -217,7 +217,9 @@ def _loss_objects(loss: Any) -> Any:
     """A description's ``loss`` with every entry a Keras object: ``compile()`` would read a
     serialised ``{"class_name", "config"}`` table as a dict keyed by output name."""
     if isinstance(loss, Mapping) and "class_name" not in loss:
-        return {name: None if entry is None else resolve_loss(entry) for name, entry in loss.items()}
+        return {
+            name: None if entry is None else resolve_loss(entry) for name, entry in loss.items()
+        }
     if isinstance(loss, list | tuple):
         return [None if entry is None else resolve_loss(entry) for entry in loss]
     return resolve_loss(loss)
@@ -228,7 +230,9 @@ def compile_arguments(description: Mapping[str, Any]) -> dict[str, Any]:
     import keras
 
     spec = description["optimizer"]
-    if isinstance(spec, Mapping) and isinstance(spec.get("config", {}).get("learning_rate"), Mapping):
+    if isinstance(spec, Mapping) and isinstance(
+        spec.get("config", {}).get("learning_rate"), Mapping
+    ):
         # A nested schedule without Keras's "module" key is not found by the optimizer's
         # from_config; deserialize it as a schedule first.
         lr = spec["config"]["learning_rate"]

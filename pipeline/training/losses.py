@@ -5,11 +5,11 @@ torch's built-in losses differ from Keras's in ways that change the number:
 - ``nn.MSELoss``/``nn.L1Loss``/``nn.HuberLoss`` average over every element; Keras averages
   over the last axis per sample and then divides the sum by the number of per-sample values
   (``sum_over_batch_size``), which is the same only for 2-D outputs, and Keras's Huber is
-  ``0.5·e²`` / ``δ·|e| − 0.5·δ²`` (torch's ``HuberLoss`` too, but ``SmoothL1Loss`` is not).
+  ``0.5·e²`` / ``δ·|e| - 0.5·δ²`` (torch's ``HuberLoss`` too, but ``SmoothL1Loss`` is not).
 - Keras's probability cross-entropies renormalise (categorical) and clip predictions to
-  ``[ε, 1 − ε]`` (``ε = keras.config.epsilon()``, 1e-7) before the log; ``nn.BCELoss``
-  clamps the log at −100 instead; ``nn.CrossEntropyLoss`` takes logits only.
-- label smoothing: Keras's binary one is ``y·(1 − s) + s/2``; the categorical one divides by
+  ``[ε, 1 - ε]`` (``ε = keras.config.epsilon()``, 1e-7) before the log; ``nn.BCELoss``
+  clamps the log at -100 instead; ``nn.CrossEntropyLoss`` takes logits only.
+- label smoothing: Keras's binary one is ``y·(1 - s) + s/2``; the categorical one divides by
   the number of classes; ``nn.CrossEntropyLoss(label_smoothing=)`` matches the latter only
   for logits.
 - ``nn.KLDivLoss`` takes log-probabilities and does not clip; Keras clips both sides to
@@ -25,7 +25,6 @@ unless a predicted probability falls below ε.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 
@@ -50,19 +49,19 @@ def _same_rank(y_true: torch.Tensor, y_pred: torch.Tensor) -> tuple[torch.Tensor
 
 
 def mean_squared_error(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
-    """``mean((y_true − y_pred)², axis=−1)``."""
+    """``mean((y_true - y_pred)², axis=-1)``."""
     y_true, y_pred = _same_rank(y_true, y_pred)
     return torch.square(y_true - y_pred).mean(dim=-1)
 
 
 def mean_absolute_error(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
-    """``mean(|y_true − y_pred|, axis=−1)``."""
+    """``mean(|y_true - y_pred|, axis=-1)``."""
     y_true, y_pred = _same_rank(y_true, y_pred)
     return torch.abs(y_true - y_pred).mean(dim=-1)
 
 
 def huber(y_true: torch.Tensor, y_pred: torch.Tensor, delta: float = 1.0) -> torch.Tensor:
-    """``mean(0.5·e² if |e| ≤ δ else δ·|e| − 0.5·δ², axis=−1)``, ``e = y_pred − y_true``."""
+    """``mean(0.5·e² if |e| ≤ δ else δ·|e| - 0.5·δ², axis=-1)``, ``e = y_pred - y_true``."""
     y_true, y_pred = _same_rank(y_true, y_pred)
     d = torch.tensor(delta, dtype=y_pred.dtype)
     error = y_pred - y_true
@@ -74,7 +73,7 @@ def huber(y_true: torch.Tensor, y_pred: torch.Tensor, delta: float = 1.0) -> tor
 
 
 def kl_divergence(y_true: torch.Tensor, y_pred: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """``sum(t·log(t/p), axis=−1)`` with ``t`` and ``p`` clipped to ``[ε, 1]``."""
+    """``sum(t·log(t/p), axis=-1)`` with ``t`` and ``p`` clipped to ``[ε, 1]``."""
     y_true = torch.clamp(y_true, epsilon, 1.0)
     y_pred = torch.clamp(y_pred, epsilon, 1.0)
     return torch.sum(y_true * torch.log(y_true / y_pred), dim=-1)
@@ -88,7 +87,7 @@ def binary_crossentropy(
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Keras's binary cross-entropy, averaged over the last axis.  From logits it is
-    TensorFlow's ``sigmoid_cross_entropy_with_logits``: ``max(x, 0) − x·z + log1p(e^−|x|)``."""
+    TensorFlow's ``sigmoid_cross_entropy_with_logits``: ``max(x, 0) - x·z + log1p(e^-|x|)``."""
     if label_smoothing:
         y_true = y_true * (1.0 - label_smoothing) + 0.5 * label_smoothing
     if from_logits:
@@ -108,7 +107,7 @@ def categorical_crossentropy(
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Keras's categorical cross-entropy over the last axis (probabilities renormalised to
-    sum 1 and clipped to ``[ε, 1 − ε]``; logits through ``log_softmax``)."""
+    sum 1 and clipped to ``[ε, 1 - ε]``; logits through ``log_softmax``)."""
     if label_smoothing:
         classes = y_true.shape[-1]
         y_true = y_true * (1.0 - label_smoothing) + label_smoothing / classes
@@ -124,7 +123,7 @@ def sparse_categorical_crossentropy(
 ) -> torch.Tensor:
     """Keras's sparse categorical cross-entropy: integer labels, one fewer axis than the
     predictions (a trailing axis of size 1 is dropped); probabilities are clipped to
-    ``[ε, 1 − ε]`` and their log goes through ``log_softmax`` as TensorFlow does."""
+    ``[ε, 1 - ε]`` and their log goes through ``log_softmax`` as TensorFlow does."""
     if y_true.dim() == y_pred.dim() and y_true.shape[-1] == 1:
         y_true = y_true.squeeze(-1)
     logits = y_pred if from_logits else torch.log(torch.clamp(y_pred, epsilon, 1.0 - epsilon))
@@ -228,4 +227,3 @@ def register_loss(name: str, function: LossFunction) -> None:
 def loss_from_config(terms: Sequence[LossTerm], epsilon: float) -> KerasLoss:
     """A :class:`KerasLoss` for the config's loss terms."""
     return KerasLoss(terms, epsilon)
-

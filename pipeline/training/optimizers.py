@@ -2,7 +2,7 @@
 
 Every class below follows ``update_step`` of its Keras 3.15 namesake
 (``keras/src/optimizers/<name>.py``) operation by operation in the parameter's dtype, with
-Keras's ``BaseOptimizer.apply`` around it: decoupled weight decay ``w −= w·wd·lr`` first
+Keras's ``BaseOptimizer.apply`` around it: decoupled weight decay ``w -= w·wd·lr`` first
 (``weight_decay``, with ``exclude_from_weight_decay`` as param groups whose
 ``weight_decay`` is None), then the update with the learning rate of the current iteration;
 one iteration counter for all parameters (``group["step"]``, Keras's ``iterations``).
@@ -89,8 +89,8 @@ def _zeros(state: dict[str, Any], key: str, like: torch.Tensor, fill: float = 0.
 
 
 class KerasSGD(KerasOptimizer):
-    """Keras ``SGD``.  Keras keeps ``m = momentum·m − lr·g`` and adds ``m`` (Nesterov:
-    ``momentum·m − lr·g``); torch's ``SGD`` keeps ``b = momentum·b + g`` and subtracts
+    """Keras ``SGD``.  Keras keeps ``m = momentum·m - lr·g`` and adds ``m`` (Nesterov:
+    ``momentum·m - lr·g``); torch's ``SGD`` keeps ``b = momentum·b + g`` and subtracts
     ``lr·b``.  They agree while ``lr`` is constant, not under a schedule (Keras's velocity
     carries the old rates), and torch's ``weight_decay`` is an L2 term folded into ``g``."""
 
@@ -104,7 +104,15 @@ class KerasSGD(KerasOptimizer):
     ) -> None:
         super().__init__(params, lr, weight_decay, momentum=momentum, nesterov=nesterov)
 
-    def update(self, param, grad, lr, state, group, iteration):  # type: ignore[no-untyped-def]
+    def update(
+        self,
+        param: torch.Tensor,
+        grad: torch.Tensor,
+        lr: torch.Tensor,
+        state: dict[str, Any],
+        group: Mapping[str, Any],
+        iteration: int,
+    ) -> None:
         """See the class docstring."""
         momentum = float(group["momentum"])
         if momentum == 0:
@@ -121,9 +129,9 @@ class KerasSGD(KerasOptimizer):
 
 class KerasAdam(KerasOptimizer):
     """Keras ``Adam`` (``AdamW`` is this with ``weight_decay``).  Keras moves epsilon onto
-    the *uncorrected* second moment: ``w −= m·α / (√v + ε)`` with
-    ``α = lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ)``, while torch's ``Adam`` divides by ``√v̂ + ε`` with the
-    corrected ``v̂`` (so Keras's ε acts like a time-varying ``ε·√(1 − β₂ᵗ)`` in torch), and
+    the *uncorrected* second moment: ``w -= m·alpha / (√v + ε)`` with
+    ``alpha = lr·√(1 - β₂ᵗ)/(1 - β₁ᵗ)``, while torch's ``Adam`` divides by ``√v̂ + ε`` with the
+    corrected ``v̂`` (so Keras's ε acts like a time-varying ``ε·√(1 - β₂ᵗ)`` in torch), and
     Keras's default ε is 1e-7, torch's 1e-8.  ``amsgrad`` keeps ``max(v̂, v)`` of the
     uncorrected ``v``."""
 
@@ -141,7 +149,15 @@ class KerasAdam(KerasOptimizer):
             params, lr, weight_decay, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, amsgrad=amsgrad
         )
 
-    def update(self, param, grad, lr, state, group, iteration):  # type: ignore[no-untyped-def]
+    def update(
+        self,
+        param: torch.Tensor,
+        grad: torch.Tensor,
+        lr: torch.Tensor,
+        state: dict[str, Any],
+        group: Mapping[str, Any],
+        iteration: int,
+    ) -> None:
         """See the class docstring."""
         b1, b2 = float(group["beta_1"]), float(group["beta_2"])
         local_step = _scalar(iteration + 1, param)
@@ -160,9 +176,9 @@ class KerasAdam(KerasOptimizer):
 
 
 class KerasRMSprop(KerasOptimizer):
-    """Keras ``RMSprop``: ``v = ρ·v + (1 − ρ)·g²`` and ``w −= lr·g / √(v + ε)`` (ε *inside*
-    the root; centered: ``√(v − ḡ² + ε)``); with momentum ``b = μ·b + lr·g/√(…)``,
-    ``w −= b``.  torch's ``RMSprop`` puts ε outside the root (``√v + ε``), applies ``lr``
+    """Keras ``RMSprop``: ``v = rho·v + (1 - rho)·g²`` and ``w -= lr·g / √(v + ε)`` (ε *inside*
+    the root; centered: ``√(v - ḡ² + ε)``); with momentum ``b = μ·b + lr·g/√(…)``,
+    ``w -= b``.  torch's ``RMSprop`` puts ε outside the root (``√v + ε``), applies ``lr``
     after the momentum buffer, and defaults to ``alpha`` 0.99 where Keras's ``rho`` is 0.9."""
 
     def __init__(
@@ -179,7 +195,15 @@ class KerasRMSprop(KerasOptimizer):
             params, lr, weight_decay, rho=rho, momentum=momentum, epsilon=epsilon, centered=centered
         )
 
-    def update(self, param, grad, lr, state, group, iteration):  # type: ignore[no-untyped-def]
+    def update(
+        self,
+        param: torch.Tensor,
+        grad: torch.Tensor,
+        lr: torch.Tensor,
+        state: dict[str, Any],
+        group: Mapping[str, Any],
+        iteration: int,
+    ) -> None:
         """See the class docstring."""
         rho, eps, momentum = float(group["rho"]), float(group["epsilon"]), float(group["momentum"])
         velocity = _zeros(state, "velocity", param)
@@ -201,7 +225,7 @@ class KerasRMSprop(KerasOptimizer):
 
 class KerasAdagrad(KerasOptimizer):
     """Keras ``Adagrad``: the accumulator starts at ``initial_accumulator_value`` (0.1;
-    torch: 0) and ``w −= lr·g / √(acc + ε)`` (torch: ``/(√acc + ε)``, ε 1e-10 not 1e-7)."""
+    torch: 0) and ``w -= lr·g / √(acc + ε)`` (torch: ``/(√acc + ε)``, ε 1e-10 not 1e-7)."""
 
     def __init__(
         self,
@@ -219,11 +243,17 @@ class KerasAdagrad(KerasOptimizer):
             epsilon=epsilon,
         )
 
-    def update(self, param, grad, lr, state, group, iteration):  # type: ignore[no-untyped-def]
+    def update(
+        self,
+        param: torch.Tensor,
+        grad: torch.Tensor,
+        lr: torch.Tensor,
+        state: dict[str, Any],
+        group: Mapping[str, Any],
+        iteration: int,
+    ) -> None:
         """See the class docstring."""
-        accumulator = _zeros(
-            state, "accumulator", param, float(group["initial_accumulator_value"])
-        )
+        accumulator = _zeros(state, "accumulator", param, float(group["initial_accumulator_value"]))
         accumulator.add_(torch.square(grad))
         param.sub_((lr * grad) / torch.sqrt(accumulator + float(group["epsilon"])))
 
@@ -243,7 +273,15 @@ class KerasAdadelta(KerasOptimizer):
     ) -> None:
         super().__init__(params, lr, weight_decay, rho=rho, epsilon=epsilon)
 
-    def update(self, param, grad, lr, state, group, iteration):  # type: ignore[no-untyped-def]
+    def update(
+        self,
+        param: torch.Tensor,
+        grad: torch.Tensor,
+        lr: torch.Tensor,
+        state: dict[str, Any],
+        group: Mapping[str, Any],
+        iteration: int,
+    ) -> None:
         """See the class docstring."""
         rho, eps = float(group["rho"]), float(group["epsilon"])
         accumulated_grad = _zeros(state, "accumulated_grad", param)
@@ -255,7 +293,7 @@ class KerasAdadelta(KerasOptimizer):
 
 
 class KerasAdamax(KerasOptimizer):
-    """Keras ``Adamax``: ``u = max(β₂·u, |g|)`` and ``w −= lr·m / ((1 − β₁ᵗ)·(u + ε))``.
+    """Keras ``Adamax``: ``u = max(β₂·u, |g|)`` and ``w -= lr·m / ((1 - β₁ᵗ)·(u + ε))``.
     torch's ``Adamax`` adds ε inside the max (``max(β₂·u, |g| + ε)``) and divides by ``u``."""
 
     def __init__(
@@ -269,7 +307,15 @@ class KerasAdamax(KerasOptimizer):
     ) -> None:
         super().__init__(params, lr, weight_decay, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
 
-    def update(self, param, grad, lr, state, group, iteration):  # type: ignore[no-untyped-def]
+    def update(
+        self,
+        param: torch.Tensor,
+        grad: torch.Tensor,
+        lr: torch.Tensor,
+        state: dict[str, Any],
+        group: Mapping[str, Any],
+        iteration: int,
+    ) -> None:
         """See the class docstring."""
         b1, b2 = float(group["beta_1"]), float(group["beta_2"])
         beta_1_power = torch.pow(_scalar(b1, param), _scalar(iteration + 1, param))
@@ -281,7 +327,7 @@ class KerasAdamax(KerasOptimizer):
 
 
 class KerasNadam(KerasOptimizer):
-    """Keras ``Nadam``: momentum schedule ``μₜ = β₁·(1 − 0.5·0.96ᵗ)`` and one running
+    """Keras ``Nadam``: momentum schedule ``μₜ = β₁·(1 - 0.5·0.96ᵗ)`` and one running
     product of the ``μₜ`` for all variables.  torch's ``NAdam`` uses ``0.96^(t·ψ)`` with
     ``momentum_decay`` ψ = 0.004, which Keras does not have, and ε 1e-8."""
 
@@ -299,7 +345,7 @@ class KerasNadam(KerasOptimizer):
         self._prepared_for = -1
 
     def prepare(self, group: Mapping[str, Any], iteration: int) -> None:
-        """``u_product *= β₁·(1 − 0.5·0.96^(t))``, once per step for all groups (Keras's
+        """``u_product *= β₁·(1 - 0.5·0.96^(t))``, once per step for all groups (Keras's
         ``_backend_update_step``)."""
         if self._prepared_for == iteration:
             return
@@ -308,7 +354,15 @@ class KerasNadam(KerasOptimizer):
         decay = 1.0 - 0.5 * torch.pow(torch.tensor(0.96, dtype=t.dtype), t)
         self._u_product = self._u_product * float(group["beta_1"]) * decay
 
-    def update(self, param, grad, lr, state, group, iteration):  # type: ignore[no-untyped-def]
+    def update(
+        self,
+        param: torch.Tensor,
+        grad: torch.Tensor,
+        lr: torch.Tensor,
+        state: dict[str, Any],
+        group: Mapping[str, Any],
+        iteration: int,
+    ) -> None:
         """See the class docstring."""
         b1, b2 = _scalar(float(group["beta_1"]), param), _scalar(float(group["beta_2"]), param)
         local_step, next_step = _scalar(iteration + 1, param), _scalar(iteration + 2, param)

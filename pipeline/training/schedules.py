@@ -60,7 +60,7 @@ def polynomial_decay(
     cycle: bool = False,
     **_: Any,
 ) -> np.float32:
-    """``(initial − end)·(1 − step/decay_steps)^power + end``, step capped or cycled."""
+    """``(initial - end)·(1 - step/decay_steps)^power + end``, step capped or cycled."""
     global_step = f32(step)
     steps = f32(decay_steps)
     if cycle:
@@ -88,7 +88,9 @@ def inverse_time_decay(
     return f32(initial_learning_rate) / (f32(1) + f32(decay_rate) * p)
 
 
-def _cosine(step: np.float32, decay_steps: np.float32, start: np.float32, alpha: float) -> np.float32:
+def _cosine(
+    step: np.float32, decay_steps: np.float32, start: np.float32, alpha: float
+) -> np.float32:
     fraction = step / decay_steps
     cosine_decayed = 0.5 * (1.0 + np.cos(f32(math.pi) * fraction))
     return start * ((1 - alpha) * cosine_decayed + alpha)
@@ -175,7 +177,10 @@ class KerasSchedule(LRScheduler):
     """
 
     def __init__(
-        self, optimizer: torch.optim.Optimizer, schedule: Callable[[int], float], last_epoch: int = -1
+        self,
+        optimizer: torch.optim.Optimizer,
+        schedule: Callable[[int], float],
+        last_epoch: int = -1,
     ) -> None:
         self.schedule = schedule
         super().__init__(optimizer, last_epoch)

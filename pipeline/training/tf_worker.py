@@ -121,7 +121,9 @@ def _fresh_optimizer(optimizer: Any) -> Any:
     return fresh
 
 
-def _check_loss_pairing(model: Any, config: TrainingConfig, batch: Batch, specs: Sequence[TensorSpec]) -> None:
+def _check_loss_pairing(
+    model: Any, config: TrainingConfig, batch: Batch, specs: Sequence[TensorSpec]
+) -> None:
     """Build Keras's CompileLoss on one batch and check it pairs the same loss functions with
     the outputs as ``config`` says (the config is read independently of Keras's pairing)."""
     from keras.src.losses.losses import LossFunctionWrapper
@@ -219,7 +221,9 @@ def run_job(
             raise BadInputError(f"Keras could not train on the batches: {_one_line(err)}") from None
         losses.append(float(logs["loss"]))
         timings.setdefault("first_step", time.perf_counter() - started - timings["prepare"])
-        values.update({f"value/{step}/{i}": np.asarray(v.numpy()) for i, v in enumerate(model.weights)})
+        values.update(
+            {f"value/{step}/{i}": np.asarray(v.numpy()) for i, v in enumerate(model.weights)}
+        )
     out = Path(job["out_npz"])
     save_batches(out.with_name(out.stem + ".batches.npz"), batches)
     write_npz(out, values)

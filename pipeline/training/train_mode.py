@@ -6,7 +6,7 @@ eps, ...)`` calls; :func:`set_training` swaps their target for :func:`keras_batc
 (and back), so the same module, with the same parameters and buffers, normalises with the
 batch statistics and updates its moving statistics the way Keras's ``BatchNormalization``
 does in a training step.  That is not torch's training-mode ``batch_norm``: torch updates
-the running variance with the *unbiased* batch variance (``n/(n−1)`` larger), Keras with
+the running variance with the *unbiased* batch variance (``n/(n-1)`` larger), Keras with
 the biased one it normalised with.
 
 Dropout is not here at all: the ONNX graph the module came from is an inference graph.
@@ -32,11 +32,11 @@ def keras_batch_norm(
     cudnn_enabled: bool,
 ) -> torch.Tensor:
     """Keras ``BatchNormalization.call(training=True)`` over channel axis 1, with
-    ``aten.batch_norm``'s arguments (``momentum`` is torch's, ``1 − `` Keras's).
+    ``aten.batch_norm``'s arguments (``momentum`` is torch's, ``1 - `` Keras's).
 
     Statistics as ``tf.nn.moments`` (mean; mean squared difference from the stopped mean),
-    moving statistics ``m·moving + (1 − m)·batch``, output as ``tf.nn.batch_normalization``:
-    ``x·inv + (β − mean·inv)`` with ``inv = γ/√(var + ε)``.
+    moving statistics ``m·moving + (1 - m)·batch``, output as ``tf.nn.batch_normalization``:
+    ``x·inv + (β - mean·inv)`` with ``inv = gamma/√(var + ε)``.
     """
     axes = [0, *range(2, x.dim())]
     shape = [1, -1] + [1] * (x.dim() - 2)

@@ -76,7 +76,7 @@ class MappedVariable:
 
 @dataclass(frozen=True)
 class VariableError:
-    """A variable's error: ``max_abs`` = max |torch − tf|; ``rel`` = ‖torch − tf‖₂ / ‖tf‖₂
+    """A variable's error: ``max_abs`` = max |torch - tf|; ``rel`` = ‖torch - tf‖₂ / ‖tf‖₂
     (the relative error of the whole tensor, which the checks judge); ``max_rel`` =
     ``max_abs`` / max |tf|.  ``torch_name`` is the tensor holding the largest difference."""
 
@@ -128,7 +128,9 @@ def map_variables(
                     else f"TF variable {name} has no torch tensor in the run, so it cannot train"
                 )
             variable.parts.append(
-                TorchPart(str(torch_name), str(row["transform"]), list(row["shape"]), tensors[torch_name])
+                TorchPart(
+                    str(torch_name), str(row["transform"]), list(row["shape"]), tensors[torch_name]
+                )
             )
         mapped.append(variable)
     return mapped
