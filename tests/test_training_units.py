@@ -59,7 +59,7 @@ def test_config_round_trips_through_json() -> None:
             ("dense/bias",),
         ),
         regularizers=(Regularizer("dense/kernel", "L2", {"l2": 0.01}),),
-        metrics=("mae",),
+        metrics=["mae"],
     )
     assert TrainingConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
 

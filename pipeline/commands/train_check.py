@@ -196,6 +196,8 @@ def run(args: argparse.Namespace) -> int:
             f"dropout switched off in TensorFlow (none in the torch module): {layers}", markup=False
         )
     console.print(render_steps(section["steps"], result.rtol))
+    for note in result.notes:
+        console.print(f"note: {note}", markup=False)
     if result:
         console.print(
             f"[bold green]PASS[/]: loss and every variable within {result.rtol:g} "

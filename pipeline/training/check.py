@@ -18,6 +18,7 @@ A step passes when every relative error is at most ``rtol`` (default 1e-5).
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,8 @@ from pipeline.training.variables import VariableError
 DEFAULT_RTOL = 1e-5
 DEFAULT_STEPS = 10
 DEFAULT_BATCH = 8
+NOISE_GRADIENT = 1e-6
+"""A gradient whose norm is below this fraction of the step's largest is rounding noise."""
 _TINY = float(np.finfo(np.float32).tiny)
 
 
@@ -85,6 +88,9 @@ class TrainCheckResult:
     """Every variable's error after the last step (``variable``, ``torch_name``,
     ``max_abs``, ``rel``)."""
     dropout: list[dict[str, Any]] = field(default_factory=list)
+    noise_gradients: list[str] = field(default_factory=list)
+    """Trainable variables whose torch gradient was at rounding level (below
+    :data:`NOISE_GRADIENT` of the step's largest) at some step."""
     batch: int = DEFAULT_BATCH
     data: str = ""
     seconds: float = 0.0
@@ -97,6 +103,20 @@ class TrainCheckResult:
     def __bool__(self) -> bool:
         return self.verdict == "pass"
 
+    @property
+    def notes(self) -> list[str]:
+        """Explanations for failing variables whose gradient was rounding noise."""
+        failing = {s.worst.variable for s in self.steps if not s.passed(self.rtol)}
+        failing |= {str(e["variable"]) for e in self.final if e["rel"] > self.rtol}
+        return [
+            f"{name}: its gradient is rounding noise (below {NOISE_GRADIENT:g} of the largest; "
+            "e.g. a bias right before BatchNorm, whose exact gradient is 0) and "
+            f"{self.config.optimizer.class_name} scales such noise up to full steps, which no two "
+            "frameworks reproduce; drop the variable (use_bias=False) to compare the rest"
+            for name in self.noise_gradients
+            if name in failing
+        ]
+
     def to_json(self) -> dict[str, Any]:
         """``report.json``'s ``training`` section."""
         return {
@@ -108,6 +128,7 @@ class TrainCheckResult:
             "data": self.data,
             "config": self.config.to_json(),
             "dropout": self.dropout,
+            "notes": self.notes,
             "steps": [s.to_json() for s in self.steps],
             "final": self.final,
             "seconds": round(self.seconds, 3),
@@ -139,6 +160,7 @@ def replay_in_torch(
     input_names = [s.name for s in answer.inputs]
     records = []
     final: list[dict[str, Any]] = []
+    noise: set[str] = set()
     for step, batch in enumerate(tf_run.batches, start=1):
         loss = training.step(
             [_tensor(batch.inputs[n]) for n in input_names],
@@ -147,6 +169,15 @@ def replay_in_torch(
                 for name in answer.outputs
             ],
         )
+        norms = {
+            v.tf_name: math.sqrt(
+                sum(float(torch.sum(t.grad.double() ** 2)) for t in v.tensors if t.grad is not None)
+            )
+            for v in training.variables
+            if v.trainable
+        }
+        largest = max(norms.values(), default=0.0)
+        noise.update(name for name, norm in norms.items() if norm <= NOISE_GRADIENT * largest)
         errors = [
             variable.error(value)
             for variable, value in zip(training.variables, tf_run.values[step], strict=True)
@@ -156,7 +187,7 @@ def replay_in_torch(
             StepRecord(step, tf_run.losses[step - 1], loss, tf_run.learning_rates[step - 1], worst)
         )
         final = [e.to_json() for e in errors]
-    return TrainCheckResult(records, tf_run.config, rtol, final, answer.dropout)
+    return TrainCheckResult(records, tf_run.config, rtol, final, answer.dropout, sorted(noise))
 
 
 def _read_report(run_dir: Path) -> dict[str, Any]:

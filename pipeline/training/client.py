@@ -39,6 +39,9 @@ class TfJob:
     origin: str = "description"
     data: Path | None = None
     input_ranges: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    eager: bool = False
+    """Run Keras's ``train_step`` eagerly (``compile(run_eagerly=True)``) instead of as a
+    traced ``tf.function``: no tracing cost, same kernels without graph rewrites."""
 
 
 @dataclass
@@ -122,6 +125,7 @@ def train_in_tf(
                 "seed": job.seed,
                 "data": str(Path(job.data).resolve()) if job.data else None,
                 "input_ranges": {k: list(v) for k, v in job.input_ranges.items()},
+                "eager": job.eager,
                 "out_npz": str(work_dir / f"job{i}.npz"),
             }
             for i, job in enumerate(jobs)

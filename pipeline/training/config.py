@@ -146,7 +146,9 @@ class TrainingConfig:
 
     optimizer: OptimizerConfig
     losses: tuple[LossTerm, ...]
-    metrics: tuple[Any, ...] = ()
+    metrics: Any = ()
+    """The compiled metrics as given to ``compile()`` (a list, or a dict by output), each a
+    name or a Keras-serialised metric."""
     regularizers: tuple[Regularizer, ...] = ()
     epsilon: float = 1e-7
     """Keras's fuzz factor (``keras.config.epsilon()``), which its losses clip with."""
@@ -177,7 +179,7 @@ class TrainingConfig:
                 }
                 for t in self.losses
             ],
-            "metrics": list(self.metrics),
+            "metrics": self.metrics if isinstance(self.metrics, dict) else list(self.metrics),
             "regularizers": [
                 {"variable": r.variable, "class_name": r.class_name, "config": r.config}
                 for r in self.regularizers
@@ -210,7 +212,7 @@ class TrainingConfig:
                 )
                 for t in data["losses"]
             ),
-            metrics=tuple(data.get("metrics", ())),
+            metrics=data.get("metrics") or (),
             regularizers=tuple(
                 Regularizer(str(r["variable"]), str(r["class_name"]), dict(r["config"]))
                 for r in data.get("regularizers", ())

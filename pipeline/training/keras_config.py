@@ -258,6 +258,21 @@ def compile_arguments(description: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _metrics_json(metrics: Any) -> Any:
+    """compile()'s ``metrics`` as JSON: names stay, metric objects are Keras-serialised."""
+    import keras
+
+    if isinstance(metrics, Mapping):
+        return {str(k): _metrics_json(v) for k, v in metrics.items()}
+    if isinstance(metrics, list | tuple):
+        return [_metrics_json(m) for m in metrics]
+    if isinstance(metrics, str) or metrics is None:
+        return metrics
+    if inspect.isfunction(metrics):
+        return metrics.__name__
+    return _json_safe(keras.saving.serialize_keras_object(metrics))
+
+
 def read_training_config(
     model: Any, arguments: Mapping[str, Any], output_names: Sequence[str], origin: str
 ) -> TrainingConfig:
@@ -273,7 +288,7 @@ def read_training_config(
     return TrainingConfig(
         optimizer=describe_optimizer(arguments["optimizer"], model.trainable_weights),
         losses=tuple(terms),
-        metrics=tuple(_json_safe(arguments.get("metrics") or [])),
+        metrics=_metrics_json(arguments.get("metrics") or []),
         regularizers=tuple(describe_regularizers(model)),
         epsilon=float(keras.config.epsilon()),
         origin=origin,

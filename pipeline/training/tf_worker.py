@@ -196,12 +196,15 @@ def run_job(
         )
 
     started = time.perf_counter()
+    # compile() keeps the previous job's metrics when given none
+    model._compile_metrics = None
     model.compile(
         optimizer=_fresh_optimizer(arguments["optimizer"]),
         loss=arguments.get("loss"),
         loss_weights=arguments.get("loss_weights"),
         metrics=arguments.get("metrics"),
         jit_compile=False,  # plain TF ops: XLA (on GPU) would fuse and round differently
+        run_eagerly=bool(job.get("eager", False)),
     )
     _check_loss_pairing(model, config, batches[0], specs)
     timings = {"prepare": time.perf_counter() - started}
