@@ -268,6 +268,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             f"| {p.get('name')} | {p.get('status')} | {p.get('check', '')} | {p.get('seconds', 0):.2f} |"
             for p in report["passes"]
         ]
+    if report.get("training"):
+        from pipeline.training.report import training_markdown  # written by train-check
+
+        lines += training_markdown(report["training"])
     lines += ["", "## Artifacts", ""]
     lines += [f"- {name}: `{path}`" for name, path in report["artifacts"].items()]
     return "\n".join(lines) + "\n"

@@ -36,7 +36,7 @@ from pipeline.training.optimizers import (
     build_optimizer,
 )
 from pipeline.training.schedules import KerasSchedule, learning_rate_function
-from pipeline.training.train_mode import keras_batch_norm
+from pipeline.training.train_mode import keras_batch_norm, set_training
 
 
 def _config(**changes: object) -> TrainingConfig:
@@ -346,3 +346,19 @@ def test_build_optimizer_uses_builtins_only_where_they_apply_keras_s_rule() -> N
     two = [("w", torch.nn.Parameter(torch.zeros(2))), ("b", torch.nn.Parameter(torch.zeros(2)))]
     groups = build_optimizer(two, excluded, 0.1).param_groups
     assert [g["weight_decay"] for g in groups] == [0.1, None]
+
+
+def test_exported_batchnorm_switches_to_training_unless_frozen() -> None:
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4, momentum=0.1)).eval()
+    module = torch.export.export(net, (torch.randn(5, 3),)).module()
+    assert isinstance(module, torch.fx.GraphModule)
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
+    running = dict(module.named_buffers())["1.running_mean"]
+    assert set_training(module, True, frozen={"1.weight"}) == 0  # trainable=False: inference
+    module(x)
+    assert torch.equal(running, torch.zeros(4))
+    assert set_training(module, True) == 1
+    out = module(x)
+    assert not torch.equal(running, torch.zeros(4))  # moving statistics updated
+    assert torch.allclose(out.mean(dim=0), dict(module.named_parameters())["1.bias"], atol=1e-6)
+    assert set_training(module, False) == 0

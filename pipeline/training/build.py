@@ -47,7 +47,8 @@ class TorchTraining:
         """One training step on a batch (inputs and targets in the model's order); returns
         the loss Keras reports: the compiled loss plus every regularizer's penalty."""
         if isinstance(self.module, torch.fx.GraphModule):
-            set_training(self.module, True)
+            frozen = {p.torch_name for v in self.variables if not v.trainable for p in v.parts}
+            set_training(self.module, True, frozen)
         self.optimizer.zero_grad(set_to_none=True)
         result = self.module(*inputs)
         outputs = list(result) if isinstance(result, list | tuple) else [result]

@@ -158,6 +158,12 @@ def run_job(
 ) -> dict[str, Any]:
     """Run one job of the request (module docstring) and return its answer entry."""
     model = loaded.keras_model
+    policy = getattr(model, "dtype_policy", None)
+    if policy is not None and getattr(policy, "name", "float32") != "float32":
+        raise TrainingConfigError(
+            f"the model trains with the {policy.name} dtype policy; train-check reproduces "
+            "float32 training only"
+        )
     model.set_weights(initial)
     for v in model.trainable_weights:
         v.regularizer = own_regularizers.get(v.path)

@@ -14,6 +14,8 @@ Dropout is not here at all: the ONNX graph the module came from is an inference 
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 import torch
 
 _ATEN_BATCH_NORM = torch.ops.aten.batch_norm.default
@@ -57,19 +59,36 @@ def keras_batch_norm(
     return x * inv + offset
 
 
-def set_training(module: torch.fx.GraphModule, training: bool) -> int:
+def _frozen(node: torch.fx.Node, frozen: Container[str]) -> bool:
+    """Whether the BatchNorm node's scale (or offset) is a frozen (non-trainable) tensor."""
+    for arg in node.args[1:3]:
+        if isinstance(arg, torch.fx.Node) and arg.op == "get_attr":
+            return str(arg.target) in frozen
+    return False
+
+
+def set_training(module: torch.fx.GraphModule, training: bool, frozen: Container[str] = ()) -> int:
     """Switch the exported module's BatchNorm nodes to Keras training arithmetic (or back
-    to inference); returns how many there are.  Raises ``ValueError`` for a BatchNorm form
-    it cannot switch."""
+    to inference); returns how many were switched to training.
+
+    ``frozen`` names the torch tensors of non-trainable TF variables: a BatchNorm whose
+    scale is one of them stays in inference, as Keras runs a ``trainable=False``
+    BatchNormalization with its moving statistics even in a training step.  Raises
+    ``ValueError`` for a BatchNorm form it cannot switch.
+    """
     count = 0
+    changed = False
     for node in module.graph.nodes:
         if node.op != "call_function":
             continue
         if node.target in _UNSUPPORTED:
             raise ValueError(f"cannot switch {node.target} ({node.name}) to training mode")
         if node.target in (_ATEN_BATCH_NORM, keras_batch_norm):
-            node.target = keras_batch_norm if training else _ATEN_BATCH_NORM
-            count += 1
-    if count:
+            train = training and not _frozen(node, frozen)
+            target = keras_batch_norm if train else _ATEN_BATCH_NORM
+            changed |= node.target is not target
+            node.target = target
+            count += train
+    if changed:
         module.recompile()
     return count
