@@ -26,6 +26,7 @@ from pipeline.training.build import TorchTraining, build_training
 from pipeline.training.check import TrainCheckResult, replay_in_torch
 from pipeline.training.client import TfJob, TfTrainingAnswer, train_in_tf
 from pipeline.training.config import TrainingConfigError
+from pipeline.training.losses import register_loss
 from pipeline.training.schedules import KerasSchedule, learning_rate_function
 
 STEPS, BATCH, RTOL = 5, 8, 1e-5
@@ -74,6 +75,19 @@ def heads():
     )
     return model
 
+
+def scaled_mse(y_true, y_pred, scale=3.0):
+    return scale * keras.ops.mean(keras.ops.square(y_true - y_pred), axis=-1)
+
+
+def heads_custom_loss():
+    # the same model compiled with a custom loss function on one output
+    model = heads()
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.01),
+        loss=[scaled_mse, "categorical_crossentropy", "mse", "binary_crossentropy", "mae"],
+    )
+    return model
 """
 
 LOSS = {
@@ -353,6 +367,25 @@ def test_refused_before_training(
         answer.job(job)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_registered_custom_loss(heads: tuple[Path, TfTrainingAnswer]) -> None:
+    run = heads[0]
+
+    def scaled_mse(y_true: torch.Tensor, y_pred: torch.Tensor, scale: float) -> torch.Tensor:
+        return scale * torch.mean(torch.square(y_true - y_pred), dim=-1)
+
+    register_loss("scaled_mse", scaled_mse)
+    source = parse_source(f"{run.parent / 'headsfactory.py'}:heads_custom_loss")
+    job = TfJob("custom", STEPS, BATCH, eager=True)
+    work = run.parent / "custom_work"
+    work.mkdir(exist_ok=True)
+    custom = train_in_tf(source, [job], work)
+    config = custom.job("custom").config
+    assert (config.losses[0].name, config.losses[0].config["scale"]) == ("scaled_mse", 3.0)
+    module = pipeline.load_torch(run)
+    result = replay_in_torch(module, module.tf2torch_parameters, custom, custom.job("custom"))
+    _assert_agrees(result)
 
 
 # ------------------------------------------- torch's built-ins do not reproduce Keras
