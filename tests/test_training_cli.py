@@ -10,6 +10,7 @@ Conv+BatchNorm+Dropout net are in the slow suite.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 import pipeline
 from pipeline.cli import main
@@ -58,10 +60,15 @@ def _steps_table(section: dict[str, Any]) -> str:
 
 
 def test_compiled_keras_file_trains_alike(
-    compiled_run: Path, capsys: pytest.CaptureFixture[str]
+    compiled_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["train-check", str(compiled_run)]) == 0
-    out = capsys.readouterr().out
+    data = tmp_path / "train.npz"
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((36, 3)).astype(np.float32)
+    y = x @ np.array([[1.0], [-2.0], [0.5]], np.float32) + 0.1
+    np.savez(data, x=x, y=y.astype(np.float32))
+    assert main(["train-check", str(compiled_run), "--data", str(data)]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
     assert "SGD (lr 0.01), loss linear: mean_squared_error [compiled model]" in out
     assert "PASS" in out
     section = json.loads((compiled_run / "report.json").read_text())["training"]
@@ -75,10 +82,40 @@ def test_compiled_keras_file_trains_alike(
     assert section["config"]["optimizer"]["learning_rate"] == pytest.approx(0.01)
     # the parameters really moved: 10 SGD steps are not a no-op the check could pass vacuously
     losses = [s["loss"]["tf"] for s in section["steps"]]
-    assert len(set(losses)) == 10
+    assert losses[-1] < losses[0] and len(set(losses)) == 10
     assert (compiled_run / "tf_training_worker.log").is_file()
 
+    # the generated train.py, a plain loop, trains exactly like Keras did in the check
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(compiled_run / "train.py"),
+            "--data",
+            str(data),
+            "--batch",
+            "8",
+            "--epochs",
+            "2",
+            "--checkpoints",
+            str(tmp_path / "ckpt"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    printed = [float(line.split(" loss ")[1].split()[0]) for line in proc.stdout.splitlines()]
+    # 36 samples in batches of 8: 5 steps per epoch (the last has 4), no wrap-around
+    first_epoch = printed[:4]
+    assert first_epoch == pytest.approx(losses[:4], rel=1e-5)
+    assert len(printed) == 10
+    checkpoint = torch.load(tmp_path / "ckpt" / "epoch002.pt", weights_only=False)
+    assert set(checkpoint) == {"epoch", "model", "optimizer", "scheduler"}
+    assert "linear.weight" in checkpoint["model"]
 
+
+@pytest.mark.slow
 def test_training_config_file_overrides_compile(
     compiled_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -43,31 +43,50 @@ class TorchTraining:
     def _trainable_groups(self) -> list[list[torch.Tensor]]:
         return [v.tensors for v in self.variables if v.trainable]
 
-    def step(self, inputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]) -> float:
-        """One training step on a batch (inputs and targets in the model's order); returns
-        the loss Keras reports: the compiled loss plus every regularizer's penalty."""
+    def train_mode(self, training: bool = True) -> None:
+        """BatchNorm in Keras's training arithmetic (``True``) or inference (``False``);
+        a frozen (``trainable=False``) BatchNorm stays in inference, as in Keras."""
         if isinstance(self.module, torch.fx.GraphModule):
             frozen = {p.torch_name for v in self.variables if not v.trainable for p in v.parts}
-            set_training(self.module, True, frozen)
-        self.optimizer.zero_grad(set_to_none=True)
-        result = self.module(*inputs)
-        outputs = list(result) if isinstance(result, list | tuple) else [result]
+            set_training(self.module, training, frozen)
+
+    def compute_loss(
+        self, outputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]
+    ) -> torch.Tensor:
+        """Keras's ``compute_loss``: the compiled loss plus every regularizer's penalty."""
         loss = self.loss(outputs, targets)
         penalties = self.penalty()
-        total = torch.sum(torch.stack([loss, *penalties])) if penalties else loss
-        if self.loss_scale:
-            (total * self.loss_scale).backward()
-            with torch.no_grad():
-                for group in self._trainable_groups():
-                    for t in group:
-                        if t.grad is not None:
-                            t.grad.div_(self.loss_scale)
-        else:
-            total.backward()
+        return torch.sum(torch.stack([loss, *penalties])) if penalties else loss
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()``, through Keras's ``loss_scale_factor`` when it has one."""
+        if not self.loss_scale:
+            loss.backward()
+            return
+        (loss * self.loss_scale).backward()
+        with torch.no_grad():
+            for group in self._trainable_groups():
+                for t in group:
+                    if t.grad is not None:
+                        t.grad.div_(self.loss_scale)
+
+    def apply_gradients(self) -> None:
+        """Keras's ``optimizer.apply``: clip, update, then advance the schedule."""
         self.clipping(self._trainable_groups())
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
+
+    def step(self, inputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]) -> float:
+        """One training step on a batch (inputs and targets in the model's order); returns
+        the loss Keras reports: the compiled loss plus every regularizer's penalty."""
+        self.train_mode(True)
+        self.optimizer.zero_grad(set_to_none=True)
+        result = self.module(*inputs)
+        outputs = list(result) if isinstance(result, list | tuple) else [result]
+        total = self.compute_loss(outputs, targets)
+        self.backward(total)
+        self.apply_gradients()
         return float(total.detach())
 
 

@@ -36,6 +36,7 @@ from pipeline.signature import TensorSpec
 from pipeline.training.build import TorchTraining, build_training
 from pipeline.training.client import WORKER_LOG, TfJob, TfTraining, TfTrainingAnswer, train_in_tf
 from pipeline.training.config import TrainingConfig, check_supported, read_description
+from pipeline.training.script import write_train_script
 from pipeline.training.variables import VariableError
 
 DEFAULT_RTOL = 1e-5
@@ -221,7 +222,8 @@ def train_check(
     update_report: bool = True,
 ) -> TrainCheckResult:
     """Run the K-step check for a run directory and write ``report.json``'s ``training``
-    (unless ``update_report`` is false).
+    (unless ``update_report`` is false; a passing check also writes ``train.py`` and
+    ``training_config.json``, see :mod:`pipeline.training.script`).
 
     The TF model is the report's ``source`` (or ``source``), loaded as convert loaded it
     (``custom_objects``, ``safe_mode``, ``input_specs``; a ``--scale`` is replayed).  Its
@@ -282,6 +284,15 @@ def train_check(
     result.data = str(data) if data else f"seed={seed}"
     result.seconds = time.perf_counter() - start
     if update_report:
+        if result:
+            write_train_script(
+                run_dir,
+                tf_run.config,
+                [s.name for s in answer.inputs],
+                answer.outputs,
+                steps=steps,
+                rtol=rtol,
+            )
         rep["training"] = result.to_json()
         text = json.dumps(rep, indent=2, allow_nan=False) + "\n"
         try:
