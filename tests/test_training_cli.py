@@ -232,3 +232,38 @@ def test_zoo_conv_batchnorm_dropout(tmp_path: Path) -> None:
     assert section["dropout"] == [{"layer": "dropout", "class_name": "Dropout", "rate": 0.3}]
     final = {e["variable"]: e for e in section["final"]}
     assert final["bn/moving_variance"]["rel"] <= 1e-5
+
+
+def test_evaluate_compares_keras_and_torch_metrics(
+    compiled_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "eval.npz"
+    rng = np.random.default_rng(9)
+    np.savez(
+        data,
+        x=rng.standard_normal((30, 3)).astype(np.float32),
+        y=rng.standard_normal((30, 1)).astype(np.float32),
+    )
+    config = tmp_path / "metrics.json"
+    config.write_text('{"optimizer": "sgd", "loss": "mse", "metrics": ["mae", "mse"]}')
+    code = main(
+        [
+            "evaluate",
+            str(compiled_run),
+            "--data",
+            str(data),
+            "--batch",
+            "7",
+            "--training-config",
+            str(config),
+        ]
+    )
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 0, out
+    section = json.loads((compiled_run / "report.json").read_text())["evaluation"]
+    assert section["samples"] == 30 and section["verdict"] == "pass"
+    values = {v["key"]: v for v in section["values"]}
+    assert set(values) == {"loss", "mae", "mse"}
+    assert values["mse"]["tf"] == pytest.approx(values["loss"]["tf"], rel=1e-5)  # same formula
+    assert all(v["rel"] <= 1e-5 for v in values.values())
+    assert main(["evaluate", str(compiled_run), "--data", str(tmp_path / "none.npz")]) == 2

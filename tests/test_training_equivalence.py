@@ -26,6 +26,7 @@ from pipeline.training.build import TorchTraining, build_training
 from pipeline.training.check import TrainCheckResult, replay_in_torch
 from pipeline.training.client import TfJob, TfTrainingAnswer, train_in_tf
 from pipeline.training.config import TrainingConfigError
+from pipeline.training.evaluate import evaluate_in_torch
 from pipeline.training.losses import register_loss
 from pipeline.training.schedules import KerasSchedule, learning_rate_function
 
@@ -210,6 +211,15 @@ OTHER_JOBS: dict[str, dict[str, Any]] = {
 }
 
 
+EVALUATE_METRICS = {
+    "reg": ["mae", "mse", {"class_name": "RootMeanSquaredError", "config": {}}],
+    "prob": ["accuracy", "categorical_accuracy", "categorical_crossentropy"],
+    "logit": ["accuracy"],
+    "sig": ["accuracy", {"class_name": "BinaryAccuracy", "config": {"threshold": 0.3}}],
+    "blogit": [{"class_name": "AUC", "config": {}}],
+}
+
+
 def _data(path: Path, *, bad: bool = False) -> Path:
     rng = np.random.default_rng(11)
     n = 12
@@ -239,6 +249,10 @@ def _jobs(work: Path) -> list[TfJob]:
             TfJob(name, STEPS, BATCH, description={"loss": LOSS, **description}, eager=True)
         )
     jobs.append(TfJob("data_file", 3, BATCH, data=_data(work / "data.npz"), eager=True))
+    evaluate = {"loss": LOSS, "optimizer": "sgd", "metrics": EVALUATE_METRICS}
+    jobs.append(
+        TfJob("evaluate", 0, 5, description=evaluate, data=work / "data.npz", evaluate=True)
+    )
     jobs.append(
         TfJob("bad_data_file", 3, BATCH, data=_data(work / "bad.npz", bad=True), eager=True)
     )
@@ -386,6 +400,32 @@ def test_registered_custom_loss(heads: tuple[Path, TfTrainingAnswer]) -> None:
     module = pipeline.load_torch(run)
     result = replay_in_torch(module, module.tf2torch_parameters, custom, custom.job("custom"))
     _assert_agrees(result)
+
+
+def test_evaluate_metrics_agree(heads: tuple[Path, TfTrainingAnswer]) -> None:
+    run, answer = heads
+    module = pipeline.load_torch(run)
+    tf_run = answer.job("evaluate")
+    result = evaluate_in_torch(module, module.tf2torch_parameters, answer, tf_run, batch=5)
+    by_key = {v.key: v for v in result.values}
+    assert {k: v.name for k, v in by_key.items()} == {
+        "loss": "loss",
+        "reg_mae": "mean_absolute_error",
+        "reg_mse": "mean_squared_error",
+        "reg_root_mean_squared_error": "RootMeanSquaredError",
+        "prob_accuracy": "categorical_accuracy",
+        "prob_categorical_accuracy": "categorical_accuracy",
+        "prob_categorical_crossentropy": "categorical_crossentropy",
+        "logit_accuracy": "sparse_categorical_accuracy",
+        "sig_accuracy": "categorical_accuracy",  # Keras's pick for a 2-unit output
+        "sig_binary_accuracy": "binary_accuracy",
+        "blogit_auc": "AUC",
+    }
+    assert result, [v.to_json() for v in result.values if v.passed is False]
+    assert by_key["blogit_auc"].passed is None and result.notes  # listed, not judged
+    specs = {m["key"]: m for m in tf_run.evaluation["metrics"]}  # type: ignore[index]
+    assert specs["sig_binary_accuracy"]["config"]["threshold"] == 0.3
+    assert result.samples == 12
 
 
 # ------------------------------------------- torch's built-ins do not reproduce Keras

@@ -39,6 +39,8 @@ class TfJob:
     origin: str = "description"
     data: Path | None = None
     input_ranges: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    evaluate: bool = False
+    """Run Keras's ``evaluate`` on all of ``data`` (batches of ``batch``) instead of training."""
     eager: bool = False
     """Run Keras's ``train_step`` eagerly (``compile(run_eagerly=True)``) instead of as a
     traced ``tf.function``: no tracing cost, same kernels without graph rewrites."""
@@ -56,6 +58,9 @@ class TfTraining:
     values: list[list[np.ndarray]]
     batches: list[Batch]
     timings: dict[str, float] = field(default_factory=dict)
+    evaluation: dict[str, Any] | None = None
+    """For an ``evaluate`` job: Keras's ``logs`` and the ``metrics`` it built; ``batches``
+    then holds the whole data set as one batch."""
 
 
 @dataclass
@@ -126,6 +131,7 @@ def train_in_tf(
                 "data": str(Path(job.data).resolve()) if job.data else None,
                 "input_ranges": {k: list(v) for k, v in job.input_ranges.items()},
                 "eager": job.eager,
+                "evaluate": job.evaluate,
                 "out_npz": str(work_dir / f"job{i}.npz"),
             }
             for i, job in enumerate(jobs)
@@ -148,8 +154,8 @@ def train_in_tf(
                 entry["error"]["message"]
             )
             continue
-        arrays = _load(work_dir / f"job{jobs.index(job)}.npz")
         steps = len(entry["losses"])
+        arrays = _load(work_dir / f"job{jobs.index(job)}.npz")
         results[job.name] = TfTraining(
             name=job.name,
             config=TrainingConfig.from_json(entry["config"]),
@@ -158,8 +164,9 @@ def train_in_tf(
             values=[
                 [arrays[f"value/{k}/{i}"] for i in range(n_variables)] for k in range(steps + 1)
             ],
-            batches=read_batches(_load(Path(entry["batches_npz"])), steps),
+            batches=read_batches(_load(Path(entry["batches_npz"])), max(steps, 1)),
             timings=dict(entry.get("timings", {})),
+            evaluation=entry.get("evaluation"),
         )
     return TfTrainingAnswer(
         inputs=[TensorSpec.from_json(d) for d in answer["inputs"]],

@@ -127,17 +127,10 @@ def _check_shape(
         )
 
 
-def load_batches(
-    path: Path,
-    specs: Sequence[TensorSpec],
-    targets: Sequence[Target],
-    *,
-    steps: int,
-    batch: int,
-) -> list[Batch]:
-    """Cut ``steps`` batches of ``batch`` samples from the data file (module docstring),
-    after checking every array against the model's inputs and the losses' targets.
-    Raises :class:`BadInputError` naming the array and the shape it should have."""
+def load_dataset(path: Path, specs: Sequence[TensorSpec], targets: Sequence[Target]) -> Batch:
+    """Every sample of the data file (module docstring), after checking every array against
+    the model's inputs and the losses' targets.  Raises :class:`BadInputError` naming the
+    array and the shape it should have."""
     arrays = _read(path)
     input_keys = {s.name: s.name for s in specs}
     if len(specs) == 1 and specs[0].name not in arrays and "x" in arrays:
@@ -179,7 +172,27 @@ def load_batches(
         raise BadInputError(
             f"arrays in {path} disagree on the number of samples: {sorted(samples)}"
         )
-    total = samples.pop()
+    return Batch(
+        {s.name: arrays[input_keys[s.name]] for s in specs},
+        {
+            t.output: arrays[target_keys[t.output]].astype(np.int32 if t.integer else np.float32)
+            for t in targets
+        },
+    )
+
+
+def load_batches(
+    path: Path,
+    specs: Sequence[TensorSpec],
+    targets: Sequence[Target],
+    *,
+    steps: int,
+    batch: int,
+) -> list[Batch]:
+    """Cut ``steps`` batches of ``batch`` samples from the data file (module docstring;
+    :func:`load_dataset` checks it)."""
+    data = load_dataset(path, specs, targets)
+    total = len(next(iter(data.inputs.values())))
     if total < batch:
         raise BadInputError(f"data file {path} has {total} samples, fewer than --batch {batch}")
     batches = []
@@ -187,13 +200,8 @@ def load_batches(
         index = (np.arange(batch) + step * batch) % total
         batches.append(
             Batch(
-                {s.name: arrays[input_keys[s.name]][index] for s in specs},
-                {
-                    t.output: arrays[target_keys[t.output]][index].astype(
-                        np.int32 if t.integer else np.float32
-                    )
-                    for t in targets
-                },
+                {k: v[index] for k, v in data.inputs.items()},
+                {k: v[index] for k, v in data.targets.items()},
             )
         )
     return batches

@@ -294,3 +294,39 @@ def read_training_config(
         origin=origin,
         activity_regularizers=tuple(describe_activity_regularizers(model)),
     )
+
+
+def describe_compiled_metrics(model: Any, output_names: Sequence[str]) -> list[dict[str, Any]]:
+    """The metrics Keras built for the compiled model (after a first ``evaluate``/train
+    step), each with the ``key`` its logs use, its ``output`` and ``index``, its
+    ``class_name`` and, for function-backed metrics (``MeanMetricWrapper``: accuracies, MSE,
+    MAE, ...), the function name ``fn`` and its arguments ``config``."""
+    from keras.src.metrics.reduction_metrics import MeanMetricWrapper
+
+    compiled = getattr(model, "_compile_metrics", None)
+    if compiled is None or not getattr(compiled, "built", False):
+        return []
+    found: list[dict[str, Any]] = []
+    counters: dict[str, int] = {}
+    for index, metrics in enumerate(compiled._flat_metrics):
+        if not metrics:
+            continue
+        for metric in metrics.metrics:
+            key = f"{metrics.output_name}_{metric.name}" if metrics.output_name else metric.name
+            if key in counters:  # Keras's own de-duplication of result names
+                counters[key] += 1
+                key = f"{key}_{counters[key] - 1}"
+            else:
+                counters[key] = 1
+            entry: dict[str, Any] = {
+                "key": key,
+                "output": output_names[index],
+                "index": index,
+                "class_name": type(metric).__name__,
+            }
+            if isinstance(metric, MeanMetricWrapper):
+                fn = metric._fn
+                entry["fn"] = getattr(fn, "__name__", type(fn).__name__)
+                entry["config"] = _json_safe(dict(metric._fn_kwargs))
+            found.append(entry)
+    return found

@@ -57,12 +57,14 @@ from pipeline.training.data import (
     Batch,
     draw_batches,
     load_batches,
+    load_dataset,
     save_batches,
     target_for,
 )
 from pipeline.training.keras_config import (
     attach_regularizers,
     compile_arguments,
+    describe_compiled_metrics,
     read_training_config,
 )
 
@@ -187,7 +189,11 @@ def run_job(
     shapes = _output_shapes(model, specs)
     targets = [target_for(t.output, t.name, shapes[t.index]) for t in config.losses]
     steps, batch = int(job["steps"]), int(job["batch"])
-    if job.get("data"):
+    if job.get("evaluate"):
+        if not job.get("data"):
+            raise BadInputError("evaluate needs the data to evaluate on (--data FILE.npz)")
+        batches = [load_dataset(Path(job["data"]), specs, targets)]
+    elif job.get("data"):
         batches = load_batches(Path(job["data"]), specs, targets, steps=steps, batch=batch)
     else:
         ranges = {k: (int(v[0]), int(v[1])) for k, v in (job.get("input_ranges") or {}).items()}
@@ -214,6 +220,8 @@ def run_job(
     )
     _check_loss_pairing(model, config, batches[0], specs)
     timings = {"prepare": time.perf_counter() - started}
+    if job.get("evaluate"):
+        return _evaluate(model, job, config, batches[0], specs, started)
     values: dict[str, np.ndarray] = {
         f"value/0/{i}": np.asarray(v.numpy()) for i, v in enumerate(model.weights)
     }
@@ -244,6 +252,46 @@ def run_job(
         "batches_npz": str(out.with_name(out.stem + ".batches.npz")),
         "timings": {k: round(v, 3) for k, v in timings.items()}
         | {"total": round(time.perf_counter() - started, 3)},
+    }
+
+
+def _evaluate(
+    model: Any,
+    job: dict[str, Any],
+    config: TrainingConfig,
+    data: Batch,
+    specs: Sequence[TensorSpec],
+    started: float,
+) -> dict[str, Any]:
+    """Keras's ``evaluate`` on the whole data set, batch by batch; the logs and the metrics
+    Keras built (:func:`~pipeline.training.keras_config.describe_compiled_metrics`)."""
+    x = [data.inputs[s.name] for s in specs]
+    y = [data.targets[t.output] for t in config.losses]
+    try:
+        logs = model.evaluate(
+            x[0] if len(x) == 1 else x,
+            y[0] if len(y) == 1 else y,
+            batch_size=int(job["batch"]),
+            verbose=0,
+            return_dict=True,
+        )
+    except Exception as err:
+        raise BadInputError(f"Keras could not evaluate on the data: {_one_line(err)}") from None
+    out = Path(job["out_npz"])
+    batches_npz = out.with_name(out.stem + ".batches.npz")
+    save_batches(batches_npz, [data])
+    write_npz(out, {f"value/0/{i}": np.asarray(v.numpy()) for i, v in enumerate(model.weights)})
+    return {
+        "name": job["name"],
+        "config": config.to_json(),
+        "losses": [],
+        "learning_rates": [],
+        "batches_npz": str(batches_npz),
+        "evaluation": {
+            "logs": {k: float(v) for k, v in logs.items()},
+            "metrics": describe_compiled_metrics(model, list(model.output_names)),
+        },
+        "timings": {"total": round(time.perf_counter() - started, 3)},
     }
 
 
