@@ -162,7 +162,7 @@ def test_training_config_file_overrides_compile(
             ["--training-config", "{cfg}"],
             "optimizer ftrl (config key 'optimizer') has no torch equivalent",
         ),
-        (["--data", "{data}"], "array 'y' in"),
+        pytest.param(["--data", "{data}"], "array 'y' in", marks=pytest.mark.slow),
         (
             ["--source", f"{ZOO}:linear_regression"],
             "is not compiled: give the training configuration",
@@ -234,6 +234,7 @@ def test_zoo_conv_batchnorm_dropout(tmp_path: Path) -> None:
     assert final["bn/moving_variance"]["rel"] <= 1e-5
 
 
+@pytest.mark.slow  # evaluate is also checked against Keras in test_training_equivalence.py
 def test_evaluate_compares_keras_and_torch_metrics(
     compiled_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

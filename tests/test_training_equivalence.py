@@ -383,6 +383,7 @@ def test_refused_before_training(
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow  # a second TF worker call
 def test_registered_custom_loss(heads: tuple[Path, TfTrainingAnswer]) -> None:
     run = heads[0]
 
