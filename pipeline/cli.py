@@ -18,8 +18,10 @@ from pipeline.commands import check as check_command
 from pipeline.commands import convert as convert_command
 from pipeline.commands import demo as demo_command
 from pipeline.commands import diff as diff_command
+from pipeline.commands import evaluate as evaluate_command
 from pipeline.commands import migrate as migrate_command
 from pipeline.commands import patches as patches_command
+from pipeline.commands import train_check as train_check_command
 from pipeline.core.errors import Tf2TorchError
 from pipeline.core.internal_error import enter_stage, internal_error_line
 
@@ -32,6 +34,8 @@ COMMANDS = (
     demo_command,
     migrate_command,
     patches_command,
+    train_check_command,
+    evaluate_command,
 )
 
 

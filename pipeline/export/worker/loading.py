@@ -235,7 +235,8 @@ def _load_model(request: dict[str, Any], recorded: dict[int, tuple[Any, Any, Any
         try:
             model = keras.models.load_model(
                 source.location,
-                compile=False,
+                # train-check reads the compiled optimizer and loss; export does not need them
+                compile=bool(request.get("compile", False)),
                 safe_mode=request.get("safe_mode", True),
                 custom_objects=custom_objects or None,
             )
