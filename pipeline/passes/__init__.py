@@ -29,9 +29,12 @@ from pipeline.core import compare
 from pipeline.core.errors import BadInputError, PassError
 from pipeline.core.ort_runner import OrtRunner
 from pipeline.passes.base import FixupPass, PassRecord, PassResult
+from pipeline.passes.batch_norm import BatchNormPass
 from pipeline.passes.erfc import ErfcPass
+from pipeline.passes.fold_batch_norm import FoldBatchNormPass
 from pipeline.passes.keras_gru_loop import KerasGruLoopPass
 from pipeline.passes.layer_norm import LayerNormPass
+from pipeline.passes.variable_layout import VariableLayoutPass
 
 __all__ = [
     "FixupPass",
@@ -42,6 +45,7 @@ __all__ = [
     "check_exclusive_claims",
     "check_unique",
     "default_passes",
+    "inference_passes",
     "load_patch_dir",
     "run_passes",
 ]
@@ -70,7 +74,12 @@ def builtin_patches() -> list[FixupPass]:
 
 def builtin_passes() -> list[FixupPass]:
     """The generic built-in passes (not about one custom op), in the order they run."""
-    return [ErfcPass(), KerasGruLoopPass(), LayerNormPass()]
+    return [ErfcPass(), VariableLayoutPass(), BatchNormPass(), KerasGruLoopPass(), LayerNormPass()]
+
+
+def inference_passes() -> list[FixupPass]:
+    """The passes ``--fold-for-inference`` adds after the built-in ones."""
+    return [FoldBatchNormPass()]
 
 
 def default_passes() -> list[FixupPass]:

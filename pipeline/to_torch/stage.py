@@ -14,15 +14,19 @@ import torch
 
 from pipeline.core.errors import BadInputError, UnsupportedOpsError
 from pipeline.core.run_dir import REPORT_NAME
-from pipeline.to_torch.batchnorm import keep_batchnorm as restore_batchnorm
 from pipeline.to_torch.importer import (
     export_program,
     find_unsupported_ops,
     import_onnx,
     load_program,
 )
-from pipeline.to_torch.parameters import ParameterEntry, adopt_tf_variables
-from pipeline.to_torch.table import attach_table, parameter_table, restore_requires_grad
+from pipeline.to_torch.parameters import ParameterEntry, adopt_tf_variables, fingerprinted
+from pipeline.to_torch.table import (
+    apply_requires_grad,
+    attach_table,
+    parameter_table,
+    restore_requires_grad,
+)
 
 PT2 = "model.pt2"
 
@@ -36,6 +40,8 @@ class Imported:
     parameters: list[ParameterEntry]
     table: list[dict[str, Any]]
     """report.json's ``parameters`` rows."""
+    problems: dict[str, str]
+    """TF variable (or torch parameter) → why it has no trainable parameter of its own."""
 
 
 def import_torch(
@@ -44,12 +50,11 @@ def import_torch(
     values: Sequence[np.ndarray],
     example_inputs: Sequence[np.ndarray],
     pt2_path: Path,
-    *,
-    keep_batchnorm: bool = False,
 ) -> Imported:
     """Import ``model`` into torch, give every TF variable (``variables`` metadata with their
-    ``values``) its own named parameter or buffer, export ``pt2_path`` on ``example_inputs``
-    (in input order) and load it back.
+    ``values``) its own named parameter or buffer, found through the model's provenance record
+    (see :mod:`pipeline.to_torch.parameters`), export ``pt2_path`` on ``example_inputs`` (in
+    input order) and load it back.
 
     Raises :class:`~pipeline.core.errors.UnsupportedOpsError` listing every op no converter
     handles, and :class:`~pipeline.core.errors.ExportError` when torch.export fails.
@@ -57,16 +62,16 @@ def import_torch(
     unsupported = find_unsupported_ops(model)
     if unsupported:
         raise UnsupportedOpsError("import", unsupported)
-    eager = import_onnx(model)
-    parameters = adopt_tf_variables(eager, variables, list(values))
-    if keep_batchnorm:
-        parameters = restore_batchnorm(eager, parameters, variables, list(values))
+    marked, prints, record = fingerprinted(model, variables, list(values))
+    eager = import_onnx(marked)
+    adoption = adopt_tf_variables(eager, variables, list(values), prints, record)
     eager.eval()
-    table = parameter_table(parameters, variables)
+    table = parameter_table(adoption.entries, variables)
     export_program(eager, list(example_inputs), pt2_path)
     module = load_program(pt2_path)
     attach_table(module, table)
-    return Imported(module, parameters, table)
+    apply_requires_grad(module, table)
+    return Imported(module, adoption.entries, table, adoption.problems)
 
 
 def load_run_module(run_dir: Path) -> torch.nn.Module:

@@ -53,10 +53,30 @@ def torch_gradients(
     output_names: Sequence[str],
     weights: Mapping[str, np.ndarray],
 ) -> dict[str, np.ndarray]:
-    """Gradients of the fixed loss with respect to every parameter of ``module`` (CPU)."""
+    """Gradients of the fixed loss with respect to every parameter of ``module`` (CPU).
+
+    Frozen parameters are differentiated too (their gradient is still checked against TF's
+    where the table maps a TF variable to them); afterwards every ``requires_grad`` flag is
+    as it was and no ``.grad`` is left on the module."""
     module.zero_grad(set_to_none=True)
+    flags = {id(p): p.requires_grad for p in module.parameters()}
     for p in module.parameters():
         p.requires_grad_(True)
+    try:
+        return _gradients(module, inputs, input_names, output_names, weights)
+    finally:
+        for p in module.parameters():
+            p.requires_grad_(flags[id(p)])
+            p.grad = None
+
+
+def _gradients(
+    module: torch.nn.Module,
+    inputs: Mapping[str, np.ndarray],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    weights: Mapping[str, np.ndarray],
+) -> dict[str, np.ndarray]:
     args = [torch.from_numpy(np.ascontiguousarray(inputs[n])) for n in input_names]
     result = module(*args)
     outputs = result if isinstance(result, tuple | list) else (result,)
@@ -64,6 +84,8 @@ def torch_gradients(
     for name, out in zip(output_names, outputs, strict=True):
         if name in weights:
             loss = loss + (out.double() * torch.from_numpy(weights[name]).double()).sum()
+    if not loss.requires_grad:
+        return {}  # nothing trainable reaches the outputs
     loss.backward()
     return {
         name: p.grad.detach().cpu().numpy()
