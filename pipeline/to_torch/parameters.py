@@ -306,10 +306,11 @@ def _fuse_linear_layers(
             return None
 
     def whole(node: object, ndim: int) -> int | None:
+        """The variable ``node`` reads, whole and as it is (``ndim`` -1: any rank)."""
         if not isinstance(node, torch.fx.Node) or node.op != "get_attr":
             return None
         tensor = tensor_of(node)
-        if tensor is None or tensor.dim() != ndim:
+        if tensor is None or (ndim >= 0 and tensor.dim() != ndim):
             return None
         owner, flat = prints.decode(tensor.detach().cpu().numpy())
         first = int(owner.reshape(-1)[0]) if owner.size else NOT_A_FINGERPRINT
@@ -339,11 +340,10 @@ def _fuse_linear_layers(
         assert kernel is not None
         if len(users) == 1 and _is_add(module, users[0]):
             other = [a for a in users[0].args if a is not through]
-            if len(other) == 1 and whole(other[0], 1) is not None:
-                assert isinstance(other[0], torch.fx.Node)
-                bias = tensor_of(other[0])
-                if bias is not None and bias.shape[0] == kernel.shape[1]:
-                    bias_node, add = other[0], users[0]
+            if len(other) == 1 and isinstance(other[0], torch.fx.Node):
+                candidate = tensor_of(other[0]) if whole(other[0], -1) is not None else None
+                if candidate is not None and _bias_commutes(module, through, matmul, candidate):
+                    bias, bias_node, add = candidate, other[0], users[0]
         layer = str(variables[k_index]["path"]).rpartition("/")[0]
         linear = torch.nn.Linear(
             int(kernel.shape[0]), int(kernel.shape[1]), bias=bias_node is not None
@@ -351,7 +351,7 @@ def _fuse_linear_layers(
         with torch.no_grad():
             linear.weight.copy_(kernel.T)
             if bias is not None and bias_node is not None:
-                linear.bias.copy_(bias)
+                linear.bias.copy_(bias.reshape(-1))
         path = _free_path(module, ".".join(_sanitize(p) for p in layer.split("/")) or "dense")
         owner, _, attr = path.rpartition(".")
         (_ensure_module(module, owner) if owner else module).add_module(attr, linear)
@@ -364,6 +364,35 @@ def _fuse_linear_layers(
             add.replace_all_uses_with(through if through is not matmul else new)
             module.graph.erase_node(add)
     _drop_unused(module)
+
+
+def _bias_commutes(
+    module: torch.fx.GraphModule,
+    through: torch.fx.Node,
+    matmul: torch.fx.Node,
+    bias: torch.Tensor,
+) -> bool:
+    """Whether ``Add(through, bias)`` equals adding ``bias.reshape(-1)`` to the MatMul's
+    last axis before ``through`` (the MatMul itself, or a Reshape of it).
+
+    Directly: a 1-D bias.  Through a Reshape (Dense on a sequence, MultiHeadAttention's
+    EinsumDense with a ``(heads, dim)`` bias): the reshape's trailing target dims are static
+    and equal the bias's shape, whose size is the MatMul's output width, so the reshape
+    splits exactly the last axis into the bias's dims (row-major)."""
+    kernel_width = None
+    for arg in matmul.args[1:]:
+        if isinstance(arg, torch.fx.Node) and arg.op == "get_attr":
+            owner, _, attr = str(arg.target).rpartition(".")
+            kernel_width = int(_tensor(module, _Slot(owner, attr)).shape[-1])
+    if kernel_width is None or bias.numel() != kernel_width:
+        return False
+    if through is matmul:
+        return bias.dim() == 1
+    target = getattr(module.get_submodule(str(through.target)), "shape", None)
+    if not isinstance(target, tuple) or len(target) < bias.dim():
+        return False
+    trailing = target[len(target) - bias.dim() :]
+    return all(isinstance(d, int) for d in trailing) and tuple(trailing) == tuple(bias.shape)
 
 
 # ------------------------------------------------------------------------------- driver
