@@ -34,6 +34,7 @@ from pipeline.passes.erfc import ErfcPass
 from pipeline.passes.fold_batch_norm import FoldBatchNormPass
 from pipeline.passes.keras_gru_loop import KerasGruLoopPass
 from pipeline.passes.layer_norm import LayerNormPass
+from pipeline.passes.transposes import TransposePass
 from pipeline.passes.variable_layout import VariableLayoutPass
 
 __all__ = [
@@ -74,7 +75,14 @@ def builtin_patches() -> list[FixupPass]:
 
 def builtin_passes() -> list[FixupPass]:
     """The generic built-in passes (not about one custom op), in the order they run."""
-    return [ErfcPass(), VariableLayoutPass(), BatchNormPass(), KerasGruLoopPass(), LayerNormPass()]
+    return [
+        ErfcPass(),
+        VariableLayoutPass(),
+        BatchNormPass(),
+        TransposePass(),
+        KerasGruLoopPass(),
+        LayerNormPass(),
+    ]
 
 
 def inference_passes() -> list[FixupPass]:
