@@ -30,6 +30,7 @@ from pipeline.core.errors import BadInputError, PassError
 from pipeline.core.ort_runner import OrtRunner
 from pipeline.passes.base import FixupPass, PassRecord, PassResult
 from pipeline.passes.batch_norm import BatchNormPass
+from pipeline.passes.conv_bias import ConvBiasPass
 from pipeline.passes.erfc import ErfcPass
 from pipeline.passes.fold_batch_norm import FoldBatchNormPass
 from pipeline.passes.keras_gru_loop import KerasGruLoopPass
@@ -79,9 +80,10 @@ def builtin_passes() -> list[FixupPass]:
         ErfcPass(),
         VariableLayoutPass(),
         BatchNormPass(),
-        TransposePass(),
-        KerasGruLoopPass(),
         LayerNormPass(),
+        TransposePass(),
+        ConvBiasPass(),
+        KerasGruLoopPass(),
     ]
 
 

@@ -19,7 +19,9 @@ fingerprints vanished (an optimiser computed with it) is recorded as lost, never
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +57,24 @@ def _recurrent_variable_ids(model: Any) -> set[int]:
         if isinstance(layer, keras.layers.RNN):
             found.update(id(v) for v in layer.weights)
     return found
+
+
+@contextmanager
+def _without_transpose_optimizer() -> Iterator[None]:
+    """Run tf2onnx without its transpose optimiser.  With the variables as graph inputs it
+    can only push NHWC↔NCHW transposes halfway (not past an op reading a variable), which
+    leaves layer norms and scale layers half in one layout and half in the other; our
+    ``transposes`` pass moves them once the variables are initializers."""
+    from tf2onnx import optimizer
+
+    saved = optimizer._optimizers
+    optimizer._optimizers = OrderedDict(
+        (name, factory) for name, factory in saved.items() if name != "optimize_transpose"
+    )
+    try:
+        yield
+    finally:
+        optimizer._optimizers = saved
 
 
 def variable_inputs(model: Any) -> dict[str, int]:
@@ -142,7 +162,7 @@ def export_stateless(
 
     signature = input_specs + variable_specs
     traced = tf.function(function, input_signature=signature)
-    with _grouped_convolutions_without_xla():
+    with _grouped_convolutions_without_xla(), _without_transpose_optimizer():
         proto, _ = tf2onnx.convert.from_function(traced, input_signature=signature, opset=opset)
     names = list(getattr(model, "output_names", None) or [])
     if names:
