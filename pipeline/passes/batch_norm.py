@@ -4,7 +4,7 @@ In inference Keras calls ``tf.nn.batch_normalization``, which tf2onnx exports as
 on the layer's four variables (kept apart by the stateless export)::
 
     m = Reciprocal(Sqrt(Add(moving_variance, eps)))      # Mul(., gamma) when scale=True
-    y = Add(Mul(x, m), Sub(beta, Mul(moving_mean, m)))   # Neg(Mul(moving_mean, m)) when center=False
+    y = Add(Mul(x, m), Sub(beta, Mul(moving_mean, m)))   # Mul(Neg(moving_mean), m) when center=False
 
 This pass matches that (every Add/Mul operand order) and replaces it with
 ``BatchNormalization(x', gamma, beta, moving_mean, moving_variance, epsilon=eps)`` with the
@@ -69,8 +69,8 @@ class _KerasBatchNorm(pattern.RewriteRuleClassBase):
         factor = op.Reciprocal(op.Sqrt(op.Add(var, eps)))
         if self.scale:
             factor = op.Mul(factor, gamma)
-        shifted = op.Mul(mean, factor)
-        shift = op.Sub(beta, shifted) if self.center else op.Neg(shifted)
+        # TF: ``offset - mean * inv``, or ``-mean * inv`` without an offset.
+        shift = op.Sub(beta, op.Mul(mean, factor)) if self.center else op.Mul(op.Neg(mean), factor)
         return op.Add(op.Mul(x, factor), shift)
 
     def check(  # type: ignore[override]

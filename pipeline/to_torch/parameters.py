@@ -20,8 +20,8 @@ Then the module is rewritten so it reads like a hand-written one:
   (Linear) or ``dense_1.kernel``; a module that owns a TF layer's tensors (``nn.Conv2d``,
   ``nn.BatchNorm2d``, ``nn.LSTM``, a patch's module) is moved to that layer's path;
 - trainable variables become ``nn.Parameter`` (``requires_grad=True``), non-trainable ones
-  (BatchNorm moving statistics) buffers; a variable held by two modules (a shared layer) is one
-  parameter both use;
+  (BatchNorm moving statistics) buffers; a Keras layer called twice is one module called
+  twice, so its variables stay one parameter each;
 - a parameter that holds no variable is frozen: a documented torch-only slot (``nn.LSTM``'s
   second bias, zero) is listed in the table with ``tf_name`` None; any other is a constant of
   the TF graph and becomes a buffer.
@@ -440,7 +440,7 @@ def adopt_tf_variables(
         if found is None:
             entries[index] = [_absent(module, meta, values[index], record, why, problems)]
             continue
-        placed = _place_variable(module, meta, found, problems)
+        placed = _place_variable(module, meta, found, problems, decoded)
         if why and path not in problems:
             problems[path] = why
         entries[index] = placed
@@ -494,9 +494,11 @@ def _place_variable(
     meta: Mapping[str, Any],
     found: _Held,
     problems: dict[str, str],
+    decoded: Mapping[_Slot, tuple[np.ndarray, np.ndarray]],
 ) -> list[ParameterEntry]:
-    """Place one variable held by ``found``'s slots: one slot, one tensor shared by several
-    modules (identical layouts), or rows split across slots (a stacked GRU bias)."""
+    """Place one variable held by ``found``'s slots: one slot, several copies of one layer
+    (a Keras layer called twice: the copies become one module called twice), or rows split
+    across slots (a stacked GRU bias)."""
     path = str(meta["path"])
     trainable = bool(meta["trainable"])
     tf_shape = tuple(int(d) for d in meta["shape"])
@@ -514,12 +516,11 @@ def _place_variable(
         if differing or len(complete) != len(labelled):
             names = ", ".join(s.name for s, _, _ in labelled)
             problems[path] = f"held by {names} in different layouts: they would train apart"
-        entry = _place(module, first_slot, label, path, trainable)
-        shared = [s for s, f in others if np.array_equal(f, first_flat)]
-        if shared:
-            _share(module, entry, shared)
-            entry.note = "also held by " + ", ".join(s.name for s in shared)
-        return [entry]
+        copies = [s for s, f in others if np.array_equal(f, first_flat)]
+        if not all(_merge_copy(module, first_slot, copy, decoded) for copy in copies):
+            names = ", ".join(s.name for s, _, _ in labelled)
+            problems[path] = f"held by {names}, which are not one module: they would train apart"
+        return [_place(module, first_slot, label, path, trainable)]
     covered = np.concatenate([f.reshape(-1) for _, f, _ in labelled])
     if covered.size != size or np.unique(covered).size != size:
         problems[path] = "its elements are split across torch tensors unevenly"
@@ -550,25 +551,53 @@ def _place(
     return ParameterEntry(tf_name, torch_name, list(tensor.shape), trainable, label)
 
 
-def _share(module: torch.fx.GraphModule, entry: ParameterEntry, others: Sequence[_Slot]) -> None:
-    """Make every slot in ``others`` the very tensor ``entry`` names (one variable, one
-    parameter, however many modules use it)."""
-    assert entry.torch_name is not None
-    owner_path, _, attr = entry.torch_name.rpartition(".")
-    tensor = _tensor(module, _Slot(owner_path, attr))
-    for slot in others:
-        readers = _get_attr_users(module, slot)
+def _merge_copy(
+    module: torch.fx.GraphModule,
+    kept: _Slot,
+    copy: _Slot,
+    decoded: Mapping[_Slot, tuple[np.ndarray, np.ndarray]],
+) -> bool:
+    """Make ``copy`` (another torch tensor holding the same variable as ``kept``) go away:
+    an initializer read by ``get_attr`` is read from ``kept`` instead; a converted module
+    (the second ``nn.Linear`` of a Keras layer called twice) is replaced by ``kept``'s
+    module, called twice, when the two are the same module holding the same variables.
+    torch.export does not keep two modules' parameters tied, so this is the only way both
+    uses train one parameter.  Returns False when the copy cannot be merged."""
+    readers = _get_attr_users(module, copy)
+    if readers or copy.owner_path == "initializers":
         for node in readers:
-            node.target = entry.torch_name
-        owner = _get_module(module, slot.owner_path)
-        if readers or slot.owner_path == "initializers":
-            delattr(owner, slot.attr)
-            continue
-        delattr(owner, slot.attr)
-        if isinstance(tensor, torch.nn.Parameter):
-            owner.register_parameter(slot.attr, tensor)
-        else:
-            owner.register_buffer(slot.attr, tensor)
+            node.target = kept.name
+        if copy.owner_path == "initializers" or not _get_attr_users(module, copy):
+            owner = _get_module(module, copy.owner_path)
+            if copy.attr in owner._parameters or copy.attr in owner._buffers:
+                delattr(owner, copy.attr)
+        return True
+    kept_head, copy_head = kept.owner_path.split(".")[0], copy.owner_path.split(".")[0]
+    if kept_head == copy_head:
+        return True
+    try:
+        first, second = module.get_submodule(kept_head), module.get_submodule(copy_head)
+    except AttributeError:
+        return True  # already merged (its other tensor came first)
+    if type(first) is not type(second) or repr(first) != repr(second):
+        return False
+    first_tensors = dict(first.named_parameters()) | dict(first.named_buffers())
+    second_tensors = dict(second.named_parameters()) | dict(second.named_buffers())
+    if set(first_tensors) != set(second_tensors):
+        return False
+    for name, tensor in second_tensors.items():
+        a = decoded.get(_Slot(*f"{kept_head}.{name}".rpartition(".")[::2]))
+        b = decoded.get(_Slot(*f"{copy_head}.{name}".rpartition(".")[::2]))
+        if a is None and b is None:
+            if not torch.equal(first_tensors[name], tensor):
+                return False
+        elif a is None or b is None or not all(np.array_equal(x, y) for x, y in zip(a, b)):
+            return False
+    for node in module.graph.nodes:
+        if node.op == "call_module" and node.target == copy_head:
+            node.target = kept_head
+    delattr(module, copy_head)
+    return True
 
 
 def _common_layer_path(tf_names: Sequence[str]) -> str:
@@ -593,11 +622,17 @@ def _move_owner_modules(module: torch.fx.GraphModule, entries: Sequence[Paramete
             head = entry.torch_name.split(".")[0]
             if head in call_targets and head != "initializers":
                 owned.setdefault(head, []).append(entry)
+    wanted = {head: _common_layer_path([str(e.tf_name) for e in group]) for head, group in owned.items()}
+    shared = {path for path in wanted.values() if list(wanted.values()).count(path) > 1}
     for head, group in owned.items():
-        wanted = _common_layer_path([str(e.tf_name) for e in group])
-        if not wanted or wanted == head:
+        path = wanted[head]
+        if path in shared:
+            # One layer, several torch modules (SeparableConv: depthwise and pointwise).
+            role = _sanitize(str(group[0].tf_name).rpartition("/")[2].removesuffix("kernel"))
+            path = f"{path}.{role.strip('_') or 'part'}"
+        if not path or path == head:
             continue
-        target = _free_path(module, wanted)
+        target = _free_path(module, path)
         child = module.get_submodule(head)
         parent_path, _, attr = target.rpartition(".")
         (_ensure_module(module, parent_path) if parent_path else module).add_module(attr, child)
@@ -608,10 +643,6 @@ def _move_owner_modules(module: torch.fx.GraphModule, entries: Sequence[Paramete
         for entry in entries:
             if entry.torch_name and entry.torch_name.split(".")[0] == head:
                 entry.torch_name = target + entry.torch_name[len(head) :]
-            if entry.note.startswith("also held by "):
-                names = [n.strip() for n in entry.note.removeprefix("also held by ").split(",")]
-                moved = [target + n[len(head) :] if n.split(".")[0] == head else n for n in names]
-                entry.note = "also held by " + ", ".join(moved)
 
 
 def _batchnorm_settings(
@@ -653,12 +684,7 @@ def _torch_only_slots(
     (``nn.LSTM``'s ``bias_hh``, which Keras lacks) is frozen and listed; any other holds a
     constant of the TF graph (e.g. the ones of a BatchNorm without ``scale``) and becomes a
     buffer, so it cannot train where Keras has nothing to train."""
-    placed = set()
-    for entry in entries:
-        if entry.torch_name:
-            placed.add(entry.torch_name)
-        if entry.note.startswith("also held by "):
-            placed.update(n.strip() for n in entry.note.removeprefix("also held by ").split(","))
+    placed = {entry.torch_name for entry in entries if entry.torch_name}
     extra = []
     for name, parameter in list(module.named_parameters(remove_duplicate=False)):
         if name in placed:
@@ -702,11 +728,6 @@ def count_trainable(
     problems = dict(problems or {})
     frozen = {e.torch_name for e in entries if e.torch_name and not e.trainable}
     table_names = {e.torch_name for e in entries if e.torch_name}
-    for entry in entries:
-        if entry.note.startswith("also held by "):
-            table_names.update(
-                n.strip() for n in entry.note.removeprefix("also held by ").split(",")
-            )
     params = dict(module.named_parameters())
     torch_count = sum(p.numel() for n, p in params.items() if n not in frozen)
     tf_count = sum(int(np.prod(v["shape"])) for v in variables if v["trainable"])

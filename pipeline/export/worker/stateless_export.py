@@ -167,6 +167,7 @@ def export_stateless(
     names = list(getattr(model, "output_names", None) or [])
     if names:
         rename_outputs(proto, names)
+    _captures_to_initializers(proto, traced, signature)
 
     record = provenance.Provenance()
     _inputs_to_initializers(proto, feeds, paths, real, record)
@@ -174,6 +175,28 @@ def export_stateless(
         decode_fingerprints(proto, prints, [paths[i] for i in captured], [real[i] for i in captured], record)
     provenance.write(proto, record)
     return StatelessExport(proto, feeds)
+
+
+def _captures_to_initializers(proto: onnx.ModelProto, traced: Any, signature: list[Any]) -> None:
+    """Tensors the traced function captured from outside (constants a layer holds as eager
+    tensors, e.g. ``Normalization(mean=...)``) arrive as extra graph inputs: make each the
+    constant it is."""
+    function = traced.get_concrete_function(*signature)
+    extra = function.inputs[len(signature) :]
+    values = {
+        tensor.name: np.asarray(value.numpy())
+        for tensor, value in zip(extra, function.captured_inputs, strict=False)
+        if tensor.dtype.name != "resource" and hasattr(value, "numpy")
+    }
+    kept = []
+    for graph_input in proto.graph.input:
+        value = values.get(graph_input.name)
+        if value is None:
+            kept.append(graph_input)
+        else:
+            proto.graph.initializer.append(numpy_helper.from_array(value, graph_input.name))
+    del proto.graph.input[:]
+    proto.graph.input.extend(kept)
 
 
 def _unique(name: str, taken: set[str]) -> str:
