@@ -34,11 +34,66 @@ def _channel_vector(array: np.ndarray, rank: int, channels: int, axis: int) -> b
     return all(d == (channels if i == axis else 1) for i, d in enumerate(aligned))
 
 
-def _perm(node: ir.Node | None) -> list[int] | None:
-    if node is None or node.op_type != "Transpose" or node.domain not in ("", "ai.onnx"):
+def _axes(node: ir.Node) -> list[int] | None:
+    """Squeeze/Unsqueeze axes as given (input 1 from opset 13, else the attribute)."""
+    if len(node.inputs) > 1 and node.inputs[1] is not None:
+        found = const_array(node.inputs[1])
+        return None if found is None else [int(a) for a in found.reshape(-1)] or None
+    attr = node.attributes.get("axes")
+    return None if attr is None else list(attr.as_ints()) or None
+
+
+def _channel_axis_after(node: ir.Node, axis: int, rank: int) -> tuple[int, int] | None:
+    """Where the channel axis ``axis`` of a rank-``rank`` tensor is after the layout op
+    ``node`` (and the new rank); None when ``node`` is not one or drops the axis."""
+    if node.domain not in ("", "ai.onnx"):
         return None
-    attr = node.attributes.get("perm")
-    return None if attr is None else list(attr.as_ints())
+    if node.op_type == "Transpose":
+        attr = node.attributes.get("perm")
+        return None if attr is None else (list(attr.as_ints()).index(axis), rank)
+    axes = _axes(node) if node.op_type in ("Squeeze", "Unsqueeze") else None
+    if axes is None:
+        return None
+    if node.op_type == "Squeeze":
+        axes = [a + rank if a < 0 else a for a in axes]
+        if axis in axes:
+            return None
+        return axis - sum(a < axis for a in axes), rank - len(axes)
+    out_rank = rank + len(axes)
+    for a in sorted(a + out_rank if a < 0 else a for a in axes):
+        if a <= axis:
+            axis += 1
+    return axis, out_rank
+
+
+def _bias_of(add: ir.Node) -> tuple[ir.Node, ir.Value, ir.Value, int, int] | None:
+    """``(conv, bias, summand, axis, rank)`` when ``add`` adds ``bias`` to a bias-free
+    Conv's output carried through layout ops only (each with no other user); ``axis`` is
+    where the channels are in ``summand`` (of rank ``rank``)."""
+    for summand, bias in (add.inputs, reversed(add.inputs)):
+        chain: list[ir.Node] = []
+        value = summand
+        while value is not None and len(value.uses()) == 1 and not value.is_graph_output():
+            producer = value.producer()
+            if producer is None:
+                break
+            if producer.op_type in _CONVS and producer.domain in ("", "ai.onnx"):
+                weight = const_array(producer.inputs[1])
+                if len(producer.inputs) > 2 or weight is None or bias is None:
+                    break
+                axis, rank = 1, weight.ndim
+                for node in reversed(chain):
+                    moved = _channel_axis_after(node, axis, rank)
+                    if moved is None:
+                        break
+                    axis, rank = moved
+                else:
+                    assert summand is not None
+                    return producer, bias, summand, axis, rank
+                break
+            chain.append(producer)
+            value = producer.inputs[0] if producer.inputs else None
+    return None
 
 
 def fuse_conv_bias(model: ir.Model) -> int:
@@ -49,46 +104,35 @@ def fuse_conv_bias(model: ir.Model) -> int:
     for add in list(graph):
         if add.op_type != "Add" or add.domain not in ("", "ai.onnx") or len(add.inputs) != 2:
             continue
-        for summand, bias in (add.inputs, reversed(add.inputs)):
-            producer = summand.producer() if summand is not None else None
-            perm = _perm(producer)
-            conv_out = producer.inputs[0] if perm is not None and producer is not None else summand
-            conv = conv_out.producer() if conv_out is not None else None
-            if conv is None or conv.op_type not in _CONVS or conv.domain not in ("", "ai.onnx"):
-                continue
-            assert conv_out is not None and summand is not None
-            if len(conv.inputs) > 2 or len(conv_out.uses()) != 1 or len(summand.uses()) != 1:
-                continue
-            weight = const_array(conv.inputs[1])
-            array = const_array(bias)
-            if weight is None or array is None or bias is None or not bias.is_initializer():
-                continue
-            group_attr = conv.attributes.get("group")
-            group = group_attr.as_int() if group_attr is not None else 1
-            channels = weight.shape[0] if conv.op_type == "Conv" else weight.shape[1] * group
-            axis = 1 if perm is None else perm.index(1)
-            if not _channel_vector(array, weight.ndim, channels, axis):
-                continue
-            vector = bias if array.ndim == 1 else variables.derived(
-                graph, record, bias, array.reshape(-1), "reshape", f"{bias.name}/conv_bias"
-            )
-            new = ir.Node(
-                conv.domain,
-                conv.op_type,
-                [*conv.inputs, vector],
-                attributes=list(conv.attributes.values()),
-                name=conv.name,
-            )
-            graph.insert_before(add, new)
-            result = new.outputs[0]
-            if perm is not None:
-                moved_back = ir.node("Transpose", [result], attributes={"perm": perm})
-                graph.insert_after(new, moved_back)
-                result = moved_back.outputs[0]
-            add.outputs[0].replace_all_uses_with(result)
-            graph.remove(add, safe=True)
-            moved += 1
-            break
+        found = _bias_of(add)
+        if found is None:
+            continue
+        conv, bias, summand, axis, rank = found
+        weight = const_array(conv.inputs[1])
+        array = const_array(bias)
+        if weight is None or array is None or not bias.is_initializer():
+            continue
+        group_attr = conv.attributes.get("group")
+        group = group_attr.as_int() if group_attr is not None else 1
+        channels = weight.shape[0] if conv.op_type == "Conv" else weight.shape[1] * group
+        if not _channel_vector(array, rank, channels, axis):
+            continue
+        vector = bias if array.ndim == 1 else variables.derived(
+            graph, record, bias, array.reshape(-1), "reshape", f"{bias.name}/conv_bias"
+        )
+        new = ir.Node(
+            conv.domain,
+            conv.op_type,
+            [*conv.inputs, vector],
+            attributes=list(conv.attributes.values()),
+            name=conv.name,
+        )
+        graph.insert_before(conv, new)
+        # The layout ops after the Conv now carry the biased output; the Add goes.
+        conv.outputs[0].replace_all_uses_with(new.outputs[0])
+        add.outputs[0].replace_all_uses_with(summand)
+        graph.remove(add, safe=True)
+        moved += 1
     if moved:
         RemoveUnusedNodesPass()(model)
         variables.save(model, record)
