@@ -27,7 +27,6 @@ from pipeline.export.worker.stateless_export import (
     export_stateless,
     flat_outputs,
     pack_inputs,
-    variable_inputs,
 )
 
 
@@ -65,8 +64,9 @@ class LoadedModel:
     keras_model: Any = None  # the keras.Model, when the source is a Keras model
     scaling: dict[str, Any] | None = None  # what --scale did (report.json's ``scaling``)
     variable_feeds: Callable[[], dict[str, np.ndarray]] = dict
-    """Graph inputs of the traced export that are variables → their values (what a run of the
-    traced graph must be fed besides the model's inputs)."""
+    """After :attr:`export` started: every placeholder of the traced graph that is not a
+    model input (a variable, a captured constant) → its value, by TF tensor name (what a
+    run of that graph must be fed besides the model's inputs)."""
 
     def run(self, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
         """The outputs for numpy inputs, as numpy arrays."""
@@ -131,14 +131,16 @@ def _keras_model(
     variables = _keras_variables(model, recorded or {})
     paths = [v.path for v in variables]
 
+    last_feeds: dict[str, np.ndarray] = {}
+
     def export(specs: list[TensorSpec], opset: int, fingerprint: bool = True) -> Any:
-        return export_stateless(model, specs, opset, paths, fingerprint=fingerprint).proto
+        last_feeds.clear()
+        return export_stateless(
+            model, specs, opset, paths, fingerprint=fingerprint, feeds=last_feeds
+        ).proto
 
     def feeds() -> dict[str, np.ndarray]:
-        return {
-            name: np.asarray(model.weights[i].numpy())
-            for name, i in variable_inputs(model).items()
-        }
+        return dict(last_feeds)
 
     return LoadedModel(
         inputs=specs,

@@ -112,12 +112,15 @@ def export_stateless(
     paths: Sequence[str],
     *,
     fingerprint: bool = True,
+    feeds: dict[str, np.ndarray] | None = None,
 ) -> StatelessExport:
     """Export ``model`` (a built ``keras.Model``) for inputs ``specs``; ``paths`` name the
     variables of ``model.weights`` in order.
 
     With ``fingerprint`` False, captured (recurrent) variables hold their real values during
-    the trace and get no provenance (what ``tf2torch diff`` wants: TF's own graph)."""
+    the trace and get no provenance (what ``tf2torch diff`` wants: TF's own graph).  ``feeds``
+    (if given) receives, before tf2onnx runs, the value of every placeholder of the traced
+    graph that is not a model input (TF tensor name → value): a run of that graph needs them."""
     import tensorflow as tf
     import tf2onnx
 
@@ -163,11 +166,15 @@ def export_stateless(
     signature = input_specs + variable_specs
     traced = tf.function(function, input_signature=signature)
     with _grouped_convolutions_without_xla(), _without_transpose_optimizer():
+        captures = _captured_constants(traced, signature)
+        if feeds is not None:
+            feeds.update({f"{VARIABLE_INPUT.format(i)}:0": real[i] for i in fed})
+            feeds.update(captures)
         proto, _ = tf2onnx.convert.from_function(traced, input_signature=signature, opset=opset)
     names = list(getattr(model, "output_names", None) or [])
     if names:
         rename_outputs(proto, names)
-    _captures_to_initializers(proto, traced, signature)
+    _captures_to_initializers(proto, captures)
 
     record = provenance.Provenance()
     _inputs_to_initializers(proto, feeds, paths, real, record)
@@ -177,17 +184,21 @@ def export_stateless(
     return StatelessExport(proto, feeds)
 
 
-def _captures_to_initializers(proto: onnx.ModelProto, traced: Any, signature: list[Any]) -> None:
-    """Tensors the traced function captured from outside (constants a layer holds as eager
-    tensors, e.g. ``Normalization(mean=...)``) arrive as extra graph inputs: make each the
-    constant it is."""
+def _captured_constants(traced: Any, signature: list[Any]) -> dict[str, np.ndarray]:
+    """TF tensor name → value of every tensor the traced function captured from outside
+    (constants a layer holds as eager tensors, e.g. ``Normalization(mean=...)``)."""
     function = traced.get_concrete_function(*signature)
     extra = function.inputs[len(signature) :]
-    values = {
+    return {
         tensor.name: np.asarray(value.numpy())
         for tensor, value in zip(extra, function.captured_inputs, strict=False)
         if tensor.dtype.name != "resource" and hasattr(value, "numpy")
     }
+
+
+def _captures_to_initializers(proto: onnx.ModelProto, values: dict[str, np.ndarray]) -> None:
+    """Captured constants arrive as extra graph inputs (tf2onnx makes every input of the
+    concrete function one): make each the constant it is."""
     kept = []
     for graph_input in proto.graph.input:
         value = values.get(graph_input.name)
