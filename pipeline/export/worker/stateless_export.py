@@ -128,8 +128,8 @@ def export_stateless(
     if len(weights) != len(paths):
         raise ValueError(f"{len(paths)} variable paths for {len(weights)} model weights")
     index_of = {id(v): i for i, v in enumerate(weights)}
-    feeds = variable_inputs(model)
-    fed = sorted(feeds.values())
+    inputs_of = variable_inputs(model)
+    fed = sorted(inputs_of.values())
     captured = [i for i in range(len(weights)) if i not in set(fed)]
     real = [np.asarray(v.numpy()) for v in weights]
     prints = fingerprints_for([real[i] for i in captured])
@@ -177,11 +177,11 @@ def export_stateless(
     _captures_to_initializers(proto, captures)
 
     record = provenance.Provenance()
-    _inputs_to_initializers(proto, feeds, paths, real, record)
+    _inputs_to_initializers(proto, inputs_of, paths, real, record)
     if fingerprint and captured:
         decode_fingerprints(proto, prints, [paths[i] for i in captured], [real[i] for i in captured], record)
     provenance.write(proto, record)
-    return StatelessExport(proto, feeds)
+    return StatelessExport(proto, inputs_of)
 
 
 def _captured_constants(traced: Any, signature: list[Any]) -> dict[str, np.ndarray]:
