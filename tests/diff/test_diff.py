@@ -134,7 +134,7 @@ def test_passing_model_exits_0_and_agrees_with_convert(tmp_path: Path, capsys) -
     assert conv["outputs"][0]["tf_layout"] == "nhwc->nchw"
     assert all(conv["pairs"][p]["status"] == "ok" for p in PAIRS)
     # A tf2onnx-made node has no TF tensor: the cell says so instead of guessing.
-    transpose = next(n for n in data["nodes"] if n["onnx_node"].startswith("Transpose__"))
+    transpose = next(n for n in data["nodes"] if n["op_type"] == "Transpose")
     assert transpose["pairs"]["tf-ort"]["status"] == "not_compared"
     assert "no TF tensor" in transpose["pairs"]["tf-ort"]["note"]
     assert "data:image/png;base64," in (result.run_dir / "diff.html").read_text()
