@@ -105,8 +105,16 @@ class _Rewriter:
         return clone
 
     def _replace(self, node: ir.Node, new_outputs: Sequence[ir.Value]) -> None:
+        """Replace ``node`` by the values computing its outputs (a graph output keeps its
+        name and position)."""
         for old, new in zip(node.outputs, new_outputs, strict=True):
-            old.replace_all_uses_with(new)
+            if old.is_graph_output():
+                name = old.name
+                old.replace_all_uses_with(new, replace_graph_outputs=True)
+                old.name = f"{name}__replaced"
+                new.name = name
+            else:
+                old.replace_all_uses_with(new)
         self.graph.remove(node, safe=True)
         self.changes += 1
 
@@ -134,17 +142,19 @@ class _Rewriter:
         inner_perm = _perm(inner) if inner is not None else None
         if perm is None or inner is None or inner_perm is None or len(perm) != len(inner_perm):
             return False
-        if node.outputs[0].is_graph_output():
-            return False
         combined = [inner_perm[i] for i in perm]
         source = inner.inputs[0]
         assert source is not None
-        if combined == list(range(len(combined))):
+        identity = combined == list(range(len(combined)))
+        if identity and not node.outputs[0].is_graph_output():
             node.outputs[0].replace_all_uses_with(source)
             self.graph.remove(node, safe=True)
             self.changes += 1
             return True
-        new = ir.node("Transpose", [source], attributes={"perm": combined})
+        if identity:  # a graph output keeps its name: an Identity writes it
+            new = ir.node("Identity", [source])
+        else:
+            new = ir.node("Transpose", [source], attributes={"perm": combined})
         self.graph.insert_before(node, new)
         self._replace(node, new.outputs)
         return True
