@@ -62,8 +62,11 @@ class ConvertOptions:
     - ``safe_mode``: Keras ``safe_mode`` when loading files (on; turn off only for trusted
       files that hold Python code, e.g. ``Lambda`` layers).
     - ``worker_timeout``: seconds the TF worker may take (None: no limit).
-    - ``keep_batchnorm``: give folded BatchNorms back their own ``nn.BatchNorm*d`` with
-      Keras's epsilon and momentum, so they train like Keras's (off: inference-folded).
+    - ``fold_for_inference``: fold BatchNorm into the preceding convolution, for an
+      inference-only module (off: every Keras variable stays its own parameter, BatchNorm an
+      ``nn.BatchNorm*d`` with Keras's epsilon and momentum).  The report lists each folded
+      variable and what it went into, and marks the run ``inference_only``.
+    - ``keep_batchnorm``: accepted for old scripts; BatchNorm is kept by default now.
     - ``scale``: a ``--scale`` spec (``"global=0.5"``, ``"conv=0.7,dense=0.3"``,
       ``"activation"``; see :mod:`pipeline.scaling`) applied to the Keras model's weights in
       the TF worker before export, so all three frameworks are compared on the scaled model
@@ -81,7 +84,8 @@ class ConvertOptions:
     rtol: float | None = None
     output_tolerances: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     patches: Sequence[Path] = ()
-    keep_batchnorm: bool = False
+    fold_for_inference: bool = False
+    keep_batchnorm: bool = True
     custom_objects: str | None = None
     safe_mode: bool = True
     worker_timeout: float | None = None
@@ -176,7 +180,13 @@ def convert(
 
         notify("fixup")
         with rep.stage("fixup"):
-            fixed = fix_graph(exported.raw_onnx, exported.inputs, extra_patches, staging / ONNX)
+            fixed = fix_graph(
+                exported.raw_onnx,
+                exported.inputs,
+                extra_patches,
+                staging / ONNX,
+                fold_for_inference=options.fold_for_inference,
+            )
 
         notify("import")
         with rep.stage("import"):
@@ -187,7 +197,6 @@ def convert(
                 [exported.inputs[name] for name in input_names],
                 exported.input_specs,
                 staging / PT2,
-                keep_batchnorm=options.keep_batchnorm,
             )
 
         notify("compare")
@@ -258,8 +267,13 @@ def convert(
             **exported.versions,
         }
         rep.parameter_count = count_trainable(
-            imported.module, exported.variables, imported.parameters
+            imported.module,
+            exported.variables,
+            imported.parameters,
+            imported.problems,
+            inference_only=options.fold_for_inference,
         )
+        rep.inference_only = options.fold_for_inference
         rep.verdict = report.verdict_of(compared.comparisons, gradient_checks, rep.parameter_count)
         rep.write(staging)
         result_dir = Path(out_dir).absolute()

@@ -74,7 +74,7 @@ def frozen_graph(loaded: Any, specs: Sequence[Any], opset: int) -> tuple[Any, di
 
     tf2onnx.convert._convert_common = capture
     try:
-        loaded.export(list(specs), opset)
+        loaded.export(list(specs), opset, fingerprint=False)
     except _Captured as captured:
         return captured.graph_def, captured.kwargs
     except Exception as err:
@@ -261,6 +261,9 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
         if onnx_name not in arrays:
             raise BadInputError(f"no value for input {onnx_name!r} in the run's golden.npz")
         feed[tensor] = arrays[onnx_name]
+    # The export traces the model with its variables (and captured constants) as inputs.
+    for tf_name, value in loaded.variable_feeds().items():
+        feed[graph.get_tensor_by_name(tf_name)] = value
 
     onnx_nodes = set(request.get("node_names", []))
     consumers: dict[str, list[str]] = request.get("consumers", {})

@@ -29,10 +29,15 @@ from pipeline.core import compare
 from pipeline.core.errors import BadInputError, PassError
 from pipeline.core.ort_runner import OrtRunner
 from pipeline.passes.base import FixupPass, PassRecord, PassResult
+from pipeline.passes.batch_norm import BatchNormPass
+from pipeline.passes.conv_bias import ConvBiasPass
 from pipeline.passes.erfc import ErfcPass
 from pipeline.passes.explicit_pads import ExplicitPadsPass
+from pipeline.passes.fold_batch_norm import FoldBatchNormPass
 from pipeline.passes.keras_gru_loop import KerasGruLoopPass
 from pipeline.passes.layer_norm import LayerNormPass
+from pipeline.passes.transposes import TransposePass
+from pipeline.passes.variable_layout import VariableLayoutPass
 
 __all__ = [
     "FixupPass",
@@ -43,6 +48,7 @@ __all__ = [
     "check_exclusive_claims",
     "check_unique",
     "default_passes",
+    "inference_passes",
     "load_patch_dir",
     "run_passes",
 ]
@@ -71,7 +77,21 @@ def builtin_patches() -> list[FixupPass]:
 
 def builtin_passes() -> list[FixupPass]:
     """The generic built-in passes (not about one custom op), in the order they run."""
-    return [ErfcPass(), KerasGruLoopPass(), LayerNormPass(), ExplicitPadsPass()]
+    return [
+        ErfcPass(),
+        VariableLayoutPass(),
+        BatchNormPass(),
+        LayerNormPass(),
+        TransposePass(),
+        ConvBiasPass(),
+        ExplicitPadsPass(),
+        KerasGruLoopPass(),
+    ]
+
+
+def inference_passes() -> list[FixupPass]:
+    """The passes ``--fold-for-inference`` adds after the built-in ones."""
+    return [FoldBatchNormPass()]
 
 
 def default_passes() -> list[FixupPass]:

@@ -15,7 +15,6 @@ import torch
 from pipeline.core.errors import BadInputError, UnsupportedOpsError
 from pipeline.core.run_dir import REPORT_NAME
 from pipeline.core.signature import TensorSpec
-from pipeline.to_torch.batchnorm import keep_batchnorm as restore_batchnorm
 from pipeline.to_torch.importer import (
     StaticDim,
     export_program,
@@ -23,8 +22,13 @@ from pipeline.to_torch.importer import (
     import_onnx,
     load_program,
 )
-from pipeline.to_torch.parameters import ParameterEntry, adopt_tf_variables
-from pipeline.to_torch.table import attach_table, parameter_table, restore_requires_grad
+from pipeline.to_torch.parameters import ParameterEntry, adopt_tf_variables, fingerprinted
+from pipeline.to_torch.table import (
+    apply_requires_grad,
+    attach_table,
+    parameter_table,
+    restore_requires_grad,
+)
 
 PT2 = "model.pt2"
 
@@ -40,6 +44,8 @@ class Imported:
     """report.json's ``parameters`` rows."""
     static_dims: list[StaticDim]
     """Dynamic input axes that ``model.pt2`` had to fix (report.json's ``static_dims``)."""
+    problems: dict[str, str]
+    """TF variable (or torch parameter) → why it has no trainable parameter of its own."""
 
 
 def import_torch(
@@ -49,13 +55,12 @@ def import_torch(
     example_inputs: Sequence[np.ndarray],
     input_specs: Sequence[TensorSpec],
     pt2_path: Path,
-    *,
-    keep_batchnorm: bool = False,
 ) -> Imported:
     """Import ``model`` into torch, give every TF variable (``variables`` metadata with their
-    ``values``) its own named parameter or buffer, export ``pt2_path`` on ``example_inputs``
-    (in input order) with every axis that ``input_specs`` leaves dynamic (``None``) dynamic
-    where the module allows it, and load it back.
+    ``values``) its own named parameter or buffer, found through the model's provenance record
+    (see :mod:`pipeline.to_torch.parameters`), export ``pt2_path`` on ``example_inputs`` (in
+    input order) with every axis that ``input_specs`` leaves dynamic (``None``) dynamic where
+    the module allows it, and load it back.
 
     Raises :class:`~pipeline.core.errors.UnsupportedOpsError` listing every op no converter
     handles, and :class:`~pipeline.core.errors.ExportError` when torch.export fails.
@@ -63,12 +68,11 @@ def import_torch(
     unsupported = find_unsupported_ops(model)
     if unsupported:
         raise UnsupportedOpsError("import", unsupported)
-    eager = import_onnx(model)
-    parameters = adopt_tf_variables(eager, variables, list(values))
-    if keep_batchnorm:
-        parameters = restore_batchnorm(eager, parameters, variables, list(values))
+    marked, prints, record = fingerprinted(model, variables, list(values))
+    eager = import_onnx(marked)
+    adoption = adopt_tf_variables(eager, variables, list(values), prints, record)
     eager.eval()
-    table = parameter_table(parameters, variables)
+    table = parameter_table(adoption.entries, variables)
     static = export_program(
         eager,
         list(example_inputs),
@@ -78,7 +82,8 @@ def import_torch(
     )
     module = load_program(pt2_path)
     attach_table(module, table)
-    return Imported(module, parameters, table, static)
+    apply_requires_grad(module, table)
+    return Imported(module, adoption.entries, table, static, adoption.problems)
 
 
 def load_run_module(run_dir: Path) -> torch.nn.Module:

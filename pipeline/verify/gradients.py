@@ -135,19 +135,29 @@ def torch_gradients(
 ) -> dict[str, np.ndarray]:
     """Gradients of :func:`fixed_loss` with respect to every parameter of ``module``, on the
     host; no entry for a parameter the loss does not reach (none at all when the loss
-    depends on no parameter, which :func:`compare_gradients` reads as zero gradients)."""
+    depends on no parameter, which :func:`compare_gradients` reads as zero gradients).
+
+    Frozen parameters are differentiated too (their gradient is still checked against TF's
+    where the table maps a TF variable to them); afterwards every ``requires_grad`` flag is
+    as it was and no ``.grad`` is left on the module."""
     module.zero_grad(set_to_none=True)
+    flags = {id(p): p.requires_grad for p in module.parameters()}
     for p in module.parameters():
         p.requires_grad_(True)
-    loss = fixed_loss(module, inputs, input_names, output_names, weights)
-    if not loss.requires_grad:
-        return {}
-    loss.backward()
-    return {
-        name: p.grad.detach().cpu().numpy()
-        for name, p in module.named_parameters()
-        if p.grad is not None
-    }
+    try:
+        loss = fixed_loss(module, inputs, input_names, output_names, weights)
+        if not loss.requires_grad:
+            return {}  # nothing trainable reaches the outputs
+        loss.backward()
+        return {
+            name: p.grad.detach().cpu().numpy()
+            for name, p in module.named_parameters()
+            if p.grad is not None
+        }
+    finally:
+        for p in module.parameters():
+            p.requires_grad_(flags[id(p)])
+            p.grad = None
 
 
 def compare_gradients(

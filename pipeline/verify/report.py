@@ -55,13 +55,13 @@ def verdict_of(
     parameter_count: Mapping[str, Any] | None = None,
 ) -> str:
     """``pass`` when there is at least one output comparison, every comparison and gradient
-    check passes, and the parameter count check did not fail; else ``fail``."""
+    check passes, and the parameter check passes (every trainable Keras variable is exactly
+    one trainable torch parameter, see :func:`pipeline.to_torch.parameters.count_trainable`);
+    else ``fail``.  ``parameter_count.pass: false`` never goes with a pass."""
     results = list(comparisons)
     ok = bool(results) and all(results) and all(g.passed for g in gradients)
     if parameter_count is not None:
-        # "partial" (variables folded away by tf2onnx) is reported, not failed: the outputs
-        # are still equivalent and every variable that has a torch tensor is checked.
-        ok = ok and parameter_count["status"] != "fail"
+        ok = ok and bool(parameter_count.get("pass")) and parameter_count.get("status") != "fail"
     return "pass" if ok else "fail"
 
 
@@ -78,6 +78,7 @@ class Report:
     passes: list[dict[str, Any]] = field(default_factory=list)
     parameters: list[dict[str, Any]] = field(default_factory=list)
     parameter_count: dict[str, Any] = field(default_factory=dict)
+    inference_only: bool = False
     gradients: list[dict[str, Any]] = field(default_factory=list)
     gradient_check: dict[str, Any] | None = None
     inputs: list[dict[str, Any]] = field(default_factory=list)
@@ -127,6 +128,7 @@ class Report:
             "passes": self.passes,
             "parameters": self.parameters,
             "parameter_count": self.parameter_count,
+            "inference_only": self.inference_only,
             "gradients": self.gradients,
             "gradient_check": self.gradient_check,
             "inputs": self.inputs,
@@ -357,17 +359,21 @@ def print_summary(console: Console, report: Mapping[str, Any]) -> None:
         )
     count = report.get("parameter_count") or {}
     if count:
+        problems = count.get("problems") or []
         mark = {
             "full": "ok",
-            "fail": "MISMATCH",
-            "partial": f"{count['unmapped']} TF variables folded away by tf2onnx (BatchNorm?): "
-            "outputs match, those layers will not train like Keras",
-        }[count["status"]]
+            "inference-only": f"{count.get('folded', 0)} variables folded for inference: "
+            "the module is inference-only",
+        }.get(count["status"], "MISMATCH")
         console.print(
-            f"parameters: {len(report['parameters'])} TF variables; trainable elements "
+            f"parameters: {len(report['parameters'])} rows; trainable elements "
             f"TF {count['tf_trainable']:,} / torch {count['torch_trainable']:,} ({mark})",
             markup=False,
         )
+        for problem in problems[:10]:
+            console.print(f"  {problem['name']}: {problem['reason']}", markup=False)
+        if len(problems) > 10:
+            console.print(f"  ... and {len(problems) - 10} more (report.json)", markup=False)
     gradients = report.get("gradients") or []
     scope = report.get("gradient_check") or {}
     excluded = scope.get("excluded_outputs") or {}
@@ -398,17 +404,17 @@ def print_summary(console: Console, report: Mapping[str, Any]) -> None:
     verdict = report["verdict"]
     colour = "green" if verdict == "pass" else "red"
     failing = sum(1 for c in report["comparisons"] if not c["pass"])
-    partial = (report.get("parameter_count") or {}).get("status") == "partial"
+    folded = (report.get("parameter_count") or {}).get("status") == "inference-only"
     skipped = scope.get("status") == "skipped"
     detail = (
-        "all pairs and the checked gradients agree; some variables were folded (see above)"
-        if verdict == "pass" and partial
+        "all pairs and the checked gradients agree; inference-only: variables were folded"
+        if verdict == "pass" and folded
         else "all pairs and parameters agree; gradients not checked (see above)"
         if verdict == "pass" and skipped
         else "all pairs, parameters and gradients agree"
         if verdict == "pass"
         else f"{failing} comparison(s) out of tolerance"
         if failing
-        else "outputs agree; the parameter count or gradients do not"
+        else "outputs agree; the parameters or gradients do not (see above)"
     )
     console.print(f"[bold {colour}]{verdict.upper()}[/]: {detail}")

@@ -28,10 +28,12 @@ REPO = Path(__file__).resolve().parents[2]
 ZOO_FILE = REPO / "models" / "zoo.py"
 PAIRS = ["tf-ort", "tf-torch", "ort-torch"]
 
-DENSE_2_MATMUL = "dense_mlp_1/dense_2_1/MatMul"
-DENSE_2_KERNEL = "dense_mlp_1/dense_2_1/Cast/ReadVariableOp:0"
-DENSE_2_RELU = "dense_mlp_1/dense_2_1/Relu"
-SOFTMAX = "dense_mlp_1/probabilities_1/Softmax"
+# The stateless export traces the layers' calls (no model name scope) and names each
+# variable's initializer after its path.
+DENSE_2_MATMUL = "dense_2_1/MatMul"
+DENSE_2_KERNEL = "dense_2/kernel"
+DENSE_2_RELU = "dense_2_1/Relu"
+SOFTMAX = "probabilities_1/Softmax"
 
 WRONG_RELU_PATCH = '''\
 """Test-only patch: the last Relu becomes tf2torch::TestWrongRelu, whose ONNX form is Relu
@@ -126,14 +128,16 @@ def test_passing_model_exits_0_and_agrees_with_convert(tmp_path: Path, capsys) -
     assert data["first_divergence"] == {pair: None for pair in PAIRS}
     assert data["torch_program"]["pass"] is True
     nodes = {n["onnx_node"]: n for n in data["nodes"]}
-    conv = nodes["cnn_1/conv_1/BiasAdd"]
+    conv = nodes["conv_1/BiasAdd"]
     assert conv["op_type"] == "Conv" and conv["tf_type"] == "BiasAdd"
     # TF's NHWC tensor is compared with ONNX's NCHW one, not skipped.
     assert conv["outputs"][0]["tf_layout"] == "nhwc->nchw"
     assert all(conv["pairs"][p]["status"] == "ok" for p in PAIRS)
     # A tf2onnx-made node has no TF tensor of its name: it is matched to the TF tensor it
     # computes, and the cell says how (diff.json too).
-    transpose = next(n for n in data["nodes"] if n["onnx_node"].startswith("Transpose__"))
+    transpose = next(
+        n for n in data["nodes"] if n["op_type"] == "Transpose" and "__" in n["onnx_node"]
+    )
     assert transpose["pairs"]["tf-ort"]["status"] == "ok"
     assert "tf2onnx made this tensor: matched to TF" in transpose["pairs"]["tf-ort"]["note"]
     assert transpose["outputs"][0]["tf_match"]["by"] in ("value", "layout")
@@ -242,7 +246,7 @@ def test_wrong_torch_converter_is_named(runs: Path, patch_dir: Path, capsys) -> 
 
 def test_float16_path_is_reported_with_its_size(dense_mlp_run: Path, tmp_path: Path) -> None:
     run = _copy(dense_mlp_run, tmp_path)
-    hidden = "dense_mlp_1/dense_1_1/Relu:0"
+    hidden = "dense_1_1/Relu:0"
 
     def half_precision(model: onnx.ModelProto) -> None:
         for node in model.graph.node:
