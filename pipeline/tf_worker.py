@@ -684,6 +684,20 @@ def _write_variables_and_gradients(
     return meta
 
 
+def _model_names(model: Any) -> dict[str, Any]:
+    """The Keras model's name and its layers (nested ones too) as ``{"name", "class"}``, for
+    the generated code's class and variable names; empty for a SavedModel."""
+    if model is None:
+        return {"model_name": None, "layers": []}
+    return {
+        "model_name": model.name,
+        "layers": [
+            {"name": layer.name, "class": type(layer).__name__}
+            for layer in model._flatten_layers(include_self=False, recursive=True)
+        ],
+    }
+
+
 def handle(request: dict[str, Any]) -> dict[str, Any]:
     """Do the request's work and return the JSON-ready result (see the module docstring)."""
     import onnx
@@ -737,6 +751,7 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
     return {
         "inputs": [s.to_json() for s in specs],
         "outputs": output_names,
+        **_model_names(loaded.keras_model),
         "timings": timings,
         "variables": variables,
         "scaling": loaded.scaling,

@@ -1,0 +1,37 @@
+"""Code generation: the imported graph written out as a readable ``torch_model/`` package.
+
+``emit_package`` turns the import stage's ``torch.fx.GraphModule`` (onnx2torch + our
+converters, TF variables already adopted as named parameters) into ``model.py`` -- one
+``nn.Module`` class named after the Keras model, ``torch.nn`` modules named after the Keras
+layers, one statement per op in ``forward`` -- plus ``weights.safetensors`` and an
+``__init__.py`` with ``load_model()``.  The package imports torch (and safetensors) only.
+
+Modules: :mod:`~pipeline.codegen.naming` (the one sanitising rule, temporaries named after
+layers), :mod:`~pipeline.codegen.simplify` (exact clean-ups of the graph),
+:mod:`~pipeline.codegen.translators` (one expression per op class),
+:mod:`~pipeline.codegen.modules` (constructors of modules with weights),
+:mod:`~pipeline.codegen.emit` (the walk that writes the class) and
+:mod:`~pipeline.codegen.package` (the files, and importing them afresh).
+"""
+
+from pipeline.codegen.package import (
+    MODEL_PY,
+    PACKAGE,
+    WEIGHTS,
+    CodegenFailed,
+    EmittedPackage,
+    emit_package,
+    import_package,
+    load_generated,
+)
+
+__all__ = [
+    "MODEL_PY",
+    "PACKAGE",
+    "WEIGHTS",
+    "CodegenFailed",
+    "EmittedPackage",
+    "emit_package",
+    "import_package",
+    "load_generated",
+]

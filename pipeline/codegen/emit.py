@@ -1,0 +1,475 @@
+"""Write the imported graph out as the source of one ``nn.Module`` class.
+
+The walk over the (simplified) FX graph gives one statement per node, in graph order (which
+is the Keras layer order tf2onnx exported).  Three kinds of node make no statement:
+
+- weights (``get_attr`` of a table tensor) are read as ``self.<path>``;
+- small constants (one element, not changing the result's shape) are inlined as literals;
+  other constants become buffers of the class, registered in ``__init__``;
+- modules that hold weights are attributes built in ``__init__``
+  (:mod:`pipeline.codegen.modules`) and called as ``self.<path>(...)``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from onnx2torch.node_converters.constant import OnnxConstant
+from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+
+from pipeline.codegen import literals, modules, translators
+from pipeline.codegen.naming import (
+    ScopeReader,
+    TemporaryNames,
+    attribute_name,
+    attribute_path,
+    sanitize,
+    snake,
+)
+from pipeline.converters.recurrent import OnnxRecurrent
+
+_OP_NUMBER = re.compile(r"(__\d+|_\d+)+$")
+_INLINE_USERS = ("OnnxBinaryMathOperation", "OnnxCompare", "OnnxPow", "OnnxMinMax", "OnnxWhere")
+
+
+@dataclass
+class Attribute:
+    """Something ``__init__`` creates: a module, or a parameter / buffer tensor."""
+
+    path: str
+    original: str
+    """Its path in the imported module (state-dict keys are renamed from it)."""
+    module: nn.Module | None = None
+    tensor: torch.Tensor | None = None
+    parameter: bool = False
+    trainable: bool = True
+
+
+@dataclass
+class EmittedSource:
+    """``model.py``'s text and the state dict its class loads."""
+
+    source: str
+    state: dict[str, torch.Tensor]
+    renames: dict[str, str]
+    """Old state-dict key (the imported module's) → the generated module's, where they differ."""
+    helper_ops: list[str]
+    """``helper (op class)`` for each op written through a helper function."""
+    transposes: int
+    """Transpose/permute calls in ``forward``."""
+    untranslatable: list[str] = field(default_factory=list)
+
+
+class CodegenError(Exception):
+    """The graph holds ops with no translator or modules with no constructor (all listed)."""
+
+
+def _meta(node: object) -> TensorMetadata | None:
+    if isinstance(node, torch.fx.Node):
+        meta = node.meta.get("tensor_meta")
+        return meta if isinstance(meta, TensorMetadata) else None
+    return None
+
+
+class _Writer:
+    def __init__(
+        self,
+        gm: torch.fx.GraphModule,
+        table_names: Collection[str],
+        input_names: Sequence[str],
+        reader: ScopeReader,
+        layer_classes: Mapping[str, str],
+    ) -> None:
+        self.gm = gm
+        self.table_names = set(table_names)
+        self.reader = reader
+        self.layer_classes = dict(layer_classes)
+        self.sanitized_layers = {sanitize(name): name for name in layer_classes}
+        self.nodes = list(gm.graph.nodes)
+        self.index = {node: i for i, node in enumerate(self.nodes)}
+        self.last_use = {
+            node: max((self.index[u] for u in node.users), default=self.index[node])
+            for node in self.nodes
+        }
+        self.placeholders = [n for n in self.nodes if n.op == "placeholder"]
+        self.input_names = [sanitize(name) for name in input_names]
+        self.names = TemporaryNames(reserved=self.input_names)
+        self.attributes: dict[str, Attribute] = {}
+        self.rendered: dict[torch.fx.Node, str] = {}
+        self.bases: dict[torch.fx.Node, str] = {}
+        self.helpers: set[str] = set()
+        self.helper_ops: list[str] = []
+        self.classes: dict[type, str] = {}
+        self.missing: list[str] = []
+        self.device_of = self.input_names[0] if self.input_names else "self"
+
+    # ------------------------------------------------------------------ attributes
+
+    def _add(self, attribute: Attribute) -> str:
+        existing = self.attributes.get(attribute.path)
+        if existing is not None and existing.original != attribute.original:
+            raise CodegenError(f"two tensors want the attribute {attribute.path}")
+        self.attributes[attribute.path] = attribute
+        return f"self.{attribute.path}"
+
+    def _free_attribute(self, base: str) -> str:
+        tops = {path.split(".")[0] for path in self.attributes}
+        name, n = attribute_name(base), 1
+        while name in tops:
+            name, n = f"{attribute_name(base)}_{n}", n + 1
+        return name
+
+    def _constant(self, node: torch.fx.Node, value: torch.Tensor) -> str:
+        """A literal, or a buffer named after the op that reads it."""
+        if value.numel() == 1 and self._inlinable(node, value):
+            return literals.number(value.reshape(()).item())
+        user = min(node.users, key=lambda u: self.index[u])
+        name = self._free_attribute(f"{self._base(user)}_constant")
+        return self._add(Attribute(name, str(node.target), tensor=value, parameter=False))
+
+    def _inlinable(self, node: torch.fx.Node, value: torch.Tensor) -> bool:
+        # A Python scalar broadcasts like a 0-d tensor: the result keeps the other operand's
+        # shape and dtype.  A (1,)-shaped constant is the same only where the other operand
+        # already has the result's shape.
+        for user in node.users:
+            module = self.gm.get_submodule(str(user.target)) if user.op == "call_module" else None
+            if type(module).__name__ not in _INLINE_USERS:
+                return False
+            if value.dim() == 0:
+                continue
+            out = _meta(user)
+            others = [_meta(a) for a in user.args if a is not node]
+            if out is None or not any(o is not None and o.shape == out.shape for o in others):
+                return False
+        return not value.dtype.is_complex
+
+    def _weight(self, node: torch.fx.Node) -> str:
+        target = str(node.target)
+        owner, _, attr = target.rpartition(".")
+        tensor = getattr(self.gm.get_submodule(owner) if owner else self.gm, attr)
+        if target in self.table_names or isinstance(tensor, nn.Parameter):
+            return self._add(
+                Attribute(
+                    attribute_path(target),
+                    target,
+                    tensor=tensor,
+                    parameter=isinstance(tensor, nn.Parameter),
+                    trainable=bool(tensor.requires_grad),
+                )
+            )
+        return self._constant(node, tensor)
+
+    def _module_attribute(self, node: torch.fx.Node, module: nn.Module) -> str:
+        target = str(node.target)
+        if isinstance(module, OnnxRecurrent):
+            path = self._recurrent_path(target)
+            attribute = Attribute(attribute_path(path), f"{target}.rnn", module=module.rnn)
+        else:
+            attribute = Attribute(attribute_path(target), target, module=module)
+        custom = modules.CUSTOM_CLASSES.get(type(module))
+        if custom is not None:
+            self.classes[type(module)] = custom.source
+        return self._add(attribute)
+
+    def _recurrent_path(self, target: str) -> str:
+        # Keras puts an LSTM's weights in its cell (`lstm/lstm_cell/kernel`); the torch
+        # module is the layer (`self.lstm`).
+        parts = target.split(".")
+        while len(parts) > 1 and self.layer_classes.get(
+            self.sanitized_layers.get(parts[-1], ""), ""
+        ).endswith("Cell"):
+            parts.pop()
+        return ".".join(parts)
+
+    # ---------------------------------------------------------------------- naming
+
+    def _layers_of(self, node: torch.fx.Node) -> list[str]:
+        target = str(node.target)
+        if node.op == "call_module" and target in self.attribute_targets:
+            return [self.sanitized_layers[p] for p in target.split(".") if p in self.sanitized_layers]
+        if node.op == "call_module":
+            return self.reader.layer_path(target)
+        return []
+
+    def _base(self, node: torch.fx.Node) -> str:
+        if node in self.bases:
+            return self.bases[node]
+        target = str(node.target)
+        if node.op == "call_module" and target in self.attribute_targets:
+            base = "_".join(target.split("."))
+        else:
+            layers = self._layers_of(node)
+            base = "_".join(sanitize(p) for p in layers)
+            if not base:
+                sources = [a for a in node.args if isinstance(a, torch.fx.Node)]
+                base = self._base(sources[0]) if sources else _op_name(target)
+        self.bases[node] = snake(base)
+        return self.bases[node]
+
+    # ------------------------------------------------------------------- rendering
+
+    def _arg(self, value: object) -> str:
+        if isinstance(value, torch.fx.Node):
+            return self.rendered[value]
+        if isinstance(value, list | tuple):
+            return f"[{', '.join(self._arg(v) for v in value)}]"
+        if isinstance(value, torch.dtype):
+            return literals.dtype(value)
+        if isinstance(value, int | float | bool):
+            return literals.number(value)
+        if value is None:
+            return "None"
+        raise CodegenError(f"argument {value!r} has no source form")
+
+    def write_forward(self) -> list[str]:
+        """The body of ``forward``: statements with layer comments, and the return."""
+        self.attribute_targets = {
+            str(n.target)
+            for n in self.nodes
+            if n.op == "call_module"
+            and (
+                any(True for _ in self.gm.get_submodule(str(n.target)).state_dict())
+                or isinstance(self.gm.get_submodule(str(n.target)), OnnxRecurrent)
+            )
+        }
+        for placeholder, name in zip(self.placeholders, self.input_names, strict=True):
+            self.rendered[placeholder] = name
+            self.bases[placeholder] = name
+            self.names.bind(name, self.last_use[placeholder])
+        lines: list[str] = []
+        current_layer: str | None = None
+        for node in self.nodes:
+            if node.op in ("placeholder", "output"):
+                continue
+            if node.op == "get_attr":
+                self.rendered[node] = self._weight(node)
+                continue
+            module = self.gm.get_submodule(str(node.target)) if node.op == "call_module" else None
+            if isinstance(module, OnnxConstant):
+                self.rendered[node] = self._constant(node, module.value)
+                continue
+            expression = self._expression(node, module)
+            if expression is None:
+                continue
+            layers = self._layers_of(node)
+            if layers and layers[0] != current_layer:
+                current_layer = layers[0]
+                layer_class = self.layer_classes.get(current_layer)
+                if layer_class:
+                    lines.append(f"# {current_layer}: {layer_class}")
+            name = self.names.allocate(
+                self._base(node), _op_name(str(node.target)), self.index[node], self.last_use[node]
+            )
+            self.rendered[node] = name
+            lines.append(f"{name} = {expression}")
+        output = next(n for n in self.nodes if n.op == "output")
+        result = output.args[0]
+        values = result if isinstance(result, tuple | list) else (result,)
+        returned = ", ".join(self._arg(v) for v in values)
+        lines.append(f"return {returned}")
+        return lines
+
+    def _expression(self, node: torch.fx.Node, module: nn.Module | None) -> str | None:
+        args = [self._arg(a) for a in node.args]
+        metas = [_meta(a) for a in node.args]
+        attribute = ""
+        if module is not None and str(node.target) in self.attribute_targets:
+            attribute = self._module_attribute(node, module)
+        key: object = module if module is not None else node.target
+        try:
+            if module is None:
+                translator = translators.TRANSLATORS.get(node.target)  # type: ignore[call-overload]
+                if translator is None:
+                    raise translators.UntranslatableError(str(node.target))
+            elif type(module) in modules.CUSTOM_CLASSES:
+                translator = translators.call_attribute
+            else:
+                translator = translators.translator_for(module)
+        except translators.UntranslatableError as exc:
+            self.missing.append(f"{exc} ({node.target})")
+            return "None"
+        context = translators.NodeContext(
+            node=node,
+            module=module,
+            args=args,
+            metas=metas,
+            out=_meta(node),
+            attribute=attribute,
+            device_of=self.device_of,
+        )
+        try:
+            expression = translator(context)
+        except translators.UntranslatableError as exc:
+            self.missing.append(f"{exc} ({node.target})")
+            return "None"
+        for helper in context.helpers:
+            self.helpers.add(helper)
+            self.helper_ops.append(f"{helper} ({type(key).__name__}: {node.target})")
+        return expression
+
+    def write_init(self) -> list[str]:
+        """The body of ``__init__``: containers, modules, parameters and buffers."""
+        lines = ["super().__init__()"]
+        made: set[str] = set()
+        for path, attribute in self.attributes.items():
+            parts = path.split(".")
+            for depth in range(1, len(parts)):
+                container = ".".join(parts[:depth])
+                if container in made:
+                    continue
+                if container in self.attributes:
+                    raise CodegenError(f"{path} would live inside the module {container}")
+                made.add(container)
+                layer = self.sanitized_layers.get(parts[depth - 1])
+                comment = (
+                    f"  # {self.layer_classes[layer]}'s weights"
+                    if layer and self.layer_classes.get(layer)
+                    else ""
+                )
+                lines.append(f"self.{container} = nn.Module(){comment}")
+            made.add(path)
+            lines.extend(self._create(attribute))
+        return lines
+
+    def _create(self, attribute: Attribute) -> list[str]:
+        path = attribute.path
+        if attribute.module is not None:
+            try:
+                lines = [f"self.{path} = {modules.constructor(attribute.module)}"]
+            except modules.ConstructorError as exc:
+                self.missing.append(str(exc))
+                return []
+            for name, parameter in attribute.module.named_parameters():
+                if not parameter.requires_grad:
+                    lines.append(f"self.{path}.{name}.requires_grad_(False)")
+            return lines
+        tensor = attribute.tensor
+        assert tensor is not None
+        dims = ", ".join(str(d) for d in tensor.shape) or "()"
+        dtype = "" if tensor.dtype == torch.float32 else f", dtype={literals.dtype(tensor.dtype)}"
+        empty = f"torch.zeros({dims}{dtype})"
+        if attribute.parameter:
+            frozen = "" if attribute.trainable else ", requires_grad=False"
+            return [f"self.{path} = nn.Parameter({empty}{frozen})"]
+        owner, _, name = path.rpartition(".")
+        target = f"self.{owner}" if owner else "self"
+        return [f'{target}.register_buffer("{name}", {empty})']
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """The generated module's state dict and the renames from the imported module's."""
+        state: dict[str, torch.Tensor] = {}
+        renames: dict[str, str] = {}
+        for path, attribute in self.attributes.items():
+            if attribute.module is not None:
+                for key, value in attribute.module.state_dict().items():
+                    state[f"{path}.{key}"] = value
+                    renames[f"{attribute.original}.{key}"] = f"{path}.{key}"
+            else:
+                assert attribute.tensor is not None
+                state[path] = attribute.tensor.detach()
+                renames[attribute.original] = path
+        return state, {old: new for old, new in renames.items() if old != new}
+
+
+def _is_parameter(gm: torch.fx.GraphModule, target: str) -> bool:
+    owner, _, attr = target.rpartition(".")
+    module = gm.get_submodule(owner) if owner else gm
+    return attr in module._parameters
+
+
+def _op_name(target: str) -> str:
+    last = target.rsplit("/", 1)[-1]
+    return snake(_OP_NUMBER.sub("", last)) or "value"
+
+
+def emit_source(
+    gm: torch.fx.GraphModule,
+    example_inputs: Sequence[torch.Tensor],
+    *,
+    class_name: str,
+    model_name: str | None,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    table_names: Collection[str],
+    layers: Sequence[Mapping[str, str]] = (),
+) -> EmittedSource:
+    """The source of ``model.py`` for the simplified graph module ``gm``.
+
+    ``example_inputs`` run the graph once to learn shapes and dtypes.  ``layers`` are the
+    Keras layers (``{"name", "class"}``) that name temporaries and comments;
+    ``table_names`` are the parameter table's torch names (kept at their paths).  Raises
+    :class:`CodegenError` listing every op without a translator.
+    """
+    ShapeProp(gm).propagate(*example_inputs)
+    layer_classes = {str(layer["name"]): str(layer["class"]) for layer in layers}
+    writer = _Writer(
+        gm, table_names, input_names, ScopeReader(layer_classes, model_name), layer_classes
+    )
+    forward = writer.write_forward()
+    init = writer.write_init()
+    if writer.missing:
+        raise CodegenError("no readable form for: " + "; ".join(writer.missing))
+    state, renames = writer.state()
+    source = _file(
+        class_name,
+        model_name,
+        writer.input_names,
+        output_names,
+        init,
+        forward,
+        [translators.HELPERS[h].strip() for h in sorted(writer.helpers)],
+        list(writer.classes.values()),
+    )
+    transposes = sum(len(re.findall(r"\.(permute|transpose)\(", line)) for line in forward)
+    return EmittedSource(source, state, renames, sorted(writer.helper_ops), transposes)
+
+
+def _file(
+    class_name: str,
+    model_name: str | None,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    init: Sequence[str],
+    forward: Sequence[str],
+    helpers: Sequence[str],
+    classes: Sequence[str],
+) -> str:
+    body = "\n".join([*init, *forward])
+    uses_functional = "F." in body or any("F." in h for h in [*helpers, *classes])
+    imports = ["import torch"]
+    if uses_functional:
+        imports.append("import torch.nn.functional as F")
+    imports.append("from torch import nn")
+    described = f"the Keras model ``{model_name}``" if model_name else "a TensorFlow model"
+    returns = ", ".join(output_names)
+    header = [
+        f'"""{class_name}: {described}, as PyTorch code generated by tf2torch.',
+        "",
+        "Inputs and outputs keep the Keras layout (channels last).  The weights are in",
+        "``weights.safetensors`` beside this file; ``load_model()`` in ``__init__.py`` loads them.",
+        '"""',
+        "",
+        "from __future__ import annotations",
+        "",
+        *imports,
+    ]
+    blocks = ["\n".join(header), *helpers, *(c.strip() for c in classes)]
+    signature = ", ".join(f"{name}: torch.Tensor" for name in input_names)
+    result_type = "torch.Tensor" if len(output_names) == 1 else "tuple[torch.Tensor, ...]"
+    class_lines = [
+        f"class {class_name}(nn.Module):",
+        f'    """{described[0].upper()}{described[1:]}: ``forward({", ".join(input_names)})`` '
+        f'returns ``{returns}``."""',
+        "",
+        "    def __init__(self) -> None:",
+        *(f"        {line}" for line in init),
+        "",
+        f"    def forward(self, {signature}) -> {result_type}:",
+        *(f"        {line}" for line in forward),
+    ]
+    blocks.append("\n".join(class_lines))
+    return "\n\n\n".join(blocks) + "\n"
