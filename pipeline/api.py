@@ -20,6 +20,7 @@ import torch
 
 from pipeline import compare, report
 from pipeline.batchnorm import keep_batchnorm
+from pipeline.codegen import PACKAGE, emit_package, load_generated, renamed_entries
 from pipeline.errors import BadInputError, UnsupportedOpsError
 from pipeline.gradients import compare_gradients, torch_gradients
 from pipeline.ort_runner import OrtRunner
@@ -249,10 +250,25 @@ def convert(
                     [tf_variables[f"value/{i}"] for i in range(len(exported.variables))],
                 )
             eager.eval()
-            rep.parameters = parameter_table(parameters, exported.variables)
             example = [inputs[s.name] for s in exported.inputs]
-            export_program(eager, example, staging / PT2)
-            module = load_program(staging / PT2)
+            # -- issue 14: the generated torch_model/ package is the module that is
+            # compared, gradient-checked and exported (one model, one proof).
+            emitted = emit_package(
+                eager,
+                parameter_table(parameters, exported.variables),
+                staging,
+                model_name=exported.model_name,
+                input_names=[s.name for s in exported.inputs],
+                output_names=exported.outputs,
+                example_inputs=example,
+                layers=exported.layers,
+            )
+            parameters = renamed_entries(parameters, emitted.renames)
+            rep.parameters = parameter_table(parameters, exported.variables)
+            rep.torch_model = emitted.to_json()
+            module = load_generated(emitted.path)
+            export_program(module, example, staging / PT2)
+            # -- end issue 14
             attach_table(module, rep.parameters)
 
         notify("compare")
@@ -301,6 +317,7 @@ def convert(
             "onnx": ONNX,
             "torch_program": PT2,
             "golden": GOLDEN,
+            "torch_model": PACKAGE,
             "report_json": report.REPORT_JSON,
             "report_md": report.REPORT_MD,
         }
@@ -328,7 +345,9 @@ def convert(
 
 
 def load_torch(run_dir: str | Path) -> torch.nn.Module:
-    """Load a run's PyTorch module (``model.pt2``) with torch alone, never TensorFlow.
+    """Load a run's PyTorch module with torch alone, never TensorFlow: the generated
+    ``torch_model/`` package's ``load_model()`` (imported afresh from the run's files), or
+    ``model.pt2`` for a run made before code generation.
 
     The module carries the run's parameter table (``report.json``'s ``parameters``) as
     ``module.tf2torch_parameters``, for :func:`pipeline.init.reset_parameters` and
@@ -339,7 +358,8 @@ def load_torch(run_dir: str | Path) -> torch.nn.Module:
     path = Path(run_dir) / PT2
     if not path.is_file():
         raise BadInputError(f"{run_dir} is not a tf2torch run directory (no {PT2})")
-    module = load_program(path)
+    package = Path(run_dir) / PACKAGE
+    module = load_generated(package) if package.is_dir() else load_program(path)
     _restore_requires_grad(module, Path(run_dir) / report.REPORT_JSON)
     return module
 

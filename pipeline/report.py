@@ -76,6 +76,8 @@ class Report:
     artifacts: dict[str, str] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     scaling: dict[str, Any] | None = None
+    torch_model: dict[str, Any] | None = None
+    """The generated ``torch_model/`` package: class, helper-emitted ops, transpose count."""
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @contextmanager
@@ -122,6 +124,7 @@ class Report:
             "artifacts": self.artifacts,
             "versions": self.versions,
             "scaling": self.scaling,
+            "torch_model": self.torch_model,
         }
 
     def write(self, run_dir: Path) -> None:

@@ -23,6 +23,7 @@ from pipeline.codegen.package import (
     emit_package,
     import_package,
     load_generated,
+    renamed_entries,
 )
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "emit_package",
     "import_package",
     "load_generated",
+    "renamed_entries",
 ]

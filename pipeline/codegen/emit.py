@@ -54,6 +54,7 @@ class EmittedSource:
     """``model.py``'s text and the state dict its class loads."""
 
     source: str
+    class_name: str
     state: dict[str, torch.Tensor]
     renames: dict[str, str]
     """Old state-dict key (the imported module's) → the generated module's, where they differ."""
@@ -166,7 +167,7 @@ class _Writer:
     def _module_attribute(self, node: torch.fx.Node, module: nn.Module) -> str:
         target = str(node.target)
         if isinstance(module, OnnxRecurrent):
-            path = self._recurrent_path(target)
+            path = self._kept_path(node)
             attribute = Attribute(attribute_path(path), f"{target}.rnn", module=module.rnn)
         else:
             attribute = Attribute(attribute_path(target), target, module=module)
@@ -187,10 +188,16 @@ class _Writer:
 
     # ---------------------------------------------------------------------- naming
 
+    def _kept_path(self, node: torch.fx.Node) -> str:
+        target = str(node.target)
+        module = self.gm.get_submodule(target)
+        return self._recurrent_path(target) if isinstance(module, OnnxRecurrent) else target
+
     def _layers_of(self, node: torch.fx.Node) -> list[str]:
         target = str(node.target)
         if node.op == "call_module" and target in self.attribute_targets:
-            return [self.sanitized_layers[p] for p in target.split(".") if p in self.sanitized_layers]
+            parts = self._kept_path(node).split(".")
+            return [self.sanitized_layers[p] for p in parts if p in self.sanitized_layers]
         if node.op == "call_module":
             return self.reader.layer_path(target)
         return []
@@ -200,7 +207,7 @@ class _Writer:
             return self.bases[node]
         target = str(node.target)
         if node.op == "call_module" and target in self.attribute_targets:
-            base = "_".join(target.split("."))
+            base = "_".join(self._kept_path(node).split("."))
         else:
             layers = self._layers_of(node)
             base = "_".join(sanitize(p) for p in layers)
@@ -315,7 +322,19 @@ class _Writer:
         """The body of ``__init__``: containers, modules, parameters and buffers."""
         lines = ["super().__init__()"]
         made: set[str] = set()
-        for path, attribute in self.attributes.items():
+        # Grouped by container (all of `mha.query` together), in order of first use.
+        first_use: dict[str, int] = {}
+        for i, path in enumerate(self.attributes):
+            parts = path.split(".")
+            for depth in range(1, len(parts) + 1):
+                first_use.setdefault(".".join(parts[:depth]), i)
+
+        def order(path: str) -> tuple[int, ...]:
+            parts = path.split(".")
+            return tuple(first_use[".".join(parts[:d])] for d in range(1, len(parts) + 1))
+
+        for path in sorted(self.attributes, key=order):
+            attribute = self.attributes[path]
             parts = path.split(".")
             for depth in range(1, len(parts)):
                 container = ".".join(parts[:depth])
@@ -414,6 +433,9 @@ def emit_source(
     if writer.missing:
         raise CodegenError("no readable form for: " + "; ".join(writer.missing))
     state, renames = writer.state()
+    taken = {cls.__name__ for cls in writer.classes} | set(writer.helpers)
+    while class_name in taken:
+        class_name += "Model"
     source = _file(
         class_name,
         model_name,
@@ -425,7 +447,9 @@ def emit_source(
         list(writer.classes.values()),
     )
     transposes = sum(len(re.findall(r"\.(permute|transpose)\(", line)) for line in forward)
-    return EmittedSource(source, state, renames, sorted(writer.helper_ops), transposes)
+    return EmittedSource(
+        source, class_name, state, renames, sorted(writer.helper_ops), transposes
+    )
 
 
 def _file(

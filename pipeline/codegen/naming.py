@@ -74,15 +74,16 @@ class ScopeReader:
 
     tf2onnx names nodes after their TF op: ``<model>_1/<layer>_1/<sub-layer>_1/<op>``, where
     TF made each scope unique by appending ``_N`` (Keras calls the model once while building
-    it, so the exported call's scopes end in ``_1``).  With the model's layer names known, a
-    scope part is a layer when it is one, or is one plus ``_N``; other parts (``Tensordot``,
-    ``batchnorm``) are the op's own scopes and are dropped.  Without layer names (a
-    SavedModel), every scope part but the first (the model) is kept.
+    it, so the exported call's scopes end in ``_1``).  The model's own scope is dropped first.
+    With the model's layer names known, a scope part is a layer when it is one, or is one
+    plus ``_N``; other parts (``Tensordot``, ``batchnorm``) are the op's own scopes and are
+    dropped.  Without layer names (a SavedModel), every scope part is kept.
     """
 
     def __init__(self, layer_names: Collection[str], model_name: str | None) -> None:
         self.layers = set(layer_names)
-        self.model_parts = set((model_name or "").replace(".", "/").split("/")) - {""}
+        # TF turns a "." in the model's name into a scope separator.
+        self.model_scope = [p for p in (model_name or "").replace(".", "/").split("/") if p]
 
     def _layer(self, part: str) -> str | None:
         if part in self.layers:
@@ -90,15 +91,24 @@ class ScopeReader:
         stripped = re.sub(r"_\d+$", "", part)
         return stripped if stripped in self.layers else None
 
+    def _without_model(self, scopes: list[str]) -> list[str]:
+        """``scopes`` without the model's own outermost scope (``cnn_1``), if present."""
+        size = len(self.model_scope)
+        head = scopes[:size]
+        if size and len(head) == size and head[:-1] == self.model_scope[:-1]:
+            last = re.sub(r"_\d+$", "", head[-1])
+            if self.model_scope[-1] in (head[-1], last):
+                return scopes[size:]
+        return scopes
+
     def layer_path(self, onnx_name: str) -> list[str]:
         """The Keras layer names in ``onnx_name``'s scopes, outermost first (may be empty)."""
         parts = [p for p in onnx_name.split("/") if p]
-        scopes = parts[:-1]
+        scopes = self._without_model(parts[:-1])
         if self.layers:
             found = [self._layer(p) for p in scopes]
             return [p for p in found if p is not None]
-        kept = [re.sub(r"_\d+$", "", p) for p in scopes[1:]]
-        return [p for p in kept if p and p not in self.model_parts]
+        return [p for p in (re.sub(r"_\d+$", "", s) for s in scopes) if p]
 
 
 class TemporaryNames:

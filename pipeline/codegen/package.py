@@ -8,6 +8,7 @@ files, so what runs is what was written.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.util
 import itertools
 import shutil
@@ -26,6 +27,7 @@ from pipeline.codegen.emit import CodegenError, emit_source
 from pipeline.codegen.naming import class_name as camel_class_name
 from pipeline.codegen.simplify import simplify
 from pipeline.errors import Tf2TorchError
+from pipeline.parameters import ParameterEntry
 
 PACKAGE = "torch_model"
 MODEL_PY = "model.py"
@@ -139,6 +141,7 @@ def emit_package(
         )
     except CodegenError as exc:
         raise CodegenFailed(f"codegen: {exc}") from exc
+    name = emitted.class_name
     # Renames compose: simplify moved some tensors, the writer moved others.
     combined = {old: emitted.renames.get(new, new) for old, new in renames.items()}
     combined.update({k: v for k, v in emitted.renames.items() if k not in renames.values()})
@@ -185,3 +188,16 @@ def import_package(path: str | Path) -> Any:
 def load_generated(path: str | Path) -> torch.nn.Module:
     """``load_model()`` of the package at ``path``, imported afresh."""
     return import_package(path).load_model()  # type: ignore[no-any-return]
+
+
+def renamed_entries(
+    entries: Sequence[ParameterEntry], renames: Mapping[str, str]
+) -> list[ParameterEntry]:
+    """The parameter table's entries with torch names moved as the generated module has
+    them (``lstm.lstm_cell.rnn.weight_ih_l0`` → ``lstm.weight_ih_l0``)."""
+    return [
+        dataclasses.replace(e, torch_name=renames.get(e.torch_name, e.torch_name))
+        if e.torch_name
+        else e
+        for e in entries
+    ]

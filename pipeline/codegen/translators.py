@@ -521,7 +521,8 @@ def _slice(ctx: NodeContext) -> str:
     for i, s in enumerate(module.slices):
         start, end = bounds[2 * i], bounds[2 * i + 1]
         start = "" if start == "0" else start
-        end = "" if end.lstrip("-").isdigit() and int(end) >= 2**62 else end
+        # ONNX writes "to the end" as a huge end (INT32_MAX, INT64_MAX).
+        end = "" if end.lstrip("-").isdigit() and int(end) >= 2**31 - 1 else end
         index[s.axis] = f"{start}:{end}" + (f":{s.step}" if s.step != 1 else "")
     while index and index[-1] == ":":
         index.pop()
