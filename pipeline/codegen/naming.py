@@ -51,7 +51,7 @@ def attribute_path(path: str) -> str:
 
 def class_name(model_name: str | None, fallback: str = "Model") -> str:
     """The generated class's name: the Keras model's name in CamelCase
-    (``dense_mlp`` → ``DenseMlp``, ``mobilenetv2_1.00_96`` → ``Mobilenetv21_00_96``)."""
+    (``dense_mlp`` → ``DenseMlp``, ``mobilenetv2_1.00_96`` → ``Mobilenetv2_1_00_96``)."""
     words = [w for w in re.split(r"[^0-9A-Za-z]+", model_name or "") if w]
     name = ""
     for word in words:
