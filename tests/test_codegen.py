@@ -27,6 +27,7 @@ from pipeline.codegen.naming import ScopeReader, TemporaryNames, class_name, san
 from pipeline.converters.recurrent import ReverseSequence
 from pipeline.ort_runner import OrtRunner
 from pipeline.parameters import _sanitize as parameters_sanitize
+from pipeline.run_dir import write_npz
 from pipeline.torch_import import export_program, load_program
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +98,9 @@ class Converted:
 
 
 @pytest.fixture(scope="module", params=MODELS)
-def converted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Converted:
+def converted(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Converted:
     name = request.param
     entry = ZOO[name]
     run_dir = tmp_path_factory.mktemp("codegen") / name
@@ -154,9 +157,17 @@ def test_package_stands_alone_and_matches_onnx_runtime_at_batch_1_and_7(
 ) -> None:
     arrays = _batches(converted)
     inputs_npz, out_npz = tmp_path / "inputs.npz", tmp_path / "outputs.npz"
-    np.savez(inputs_npz, **arrays)
+    write_npz(inputs_npz, arrays)
     done = subprocess.run(
-        [sys.executable, "-I", "-c", STANDALONE, str(converted.run_dir), str(inputs_npz), str(out_npz)],
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            STANDALONE,
+            str(converted.run_dir),
+            str(inputs_npz),
+            str(out_npz),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -204,7 +215,9 @@ def test_torch_export_of_the_generated_module_keeps_the_batch_dynamic(
     module = import_package(converted.package).load_model()
     arrays = _batches(converted)
     export_program(
-        module, [arrays[f"7/{i}_{n}"] for i, n in enumerate(converted.input_names)], tmp_path / "m.pt2"
+        module,
+        [arrays[f"7/{i}_{n}"] for i, n in enumerate(converted.input_names)],
+        tmp_path / "m.pt2",
     )
     program = load_program(tmp_path / "m.pt2")
     args = [torch.from_numpy(arrays[f"1/{i}_{n}"]) for i, n in enumerate(converted.input_names)]
@@ -282,13 +295,20 @@ def test_helper_ops_are_written_into_the_file_and_listed(tmp_path: Path) -> None
     x = torch.randn(5, 3, 4)
     lengths = torch.tensor([5, 2, 4])
     package = emit_package(
-        gm, [], tmp_path, model_name="rev", input_names=["x", "lengths"],
-        output_names=["y"], example_inputs=[x, lengths],
+        gm,
+        [],
+        tmp_path,
+        model_name="rev",
+        input_names=["x", "lengths"],
+        output_names=["y"],
+        example_inputs=[x, lengths],
     )
     assert package.helper_ops == ["reverse_sequence (ReverseSequence: reverse)"]
     text = (package.path / "model.py").read_text()
     assert "def reverse_sequence(" in text
-    torch.testing.assert_close(import_package(package.path).load_model()(x, lengths), gm(x, lengths))
+    torch.testing.assert_close(
+        import_package(package.path).load_model()(x, lengths), gm(x, lengths)
+    )
 
 
 def test_an_op_without_translator_fails_naming_it(tmp_path: Path) -> None:
@@ -299,7 +319,12 @@ def test_an_op_without_translator_fails_naming_it(tmp_path: Path) -> None:
     gm = _trace(Uses())
     with pytest.raises(CodegenFailed, match="_Unknown"):
         emit_package(
-            gm, [], tmp_path, model_name="rev", input_names=["x", "lengths"],
-            output_names=["y"], example_inputs=[torch.randn(5, 3, 4), torch.tensor([5, 2, 4])],
+            gm,
+            [],
+            tmp_path,
+            model_name="rev",
+            input_names=["x", "lengths"],
+            output_names=["y"],
+            example_inputs=[torch.randn(5, 3, 4), torch.tensor([5, 2, 4])],
         )
     assert not (tmp_path / "torch_model").exists()

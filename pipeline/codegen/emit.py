@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 from onnx2torch.node_converters.constant import OnnxConstant
+from onnx2torch.node_converters.transpose import OnnxTranspose
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
@@ -30,8 +31,11 @@ from pipeline.codegen.naming import (
     sanitize,
     snake,
 )
+from pipeline.codegen.simplify import RecurrentSequence
 from pipeline.converters.recurrent import OnnxRecurrent
 
+_RECURRENT = (OnnxRecurrent, RecurrentSequence)
+"""Wrappers whose ``rnn`` (``nn.LSTM``/``nn.GRU``) is the attribute of the generated class."""
 _OP_NUMBER = re.compile(r"(__\d+|_\d+)+$")
 _INLINE_USERS = ("OnnxBinaryMathOperation", "OnnxCompare", "OnnxPow", "OnnxMinMax", "OnnxWhere")
 
@@ -98,7 +102,7 @@ class _Writer:
         }
         self.placeholders = [n for n in self.nodes if n.op == "placeholder"]
         self.input_names = [sanitize(name) for name in input_names]
-        self.names = TemporaryNames(reserved=self.input_names)
+        self.names = TemporaryNames()
         self.attributes: dict[str, Attribute] = {}
         self.rendered: dict[torch.fx.Node, str] = {}
         self.bases: dict[torch.fx.Node, str] = {}
@@ -166,7 +170,7 @@ class _Writer:
 
     def _module_attribute(self, node: torch.fx.Node, module: nn.Module) -> str:
         target = str(node.target)
-        if isinstance(module, OnnxRecurrent):
+        if isinstance(module, _RECURRENT):
             path = self._kept_path(node)
             attribute = Attribute(attribute_path(path), f"{target}.rnn", module=module.rnn)
         else:
@@ -191,9 +195,18 @@ class _Writer:
     def _kept_path(self, node: torch.fx.Node) -> str:
         target = str(node.target)
         module = self.gm.get_submodule(target)
-        return self._recurrent_path(target) if isinstance(module, OnnxRecurrent) else target
+        return self._recurrent_path(target) if isinstance(module, _RECURRENT) else target
+
+    def _is_layout(self, node: torch.fx.Node) -> bool:
+        # tf2onnx names the transposes it inserts or moves after a neighbouring op, so their
+        # scope says little: they are named after the tensor they rearrange.
+        if node.op != "call_module":
+            return False
+        return isinstance(self.gm.get_submodule(str(node.target)), OnnxTranspose)
 
     def _layers_of(self, node: torch.fx.Node) -> list[str]:
+        if self._is_layout(node):
+            return []
         target = str(node.target)
         if node.op == "call_module" and target in self.attribute_targets:
             parts = self._kept_path(node).split(".")
@@ -209,7 +222,7 @@ class _Writer:
         if node.op == "call_module" and target in self.attribute_targets:
             base = "_".join(self._kept_path(node).split("."))
         else:
-            layers = self._layers_of(node)
+            layers = [] if self._is_layout(node) else self._layers_of(node)
             base = "_".join(sanitize(p) for p in layers)
             if not base:
                 sources = [a for a in node.args if isinstance(a, torch.fx.Node)]
@@ -240,15 +253,14 @@ class _Writer:
             if n.op == "call_module"
             and (
                 any(True for _ in self.gm.get_submodule(str(n.target)).state_dict())
-                or isinstance(self.gm.get_submodule(str(n.target)), OnnxRecurrent)
+                or isinstance(self.gm.get_submodule(str(n.target)), _RECURRENT)
             )
         }
         for placeholder, name in zip(self.placeholders, self.input_names, strict=True):
             self.rendered[placeholder] = name
             self.bases[placeholder] = name
             self.names.bind(name, self.last_use[placeholder])
-        lines: list[str] = []
-        current_layer: str | None = None
+        statements: list[tuple[str | None, str]] = []  # (outermost layer, statement)
         for node in self.nodes:
             if node.op in ("placeholder", "output"):
                 continue
@@ -263,21 +275,28 @@ class _Writer:
             if expression is None:
                 continue
             layers = self._layers_of(node)
-            if layers and layers[0] != current_layer:
-                current_layer = layers[0]
-                layer_class = self.layer_classes.get(current_layer)
-                if layer_class:
-                    lines.append(f"# {current_layer}: {layer_class}")
             name = self.names.allocate(
                 self._base(node), _op_name(str(node.target)), self.index[node], self.last_use[node]
             )
             self.rendered[node] = name
-            lines.append(f"{name} = {expression}")
+            statements.append((layers[0] if layers else None, f"{name} = {expression}"))
         output = next(n for n in self.nodes if n.op == "output")
         result = output.args[0]
         values = result if isinstance(result, tuple | list) else (result,)
         returned = ", ".join(self._arg(v) for v in values)
-        lines.append(f"return {returned}")
+        return [*self._with_layer_comments(statements), f"return {returned}"]
+
+    def _with_layer_comments(self, statements: Sequence[tuple[str | None, str]]) -> list[str]:
+        """A ``# layer: Class`` line before each run of two or more statements of one Keras
+        layer (a lone statement already names its layer in its variable)."""
+        lines: list[str] = []
+        for i, (layer, statement) in enumerate(statements):
+            starts = layer is not None and (i == 0 or statements[i - 1][0] != layer)
+            continues = i + 1 < len(statements) and statements[i + 1][0] == layer
+            layer_class = self.layer_classes.get(layer or "")
+            if starts and continues and layer_class:
+                lines.append(f"# {layer}: {layer_class}")
+            lines.append(statement)
         return lines
 
     def _expression(self, node: torch.fx.Node, module: nn.Module | None) -> str | None:
@@ -447,9 +466,7 @@ def emit_source(
         list(writer.classes.values()),
     )
     transposes = sum(len(re.findall(r"\.(permute|transpose)\(", line)) for line in forward)
-    return EmittedSource(
-        source, class_name, state, renames, sorted(writer.helper_ops), transposes
-    )
+    return EmittedSource(source, class_name, state, renames, sorted(writer.helper_ops), transposes)
 
 
 def _file(

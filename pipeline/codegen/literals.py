@@ -59,5 +59,5 @@ def shape_expr(expr: Expr, dim_of: Callable[[DimOf], str]) -> str:
     if expr.op in ("max", "min"):
         # torch.sym_max keeps a symbolic batch dim symbolic under torch.export.
         return f"torch.sym_{expr.op}({lhs}, {rhs})"
-    wrap = (lambda s: f"({s})" if " " in s else s)  # noqa: E731 -- one-line parenthesiser
+    wrap = lambda s: f"({s})" if " " in s else s  # noqa: E731 -- one-line parenthesiser
     return f"{wrap(lhs)} {_INFIX[expr.op]} {wrap(rhs)}"

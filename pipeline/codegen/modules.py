@@ -29,7 +29,7 @@ class ConstructorError(Exception):
 def _opt(name: str, value: object, default: object) -> str:
     if value == default:
         return ""
-    text = literals.int_or_tuple(value) if isinstance(value, tuple | list) else repr(value)  # type: ignore[arg-type]
+    text = literals.int_or_tuple(value) if isinstance(value, tuple | list) else repr(value)
     return f", {name}={text}"
 
 

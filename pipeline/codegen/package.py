@@ -187,7 +187,7 @@ def import_package(path: str | Path) -> Any:
 
 def load_generated(path: str | Path) -> torch.nn.Module:
     """``load_model()`` of the package at ``path``, imported afresh."""
-    return import_package(path).load_model()  # type: ignore[no-any-return]
+    return import_package(path).load_model()
 
 
 def renamed_entries(

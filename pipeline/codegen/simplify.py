@@ -5,7 +5,10 @@
 - an ``nn.Sequential(pad, conv)`` (onnx2torch's asymmetric-padding convolution) becomes a pad
   statement and the convolution at the Sequential's path (``Conv1.1.weight`` →
   ``Conv1.weight``);
-- a recurrent module whose final states nothing reads returns ``Y`` alone;
+- a recurrent module whose final states nothing reads returns ``Y`` alone, and when ``Y`` is
+  only taken apart again into torch's own output (squeezing the one direction, or
+  concatenating the two directions' halves), the module becomes :class:`RecurrentSequence`,
+  which returns torch's output ``(seq, batch, dirs * hidden)`` directly;
 - a Reshape whose target has one run-time entry (the batch) writes it as ``-1``;
 - a 2-D weight read only by row lookups (Keras ``Embedding``: ONNX ``Gather`` on axis 0)
   becomes ``nn.Embedding`` (``embedding.embeddings`` → ``embedding.weight``);
@@ -25,8 +28,12 @@ from onnx2torch.node_converters.identity import OnnxCopyIdentity
 from onnx2torch.node_converters.transpose import OnnxTranspose
 from torch import nn
 
+from onnx2torch.node_converters.concat import OnnxConcat
+from onnx2torch.node_converters.squeeze import OnnxSqueezeStaticAxes
+
 from pipeline.converters.recurrent import OnnxRecurrent
 from pipeline.converters.reshape import StaticReshape
+from pipeline.converters.slice import StaticSlice
 
 _PASS_THROUGH = (OnnxCopyIdentity, nn.Identity, nn.Dropout)
 
@@ -65,7 +72,7 @@ def unwrap_sequentials(gm: torch.fx.GraphModule, renames: dict[str, str]) -> Non
         stateful = [name for name, child in children if any(True for _ in child.state_dict())]
         if len(stateful) > 1:
             continue
-        value: torch.fx.Node = node.args[0]  # type: ignore[assignment]
+        value: torch.fx.Node = node.args[0]
         with gm.graph.inserting_before(node):
             for name, child in children:
                 if name in stateful:
@@ -98,6 +105,79 @@ def recurrent_outputs(gm: torch.fx.GraphModule) -> None:
         for user in users:
             user.replace_all_uses_with(node)
             gm.graph.erase_node(user)
+
+
+class RecurrentSequence(nn.Module):
+    """An ``nn.LSTM``/``nn.GRU`` (time-major, zero initial state) read only for its output
+    sequence: ``(seq, batch, dirs * hidden)``, time-reversed around the call if ``reverse``."""
+
+    def __init__(self, rnn: nn.LSTM | nn.GRU, reverse: bool) -> None:
+        super().__init__()
+        self.rnn = rnn
+        self.reverse = reverse
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The output sequence."""
+        if self.reverse:
+            return self.rnn(x.flip(0))[0].flip(0)
+        return self.rnn(x)[0]
+
+
+def _squeezes_axis_1(gm: torch.fx.GraphModule, node: torch.fx.Node) -> bool:
+    module = _module(gm, node)
+    return isinstance(module, OnnxSqueezeStaticAxes) and list(module.axes or []) == [1]
+
+
+def _direction_halves(gm: torch.fx.GraphModule, y: torch.fx.Node) -> torch.fx.Node | None:
+    """The Concat of ``Y[:, 0]`` and ``Y[:, 1]`` on the last axis, if that is all ``Y``
+    feeds (tf2onnx's form of a Bidirectional layer's concatenated output)."""
+    halves: dict[int, torch.fx.Node] = {}
+    for user in y.users:
+        module = _module(gm, user)
+        if not isinstance(module, StaticSlice) or len(user.args) != 1 or module.flip_dims:
+            return None
+        (axis_slice,) = module.slices
+        start, end = axis_slice.start, axis_slice.end
+        if axis_slice.axis != 1 or axis_slice.step != 1 or start not in (0, 1) or end != start + 1:
+            return None
+        squeezes = list(user.users)
+        if len(squeezes) != 1 or not _squeezes_axis_1(gm, squeezes[0]):
+            return None
+        halves[int(start)] = squeezes[0]
+    if sorted(halves) != [0, 1]:
+        return None
+    concats = {c for half in halves.values() for c in half.users}
+    if len(concats) != 1:
+        return None
+    concat = concats.pop()
+    module = _module(gm, concat)
+    if not isinstance(module, OnnxConcat) or module.axis not in (2, -1):
+        return None
+    return concat if list(concat.args) == [halves[0], halves[1]] else None
+
+
+def recurrent_sequences(gm: torch.fx.GraphModule) -> None:
+    """Time-major recurrent modules whose ``Y`` is only reshaped back into torch's output
+    become :class:`RecurrentSequence` (see the module docstring)."""
+    for node in list(gm.graph.nodes):
+        module = _module(gm, node)
+        if not isinstance(module, OnnxRecurrent) or module.layout != 0 or len(node.args) != 1:
+            continue
+        if module.wanted != (True,):
+            continue
+        if module.rnn.bidirectional:
+            replaced = _direction_halves(gm, node)
+            if replaced is None:
+                continue
+        else:
+            users = list(node.users)
+            if not users or not all(_squeezes_axis_1(gm, u) for u in users):
+                continue
+            replaced = None
+        _set_module(gm, str(node.target), RecurrentSequence(module.rnn, module.reverse))
+        for user in [replaced] if replaced is not None else list(node.users):
+            user.replace_all_uses_with(node)
+        gm.graph.eliminate_dead_code()
 
 
 def reshape_minus_one(gm: torch.fx.GraphModule) -> None:
@@ -161,16 +241,12 @@ def compose_transposes(gm: torch.fx.GraphModule) -> None:
             continue
         source = node.args[0]
         inner = _module(gm, source) if isinstance(source, torch.fx.Node) else None
-        if (
-            isinstance(inner, OnnxTranspose)
-            and inner.perm is not None
-            and len(source.users) == 1  # type: ignore[union-attr]
-        ):
+        if isinstance(inner, OnnxTranspose) and inner.perm is not None and len(source.users) == 1:
             module.perm = [inner.perm[p] for p in module.perm]
-            node.args = (source.args[0],)  # type: ignore[union-attr]
-            gm.graph.erase_node(source)  # type: ignore[arg-type]
+            node.args = (source.args[0],)
+            gm.graph.erase_node(source)
         if list(module.perm) == list(range(len(module.perm))):
-            node.replace_all_uses_with(node.args[0])  # type: ignore[arg-type]
+            node.replace_all_uses_with(node.args[0])
             gm.graph.erase_node(node)
 
 
@@ -180,6 +256,7 @@ def simplify(gm: torch.fx.GraphModule) -> dict[str, str]:
     drop_copies(gm)
     unwrap_sequentials(gm, renames)
     recurrent_outputs(gm)
+    recurrent_sequences(gm)
     reshape_minus_one(gm)
     embeddings(gm, renames)
     compose_transposes(gm)

@@ -50,6 +50,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
 from pipeline.codegen import literals
+from pipeline.codegen.simplify import RecurrentSequence
 from pipeline.converters.constant_of_shape import StaticConstantOfShape
 from pipeline.converters.cumsum import StaticCumSum
 from pipeline.converters.expand import StaticExpand
@@ -210,6 +211,15 @@ def _recurrent(ctx: NodeContext) -> str:
     if wanted != [True] or not module.wanted[0]:
         raise UntranslatableError("OnnxRecurrent returning its final states")
     return f"({y},)"
+
+
+@translates(RecurrentSequence)
+def _recurrent_sequence(ctx: NodeContext) -> str:
+    module = ctx.module
+    assert isinstance(module, RecurrentSequence)
+    if module.reverse:
+        return f"{ctx.attribute}({ctx.args[0]}.flip(0))[0].flip(0)"
+    return f"{ctx.attribute}({ctx.args[0]})[0]"
 
 
 @translates(ReverseSequence)
@@ -454,7 +464,19 @@ def _transpose(ctx: NodeContext) -> str:
     module = ctx.module
     assert isinstance(module, OnnxTranspose)
     perm = module.perm if module.perm is not None else list(range(ctx.rank()))[::-1]
-    return f"{ctx.args[0]}.permute({', '.join(str(p) for p in perm)})"
+    layout = _LAYOUTS.get(tuple(perm), "")
+    return f"{ctx.args[0]}.permute({', '.join(str(p) for p in perm)}){layout}"
+
+
+_LAYOUTS = {
+    (0, 2, 3, 1): "  # channels first -> channels last",
+    (0, 3, 1, 2): "  # channels last -> channels first",
+    (0, 2, 1): "  # (batch, channels, length) <-> (batch, length, channels)",
+    (1, 0, 2): "  # (batch, time, features) <-> (time, batch, features)",
+    (0, 2, 3, 4, 1): "  # channels first -> channels last",
+    (0, 4, 1, 2, 3): "  # channels last -> channels first",
+}
+"""Trailing comments for the layout changes Keras models make (NHWC <-> NCHW)."""
 
 
 @translates(StaticReshape)
@@ -657,7 +679,7 @@ def _pool_args(module: nn.Module, names: Sequence[str], defaults: dict[str, Any]
     parts = []
     for name in names:
         value = getattr(module, name)
-        if name == "stride" and value == module.kernel_size:  # type: ignore[attr-defined]
+        if name == "stride" and value == module.kernel_size:
             continue
         value = list(value) if isinstance(value, list | tuple) else value
         if value == defaults.get(name) or (
