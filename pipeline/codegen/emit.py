@@ -111,6 +111,7 @@ class _Writer:
         self.classes: dict[type, str] = {}
         self.missing: list[str] = []
         self.device_of = self.input_names[0] if self.input_names else "self"
+        self.model_prefix = ""
 
     # ------------------------------------------------------------------ attributes
 
@@ -216,19 +217,35 @@ class _Writer:
         return []
 
     def _base(self, node: torch.fx.Node) -> str:
+        """The name a node's value is called after: its layer path, else its input's."""
         if node in self.bases:
             return self.bases[node]
         target = str(node.target)
         if node.op == "call_module" and target in self.attribute_targets:
-            base = "_".join(self._kept_path(node).split("."))
+            parts = self._kept_path(node).split(".")
         else:
-            layers = [] if self._is_layout(node) else self._layers_of(node)
-            base = "_".join(sanitize(p) for p in layers)
-            if not base:
-                sources = [a for a in node.args if isinstance(a, torch.fx.Node)]
-                base = self._base(sources[0]) if sources else _op_name(target)
+            parts = [sanitize(p) for p in self._layers_of(node)]
+        base = "_".join(_nested([self._short(p) for p in parts]))
+        if not base:
+            computed = [a for a in node.args if isinstance(a, torch.fx.Node) and self._computed(a)]
+            base = self._base(computed[0]) if computed else _op_name(target)
         self.bases[node] = snake(base)
         return self.bases[node]
+
+    def _computed(self, node: torch.fx.Node) -> bool:
+        if node.op == "placeholder":
+            return True
+        if node.op != "call_module":
+            return node.op == "call_function"
+        return not isinstance(self.gm.get_submodule(str(node.target)), OnnxConstant)
+
+    def _short(self, base: str) -> str:
+        # Keras applications prefix every layer with the model's name
+        # (`convnext_tiny_stage_0_...`); a temporary does not need to repeat it.
+        prefix = f"{self.model_prefix}_"
+        if self.model_prefix and base.lower().startswith(prefix) and len(base) > len(prefix):
+            return base[len(prefix) :]
+        return base
 
     # ------------------------------------------------------------------- rendering
 
@@ -419,6 +436,17 @@ def _is_parameter(gm: torch.fx.GraphModule, target: str) -> bool:
     return attr in module._parameters
 
 
+def _nested(parts: Sequence[str]) -> list[str]:
+    """Layer path parts without a parent whose name its child repeats
+    (``stem/stem_conv`` → ``stem_conv``)."""
+    kept = []
+    for i, part in enumerate(parts):
+        child = parts[i + 1] if i + 1 < len(parts) else ""
+        if not child.lower().startswith(f"{part.lower()}_"):
+            kept.append(part)
+    return kept
+
+
 def _op_name(target: str) -> str:
     last = target.rsplit("/", 1)[-1]
     return snake(_OP_NUMBER.sub("", last)) or "value"
@@ -447,6 +475,7 @@ def emit_source(
     writer = _Writer(
         gm, table_names, input_names, ScopeReader(layer_classes, model_name), layer_classes
     )
+    writer.model_prefix = snake(model_name) if model_name else ""
     forward = writer.write_forward()
     init = writer.write_init()
     if writer.missing:

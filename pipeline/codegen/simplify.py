@@ -23,13 +23,12 @@ from __future__ import annotations
 import operator
 
 import torch
+from onnx2torch.node_converters.concat import OnnxConcat
 from onnx2torch.node_converters.gather import OnnxGather
 from onnx2torch.node_converters.identity import OnnxCopyIdentity
+from onnx2torch.node_converters.squeeze import OnnxSqueezeStaticAxes
 from onnx2torch.node_converters.transpose import OnnxTranspose
 from torch import nn
-
-from onnx2torch.node_converters.concat import OnnxConcat
-from onnx2torch.node_converters.squeeze import OnnxSqueezeStaticAxes
 
 from pipeline.converters.recurrent import OnnxRecurrent
 from pipeline.converters.reshape import StaticReshape
