@@ -20,7 +20,14 @@ import torch
 
 from pipeline import compare, report
 from pipeline.batchnorm import keep_batchnorm
-from pipeline.codegen import PACKAGE, emit_package, load_generated, renamed_entries
+from pipeline.codegen import (
+    MODEL_PY,
+    PACKAGE,
+    WEIGHTS,
+    emit_package,
+    load_generated,
+    renamed_entries,
+)
 from pipeline.errors import BadInputError, UnsupportedOpsError
 from pipeline.gradients import compare_gradients, torch_gradients
 from pipeline.ort_runner import OrtRunner
@@ -317,7 +324,8 @@ def convert(
             "onnx": ONNX,
             "torch_program": PT2,
             "golden": GOLDEN,
-            "torch_model": PACKAGE,
+            "torch_model": f"{PACKAGE}/{MODEL_PY}",
+            "torch_model_weights": f"{PACKAGE}/{WEIGHTS}",
             "report_json": report.REPORT_JSON,
             "report_md": report.REPORT_MD,
         }
