@@ -271,6 +271,17 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             f"| {p.get('name')} | {p.get('status')} | {p.get('check', '')} | {p.get('seconds', 0):.2f} |"
             for p in report["passes"]
         ]
+    generated = report.get("torch_model")
+    if generated:
+        helpers = ", ".join(generated["helper_ops"]) or "none"
+        lines += [
+            "",
+            "## Generated code",
+            "",
+            f"`{generated['package']}/` with class `{generated['class']}`: "
+            f"{generated['transposes']} transpose/permute call(s) in `forward`, "
+            f"ops written through helper functions: {helpers}.",
+        ]
     lines += ["", "## Artifacts", ""]
     lines += [f"- {name}: `{path}`" for name, path in report["artifacts"].items()]
     return "\n".join(lines) + "\n"

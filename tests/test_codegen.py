@@ -231,6 +231,23 @@ def test_torch_export_of_the_generated_module_keeps_the_batch_dynamic(
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
+def test_torch_compile_fullgraph_matches_eager(converted: Converted) -> None:
+    """The generated code compiles as one graph (no graph breaks) and computes the same."""
+    module = import_package(converted.package).load_model()
+    arrays = _batches(converted)
+    args = [torch.from_numpy(arrays[f"7/{i}_{n}"]) for i, n in enumerate(converted.input_names)]
+    compiled = torch.compile(module, fullgraph=True, dynamic=True)
+    with torch.no_grad():
+        eager, fast = module(*args), compiled(*args)
+    for a, b in zip(
+        eager if isinstance(eager, tuple) else (eager,),
+        fast if isinstance(fast, tuple) else (fast,),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 # ------------------------------------------------------------------- small, no TF
 
 
