@@ -25,6 +25,7 @@ from pipeline.codegen import (
     PACKAGE,
     WEIGHTS,
     emit_package,
+    keras_layout,
     load_generated,
     renamed_entries,
 )
@@ -70,6 +71,10 @@ class ConvertOptions:
       the TF worker before export, so all three frameworks are compared on the scaled model
       (None: no scaling).  ``calibration``: the ``.npz`` (inputs keyed by input name) whose
       layer outputs the ``activation`` strategy measures; required by it, refused otherwise.
+    - ``channels_first``: the generated ``torch_model/`` takes and returns images (rank 4
+      and 5) channels first, NCHW (off: Keras's layout).  The checks and ``model.pt2`` keep
+      Keras's layout: they run the generated module behind permutes of its image inputs
+      and outputs.
     """
 
     opset: int = 17
@@ -88,6 +93,7 @@ class ConvertOptions:
     worker_timeout: float | None = None
     scale: str | None = None
     calibration: Path | None = None
+    channels_first: bool = False
 
 
 @dataclass
@@ -269,11 +275,14 @@ def convert(
                 output_names=exported.outputs,
                 example_inputs=example,
                 layers=exported.layers,
+                channels_first=options.channels_first,
             )
             parameters = renamed_entries(parameters, emitted.renames)
             rep.parameters = parameter_table(parameters, exported.variables)
             rep.torch_model = emitted.to_json()
             module = load_generated(emitted.path)
+            if any(emitted.channels_first):
+                keras_layout(module, emitted.channels_first)
             export_program(module, example, staging / PT2)
             # -- end issue 14
             attach_table(module, rep.parameters)

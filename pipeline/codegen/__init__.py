@@ -22,6 +22,7 @@ from pipeline.codegen.package import (
     EmittedPackage,
     emit_package,
     import_package,
+    keras_layout,
     load_generated,
     renamed_entries,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "EmittedPackage",
     "emit_package",
     "import_package",
+    "keras_layout",
     "load_generated",
     "renamed_entries",
 ]

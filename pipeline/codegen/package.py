@@ -24,6 +24,8 @@ import torch
 from safetensors.torch import save_file
 
 from pipeline.codegen.emit import CodegenError, emit_source
+from pipeline.codegen.layout import IMAGE_RANKS, to_channels_first, to_channels_last
+from pipeline.codegen.layout import channels_first as to_channels_first_layout
 from pipeline.codegen.naming import class_name as camel_class_name
 from pipeline.codegen.simplify import simplify
 from pipeline.errors import Tf2TorchError
@@ -79,6 +81,8 @@ class EmittedPackage:
     """Transpose/permute calls in the generated ``forward``."""
     renames: dict[str, str] = field(default_factory=dict)
     """Imported module's state-dict key → the generated module's, where they differ."""
+    channels_first: list[bool] = field(default_factory=list)
+    """Per input: whether the generated model takes it channels first (``--channels-first``)."""
 
     def to_json(self) -> dict[str, Any]:
         """The report's ``torch_model`` entry."""
@@ -87,6 +91,7 @@ class EmittedPackage:
             "class": self.class_name,
             "helper_ops": self.helper_ops,
             "transposes": self.transposes,
+            "channels_first": any(self.channels_first),
         }
 
 
@@ -113,6 +118,7 @@ def emit_package(
     output_names: Sequence[str],
     example_inputs: Sequence[np.ndarray | torch.Tensor],
     layers: Sequence[Mapping[str, str]] = (),
+    channels_first: bool = False,
 ) -> EmittedPackage:
     """Write ``out_dir/torch_model/`` for the imported graph ``module`` (not modified).
 
@@ -120,24 +126,35 @@ def emit_package(
     or renamed as :attr:`EmittedPackage.renames` says); ``class_name`` defaults to
     ``model_name`` in CamelCase; ``input_names``/``output_names`` are the Keras names;
     ``example_inputs`` (one array per input) run the graph once for shapes; ``layers`` are
-    the Keras layers (``{"name", "class"}``) that name temporaries.
+    the Keras layers (``{"name", "class"}``) that name temporaries.  ``channels_first``
+    makes image inputs and outputs (rank 4 or 5) NCHW (:mod:`pipeline.codegen.layout`);
+    :attr:`EmittedPackage.channels_first_inputs` says which inputs changed.
 
     Raises :class:`CodegenFailed` naming every op with no readable form.
     """
     gm = copy.deepcopy(module)
     renames = simplify(gm)
+    examples = _example_tensors(example_inputs)
+    changed = [False] * len(examples)
+    if channels_first:
+        changed = to_channels_first_layout(gm, examples)
+        examples = [
+            x.permute(to_channels_first(x.dim())).contiguous() if image else x
+            for x, image in zip(examples, changed, strict=True)
+        ]
     name = class_name or camel_class_name(model_name)
     table_names = {str(r["torch_name"]) for r in parameter_rows if r.get("torch_name")}
     try:
         emitted = emit_source(
             gm,
-            _example_tensors(example_inputs),
+            examples,
             class_name=name,
             model_name=model_name,
             input_names=input_names,
             output_names=output_names,
             table_names={renames.get(n, n) for n in table_names},
             layers=layers,
+            channels_first=any(changed),
         )
     except CodegenError as exc:
         raise CodegenFailed(f"codegen: {exc}") from exc
@@ -163,7 +180,34 @@ def emit_package(
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-    return EmittedPackage(final, name, emitted.helper_ops, emitted.transposes, combined)
+    return EmittedPackage(
+        final, name, emitted.helper_ops, emitted.transposes, combined, channels_first=changed
+    )
+
+
+def keras_layout(module: torch.nn.Module, channels_first: Sequence[bool]) -> torch.nn.Module:
+    """Make a ``--channels-first`` generated module take and return Keras's layout again
+    (in place, with forward hooks, so parameter names and ``torch.export`` are unchanged):
+    the inputs flagged in ``channels_first`` are permuted NHWC → NCHW on the way in, and
+    image outputs (rank 4 or 5) NCHW → NHWC on the way out.  For the checks, which feed
+    the Keras model's inputs."""
+    flags = list(channels_first)
+
+    def inputs(_module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(
+            a.permute(to_channels_first(a.dim())) if flag else a
+            for a, flag in zip(args, flags, strict=True)
+        )
+
+    def outputs(_module: torch.nn.Module, _args: tuple[Any, ...], result: Any) -> Any:
+        def back(t: torch.Tensor) -> torch.Tensor:
+            return t.permute(to_channels_last(t.dim())) if t.dim() in IMAGE_RANKS else t
+
+        return tuple(back(t) for t in result) if isinstance(result, tuple) else back(result)
+
+    module.register_forward_pre_hook(inputs)
+    module.register_forward_hook(outputs)
+    return module
 
 
 _counter = itertools.count()
