@@ -248,6 +248,35 @@ def test_torch_compile_fullgraph_matches_eager(converted: Converted) -> None:
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_channels_first_takes_nchw_and_leaves_no_transpose_before_the_head(
+    tmp_path: Path,
+) -> None:
+    """``--channels-first`` on the CNN: the checks still pass on Keras-layout inputs, the
+    generated model takes NCHW, and the only permute left is the one Keras's Flatten order
+    needs before the Dense head (none between convolutions)."""
+    run_dir = tmp_path / "cnn"
+    result = convert(
+        f"{ROOT / 'models' / 'zoo.py'}:cnn", run_dir, ConvertOptions(channels_first=True)
+    )
+    assert result.verdict == "pass"
+    assert result.report["torch_model"]["channels_first"] is True
+    assert result.report["torch_model"]["transposes"] == 1
+    text = (run_dir / "torch_model" / "model.py").read_text()
+    forward = text[text.index("def forward") :]
+    assert forward.index(".permute(") > forward.index("F.max_pool2d(")
+    with np.load(run_dir / "golden.npz") as golden:
+        image = golden["input/image"]
+    model = import_package(run_dir / "torch_model").load_model()
+    with torch.no_grad():
+        nchw = model(torch.from_numpy(image).permute(0, 3, 1, 2).contiguous())
+    import onnx
+
+    expected = OrtRunner(onnx.load(str(run_dir / "model.onnx"))).run({"image": image})
+    np.testing.assert_allclose(nchw.numpy(), expected["logits"], rtol=1e-4, atol=1e-4)
+    with pytest.raises(RuntimeError):
+        model(torch.from_numpy(image))  # NHWC is refused: 28 input channels != 1
+
+
 # ------------------------------------------------------------------- small, no TF
 
 
