@@ -17,8 +17,13 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from onnx2torch.node_converters.binary_math_operations import OnnxBinaryMathOperation
+from onnx2torch.node_converters.comparisons import OnnxCompare
 from onnx2torch.node_converters.constant import OnnxConstant
+from onnx2torch.node_converters.min_max import OnnxMinMax
+from onnx2torch.node_converters.pow import OnnxPow
 from onnx2torch.node_converters.transpose import OnnxTranspose
+from onnx2torch.node_converters.where import OnnxWhere
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
@@ -37,7 +42,8 @@ from pipeline.converters.recurrent import OnnxRecurrent
 _RECURRENT = (OnnxRecurrent, RecurrentSequence)
 """Wrappers whose ``rnn`` (``nn.LSTM``/``nn.GRU``) is the attribute of the generated class."""
 _OP_NUMBER = re.compile(r"(__\d+|_\d+)+$")
-_INLINE_USERS = ("OnnxBinaryMathOperation", "OnnxCompare", "OnnxPow", "OnnxMinMax", "OnnxWhere")
+_INLINE_USERS = (OnnxBinaryMathOperation, OnnxCompare, OnnxPow, OnnxMinMax, OnnxWhere)
+"""Ops whose constant operands may be Python scalars (broadcast like a 0-d tensor)."""
 
 
 @dataclass
@@ -143,7 +149,7 @@ class _Writer:
         # already has the result's shape.
         for user in node.users:
             module = self.gm.get_submodule(str(user.target)) if user.op == "call_module" else None
-            if type(module).__name__ not in _INLINE_USERS:
+            if not isinstance(module, _INLINE_USERS):
                 return False
             if value.dim() == 0:
                 continue
