@@ -202,7 +202,7 @@ def _run_torch(
 ) -> tuple[dict[str, Any], str]:
     import torch
 
-    from pipeline.api import load_torch
+    from pipeline.torch_import import load_program
     from pipeline.torch_runner import run_torch, torch_device
 
     path = run_dir / PT2
@@ -214,7 +214,7 @@ def _run_torch(
     level = export_log.level
     export_log.setLevel(logging.ERROR)
     try:
-        module = load_torch(run_dir)
+        module = load_program(path)  # the program itself, not the generated package
     except Tf2TorchError:
         raise
     except Exception as err:  # torch.export.load: zip, pickle and schema errors alike

@@ -41,6 +41,7 @@ from onnx2torch.node_converters.pad import OnnxPadStatic
 from onnx2torch.node_converters.pow import OnnxPow, OnnxSqrt
 from onnx2torch.node_converters.reciprocal import OnnxReciprocal
 from onnx2torch.node_converters.reduce import OnnxReduceStaticAxes, OnnxReduceSumStaticAxes
+from onnx2torch.node_converters.shape import OnnxShape
 from onnx2torch.node_converters.squeeze import OnnxSqueezeStaticAxes
 from onnx2torch.node_converters.sum import OnnxSum
 from onnx2torch.node_converters.transpose import OnnxTranspose
@@ -563,6 +564,18 @@ def _gather(ctx: NodeContext) -> str:
     if index_meta is not None and index_meta.dtype not in (torch.int64, torch.int32):
         indices = f"{indices}.long()"
     return f"{ctx.args[0]}[{', '.join([':'] * axis + [indices])}]"
+
+
+@translates(OnnxShape)
+def _shape(ctx: NodeContext) -> str:
+    module = ctx.module
+    assert isinstance(module, OnnxShape)
+    x = ctx.args[0]
+    start, end = module._start, module._end
+    dims = f"{x}.shape"
+    if start or end is not None:
+        dims += f"[{start or ''}:{'' if end is None else end}]"
+    return f"torch.tensor({dims}, device={x}.device)"
 
 
 @translates(StaticExpand)
