@@ -10,8 +10,9 @@ now meet cancel:
   (:func:`pipeline.codegen.simplify.compose_transposes`);
 - a permute followed by a reshape back to the permute's input shape is no-op when the
   permute only moves dims of size 1 (the cnn's one-channel ``reshape(-1, 1, 28, 28)``);
-- a permute in front of element-wise ops (activations, adding or multiplying a scalar) is
-  moved after them, so it can meet the next one.
+- a permute in front of element-wise ops (activations; arithmetic with a constant, whose
+  layout is permuted to match, e.g. ``Normalization``'s mean and variance) is moved after
+  them, so it can meet the next one.
 
 Whatever does not cancel stays and is counted in the report.
 """
@@ -19,6 +20,7 @@ Whatever does not cancel stays and is counted in the report.
 from __future__ import annotations
 
 import torch
+from onnx2torch.node_converters.binary_math_operations import OnnxBinaryMathOperation
 from onnx2torch.node_converters.transpose import OnnxTranspose
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
@@ -84,23 +86,76 @@ def _drop_permute_reshape(gm: torch.fx.GraphModule) -> None:
         node.replace_all_uses_with(before)
 
 
+def _constant_operand(
+    gm: torch.fx.GraphModule, node: torch.fx.Node, source: torch.fx.Node
+) -> torch.fx.Node | None:
+    """The other operand of the binary op ``node`` when it is a constant read only there."""
+    module = gm.get_submodule(str(node.target))
+    if not isinstance(module, OnnxBinaryMathOperation) or module.broadcast:
+        return None
+    others = [a for a in node.args if a is not source]
+    if len(node.args) != 2 or len(others) != 1 or not isinstance(others[0], torch.fx.Node):
+        return None
+    other = others[0]
+    if other.op != "get_attr" or len(other.users) != 1:
+        return None
+    if not str(other.target).startswith("initializers.") or _is_parameter(gm, other):
+        # Only onnx2torch's anonymous constants: a TF variable keeps the layout the
+        # parameter table gives it.
+        return None
+    return other
+
+
+def _is_parameter(gm: torch.fx.GraphModule, node: torch.fx.Node) -> bool:
+    owner, _, attr = str(node.target).rpartition(".")
+    return attr in (gm.get_submodule(owner) if owner else gm)._parameters
+
+
+def _permute_constant(gm: torch.fx.GraphModule, node: torch.fx.Node, perm: list[int]) -> bool:
+    """Lay the constant ``node`` out so that ``c' .permute(perm)`` equals ``c``."""
+    owner_path, _, attr = str(node.target).rpartition(".")
+    owner = gm.get_submodule(owner_path) if owner_path else gm
+    value = getattr(owner, attr)
+    if value.dim() > len(perm):
+        return False
+    full = value.reshape((1,) * (len(perm) - value.dim()) + tuple(value.shape))
+    inverse = [perm.index(i) for i in range(len(perm))]
+    owner.register_buffer(attr, full.permute(inverse).contiguous())
+    return True
+
+
 def _sink_through_elementwise(gm: torch.fx.GraphModule) -> None:
+    """``f(x.permute(p))`` → ``f(x).permute(p)`` for activations and for binary ops with a
+    constant (whose layout is permuted to match)."""
     for node in list(gm.graph.nodes):
-        module = gm.get_submodule(str(node.target)) if node.op == "call_module" else None
-        if not isinstance(module, _ELEMENTWISE) or len(node.args) != 1:
+        if node.op != "call_module":
             continue
-        source = node.args[0]
-        if not isinstance(source, torch.fx.Node) or source.op != "call_module":
+        module = gm.get_submodule(str(node.target))
+        sources = [a for a in node.args if isinstance(a, torch.fx.Node) and a.op == "call_module"]
+        source = next(
+            (a for a in sources if isinstance(gm.get_submodule(str(a.target)), OnnxTranspose)),
+            None,
+        )
+        if source is None or len(source.users) != 1:
             continue
         permute = gm.get_submodule(str(source.target))
-        if not isinstance(permute, OnnxTranspose) or len(source.users) != 1:
-            continue
-        # x.permute(p) -> f  ==  f(x).permute(p): swap the two nodes.  `source` does not
-        # read `node` yet when the uses are moved, so it is not among them.
-        node.args = (source.args[0],)
+        assert isinstance(permute, OnnxTranspose)
+        if isinstance(module, _ELEMENTWISE) and len(node.args) == 1:
+            pass
+        else:
+            constant = _constant_operand(gm, node, source)
+            if (
+                constant is None
+                or permute.perm is None
+                or not _permute_constant(gm, constant, list(permute.perm))
+            ):
+                continue
+        # Swap the two nodes: the permute now follows the op.  `source` does not read
+        # `node` yet when the uses are moved, so it is not among them.
+        node.args = tuple(source.args[0] if a is source else a for a in node.args)
         node.replace_all_uses_with(source)
         source.args = (node,)
-        source.prepend(node)
+        node.append(source)
 
 
 def channels_first(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]) -> list[bool]:
