@@ -39,6 +39,8 @@ from pipeline.codegen.naming import (
 from pipeline.codegen.simplify import RecurrentSequence
 from pipeline.converters.recurrent import OnnxRecurrent
 
+_SMALL_CONSTANT = 16
+"""Constants up to this many elements are written out in ``__init__`` (also in the weights)."""
 _RECURRENT = (OnnxRecurrent, RecurrentSequence)
 """Wrappers whose ``rnn`` (``nn.LSTM``/``nn.GRU``) is the attribute of the generated class."""
 _OP_NUMBER = re.compile(r"(__\d+|_\d+)+$")
@@ -57,6 +59,8 @@ class Attribute:
     tensor: torch.Tensor | None = None
     parameter: bool = False
     trainable: bool = True
+    constant: bool = False
+    """A constant of the graph (not a TF variable): small ones are written out in full."""
 
 
 @dataclass
@@ -141,7 +145,7 @@ class _Writer:
             return literals.number(value.reshape(()).item())
         user = min(node.users, key=lambda u: self.index[u])
         name = self._free_attribute(f"{self._base(user)}_constant")
-        return self._add(Attribute(name, str(node.target), tensor=value, parameter=False))
+        return self._add(Attribute(name, str(node.target), tensor=value, constant=True))
 
     def _inlinable(self, node: torch.fx.Node, value: torch.Tensor) -> bool:
         # A Python scalar broadcasts like a 0-d tensor: the result keeps the other operand's
@@ -413,6 +417,9 @@ class _Writer:
         dims = ", ".join(str(d) for d in tensor.shape) or "()"
         dtype = "" if tensor.dtype == torch.float32 else f", dtype={literals.dtype(tensor.dtype)}"
         empty = f"torch.zeros({dims}{dtype})"
+        if attribute.constant and tensor.numel() <= _SMALL_CONSTANT:
+            values = ", ".join(literals.number(v) for v in tensor.reshape(-1).tolist())
+            empty = f"torch.tensor([{values}]{dtype}).reshape({dims})"
         if attribute.parameter:
             frozen = "" if attribute.trainable else ", requires_grad=False"
             return [f"self.{path} = nn.Parameter({empty}{frozen})"]
