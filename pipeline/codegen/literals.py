@@ -59,5 +59,8 @@ def shape_expr(expr: Expr, dim_of: Callable[[DimOf], str]) -> str:
     if expr.op in ("max", "min"):
         # torch.sym_max keeps a symbolic batch dim symbolic under torch.export.
         return f"torch.sym_{expr.op}({lhs}, {rhs})"
-    wrap = lambda s: f"({s})" if " " in s else s  # noqa: E731 -- one-line parenthesiser
-    return f"{wrap(lhs)} {_INFIX[expr.op]} {wrap(rhs)}"
+    return f"{_parenthesised(lhs)} {_INFIX[expr.op]} {_parenthesised(rhs)}"
+
+
+def _parenthesised(text: str) -> str:
+    return f"({text})" if " " in text else text
