@@ -494,7 +494,13 @@ def _reshape(ctx: NodeContext) -> str:
         and shape[1] == str(int(torch.Size(in_meta.shape[1:]).numel()))
     ):
         return f"{ctx.args[0]}.flatten(1)"
-    return f"{ctx.args[0]}.reshape({', '.join(shape)})"
+    comment = ""
+    if in_meta is not None and ctx.out is not None and len(in_meta.shape) >= 3:
+        dims = list(in_meta.shape)
+        if dims[-1] == 1 and list(ctx.out.shape) == [dims[0], 1, *dims[1:-1]]:
+            # tf2onnx writes the NHWC -> NCHW transpose of a one-channel image as a reshape.
+            comment = "  # channels last -> channels first (one channel)"
+    return f"{ctx.args[0]}.reshape({', '.join(shape)}){comment}"
 
 
 @translates(OnnxFlatten, nn.Flatten)
