@@ -237,8 +237,10 @@ def test_torch_compile_fullgraph_matches_eager(converted: Converted) -> None:
     module = import_package(converted.package).load_model()
     arrays = _batches(converted)
     args = [torch.from_numpy(arrays[f"7/{i}_{n}"]) for i, n in enumerate(converted.input_names)]
-    compiled = torch.compile(module, fullgraph=True, dynamic=True)
-    with torch.no_grad():
+    # Dynamo refuses nn.LSTM/nn.GRU unless its (experimental) RNN support is switched on.
+    recurrent = any(isinstance(m, nn.RNNBase) for m in module.modules())
+    with torch._dynamo.config.patch(allow_rnn=recurrent), torch.no_grad():
+        compiled = torch.compile(module, fullgraph=True, dynamic=True)
         eager, fast = module(*args), compiled(*args)
     for a, b in zip(
         eager if isinstance(eager, tuple) else (eager,),
