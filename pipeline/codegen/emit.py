@@ -122,6 +122,20 @@ class _Writer:
         self.missing: list[str] = []
         self.device_of = self.input_names[0] if self.input_names else "self"
         self.model_prefix = ""
+        # Modules with weights (and recurrent wrappers) become attributes of the class.
+        self.attribute_targets = {
+            str(n.target)
+            for n in self.nodes
+            if n.op == "call_module"
+            and (
+                any(True for _ in gm.get_submodule(str(n.target)).state_dict())
+                or isinstance(gm.get_submodule(str(n.target)), _RECURRENT)
+            )
+        }
+        # Names a constant buffer must not take: every weight's top-level attribute.
+        self.taken_tops = {
+            attribute_path(path).split(".")[0] for path in self.attribute_targets | self.table_names
+        }
 
     # ------------------------------------------------------------------ attributes
 
@@ -133,7 +147,7 @@ class _Writer:
         return f"self.{attribute.path}"
 
     def _free_attribute(self, base: str) -> str:
-        tops = {path.split(".")[0] for path in self.attributes}
+        tops = {path.split(".")[0] for path in self.attributes} | self.taken_tops
         name, n = attribute_name(base), 1
         while name in tops:
             name, n = f"{attribute_name(base)}_{n}", n + 1
@@ -274,15 +288,6 @@ class _Writer:
 
     def write_forward(self) -> list[str]:
         """The body of ``forward``: statements with layer comments, and the return."""
-        self.attribute_targets = {
-            str(n.target)
-            for n in self.nodes
-            if n.op == "call_module"
-            and (
-                any(True for _ in self.gm.get_submodule(str(n.target)).state_dict())
-                or isinstance(self.gm.get_submodule(str(n.target)), _RECURRENT)
-            )
-        }
         for placeholder, name in zip(self.placeholders, self.input_names, strict=True):
             self.rendered[placeholder] = name
             self.bases[placeholder] = name
