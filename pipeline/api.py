@@ -34,6 +34,7 @@ from pipeline.export.scale_spec import check_scale_options
 from pipeline.export.sources import parse_source
 from pipeline.export.stage import ExportSettings, export_model
 from pipeline.passes.stage import fix_graph, user_patches
+from pipeline.to_torch.codegen import MODEL_PY, PACKAGE, WEIGHTS
 from pipeline.to_torch.parameters import ParameterEntry, count_trainable
 from pipeline.to_torch.stage import PT2, import_torch, load_run_module
 from pipeline.verify import report
@@ -72,6 +73,10 @@ class ConvertOptions:
       the TF worker before export, so all three frameworks are compared on the scaled model
       (None: no scaling).  ``calibration``: the ``.npz`` (inputs keyed by input name) whose
       layer outputs the ``activation`` strategy measures; required by it, refused otherwise.
+    - ``channels_first``: the generated ``torch_model/`` takes and returns images (rank 4
+      and 5) channels first, NCHW (off: Keras's layout).  The checks and ``model.pt2`` keep
+      Keras's layout: they run the generated module behind permutes of its image inputs
+      and outputs.
     """
 
     opset: int = 17
@@ -91,6 +96,7 @@ class ConvertOptions:
     worker_timeout: float | None = None
     scale: str | None = None
     calibration: Path | None = None
+    channels_first: bool = False
 
 
 @dataclass
@@ -196,7 +202,11 @@ def convert(
                 exported.values,
                 [exported.inputs[name] for name in input_names],
                 exported.input_specs,
+                exported.output_names,
                 staging / PT2,
+                model_name=exported.model_name,
+                layers=exported.layers,
+                channels_first=options.channels_first,
             )
 
         notify("compare")
@@ -236,6 +246,7 @@ def convert(
         notify("report")
         rep.scaling = exported.scaling
         rep.static_dims = [d.to_json() for d in imported.static_dims]
+        rep.torch_model = imported.torch_model
         rep.passes = fixed.passes
         rep.parameters = imported.table
         rep.gradients = [g.to_json() for g in gradient_checks]
@@ -256,6 +267,8 @@ def convert(
             "onnx": ONNX,
             "torch_program": PT2,
             "golden": GOLDEN,
+            "torch_model": f"{PACKAGE}/{MODEL_PY}",
+            "torch_model_weights": f"{PACKAGE}/{WEIGHTS}",
             "report_json": report.REPORT_JSON,
             "report_md": report.REPORT_MD,
         }
@@ -319,7 +332,9 @@ def write_golden(
 
 
 def load_torch(run_dir: str | Path) -> torch.nn.Module:
-    """Load a run's PyTorch module (``model.pt2``) with torch alone, never TensorFlow.
+    """Load a run's PyTorch module with torch alone, never TensorFlow: the generated
+    ``torch_model/`` package's ``load_model()`` (imported afresh from the run's files), or
+    ``model.pt2`` for a run made before code generation.
 
     The module carries the run's parameter table (``report.json``'s ``parameters``) as
     ``module.tf2torch_parameters``, for :func:`pipeline.init.reset_parameters` and

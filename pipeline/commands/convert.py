@@ -80,6 +80,12 @@ def add_parser(subparsers: Any, help: str, description: str) -> None:
         "of folded into the convolution, so it trains like Keras's",
     )
     p.add_argument(
+        "--channels-first",
+        action="store_true",
+        help="generate torch_model/ taking and returning images channels first (NCHW, as "
+        "torchvision models do) instead of Keras's NHWC; the checks still feed NHWC",
+    )
+    p.add_argument(
         "--scale",
         metavar="SPEC",
         help="scale Conv/Dense weights before export (transfer learning): global=F, "
@@ -122,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         safe_mode=not args.unsafe,
         worker_timeout=args.worker_timeout,
         keep_batchnorm=args.keep_batchnorm,
+        channels_first=args.channels_first,
         scale=args.scale,
         calibration=args.calibration,
     )

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,10 @@ class TfExport:
     gradient), or None."""
     scaling: dict[str, Any] | None = None
     """What ``scale`` did to the model before export (report.json's ``scaling``), or None."""
+    model_name: str | None = None
+    """The Keras model's name (None for a SavedModel)."""
+    layers: list[dict[str, str]] = field(default_factory=list)
+    """Every Keras layer, nested ones included, as ``{"name", "class"}``."""
 
 
 def _worker_env() -> dict[str, str]:
@@ -225,4 +229,6 @@ def export_with_tf(
         variables_npz=work_dir / "tf_variables.npz",
         gradient_error=answer.get("gradient_error"),
         scaling=answer.get("scaling"),
+        model_name=answer.get("model_name"),
+        layers=list(answer.get("layers", [])),
     )

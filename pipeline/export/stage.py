@@ -62,6 +62,10 @@ class Exported:
     """Why TensorFlow could not differentiate the fixed loss, or None."""
     scaling: dict[str, Any] | None
     versions: dict[str, str]
+    model_name: str | None = None
+    """The Keras model's name (None for a SavedModel): the generated class is named after it."""
+    layers: list[dict[str, str]] = field(default_factory=list)
+    """Every Keras layer as ``{"name", "class"}``: the generated attributes follow them."""
 
 
 def export_model(source: Source, work_dir: Path, settings: ExportSettings) -> Exported:
@@ -120,4 +124,6 @@ def export_model(source: Source, work_dir: Path, settings: ExportSettings) -> Ex
         gradient_error=done.gradient_error,
         scaling=done.scaling,
         versions=done.versions,
+        model_name=done.model_name,
+        layers=done.layers,
     )

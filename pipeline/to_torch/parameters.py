@@ -591,7 +591,7 @@ def _merge_copy(
         if a is None and b is None:
             if not torch.equal(first_tensors[name], tensor):
                 return False
-        elif a is None or b is None or not all(np.array_equal(x, y) for x, y in zip(a, b)):
+        elif a is None or b is None or not all(np.array_equal(x, y) for x, y in zip(a, b, strict=False)):
             return False
     for node in module.graph.nodes:
         if node.op == "call_module" and node.target == copy_head:
@@ -733,9 +733,13 @@ def count_trainable(
     tf_count = sum(int(np.prod(v["shape"])) for v in variables if v["trainable"])
     folded = [e.tf_name for e in entries if e.torch_name is None and e.note.startswith("folded")]
     for entry in entries:
-        if entry.tf_name and entry.transform == UNMAPPED and entry.tf_name not in problems:
-            if entry.tf_name not in folded or not inference_only:
-                problems[entry.tf_name] = entry.note or "no torch tensor holds it"
+        if (
+            entry.tf_name
+            and entry.transform == UNMAPPED
+            and entry.tf_name not in problems
+            and (entry.tf_name not in folded or not inference_only)
+        ):
+            problems[entry.tf_name] = entry.note or "no torch tensor holds it"
     for name in params:
         if name not in table_names:
             problems[name] = "a trainable torch parameter that holds no Keras variable"

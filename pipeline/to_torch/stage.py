@@ -3,7 +3,7 @@ named parameters → ``model.pt2`` (torch.export, dynamic batch) → the module 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,13 @@ import torch
 from pipeline.core.errors import BadInputError, UnsupportedOpsError
 from pipeline.core.run_dir import REPORT_NAME
 from pipeline.core.signature import TensorSpec
+from pipeline.to_torch.codegen import (
+    PACKAGE,
+    emit_package,
+    keras_layout,
+    load_generated,
+    renamed_entries,
+)
 from pipeline.to_torch.importer import (
     StaticDim,
     export_program,
@@ -46,6 +53,8 @@ class Imported:
     """Dynamic input axes that ``model.pt2`` had to fix (report.json's ``static_dims``)."""
     problems: dict[str, str]
     """TF variable (or torch parameter) → why it has no trainable parameter of its own."""
+    torch_model: dict[str, Any]
+    """The generated ``torch_model/`` package (report.json's ``torch_model``)."""
 
 
 def import_torch(
@@ -54,13 +63,22 @@ def import_torch(
     values: Sequence[np.ndarray],
     example_inputs: Sequence[np.ndarray],
     input_specs: Sequence[TensorSpec],
+    output_names: Sequence[str],
     pt2_path: Path,
+    *,
+    model_name: str | None = None,
+    layers: Sequence[Mapping[str, str]] = (),
+    channels_first: bool = False,
 ) -> Imported:
     """Import ``model`` into torch, give every TF variable (``variables`` metadata with their
     ``values``) its own named parameter or buffer, found through the model's provenance record
-    (see :mod:`pipeline.to_torch.parameters`), export ``pt2_path`` on ``example_inputs`` (in
-    input order) with every axis that ``input_specs`` leaves dynamic (``None``) dynamic where
-    the module allows it, and load it back.
+    (see :mod:`pipeline.to_torch.parameters`), write it out as code (``torch_model/`` beside
+    ``pt2_path``, see :mod:`pipeline.to_torch.codegen`; classes and attributes named after
+    ``model_name`` and the Keras ``layers``, NCHW images with ``channels_first``), import that
+    package afresh, and export ``pt2_path`` from it on ``example_inputs`` (in input order) with
+    every axis that ``input_specs`` leaves dynamic (``None``) dynamic where the module allows
+    it.  The generated module is the one returned: what every check runs (one model, one
+    proof).
 
     Raises :class:`~pipeline.core.errors.UnsupportedOpsError` listing every op no converter
     handles, and :class:`~pipeline.core.errors.ExportError` when torch.export fails.
@@ -72,29 +90,46 @@ def import_torch(
     eager = import_onnx(marked)
     adoption = adopt_tf_variables(eager, variables, list(values), prints, record)
     eager.eval()
-    table = parameter_table(adoption.entries, variables)
-    static = export_program(
+    emitted = emit_package(
         eager,
+        parameter_table(adoption.entries, variables),
+        pt2_path.parent,
+        model_name=model_name,
+        input_names=[s.name for s in input_specs],
+        output_names=list(output_names),
+        example_inputs=list(example_inputs),
+        layers=list(layers),
+        channels_first=channels_first,
+    )
+    entries = renamed_entries(adoption.entries, emitted.renames)
+    table = parameter_table(entries, variables)
+    module = load_generated(emitted.path)
+    if any(emitted.channels_first):  # the checks feed Keras's NHWC inputs
+        keras_layout(module, emitted.channels_first)
+    static = export_program(
+        module,
         list(example_inputs),
         pt2_path,
         dynamic_axes=[[i for i, d in enumerate(s.shape) if d is None] for s in input_specs],
         input_names=[s.name for s in input_specs],
     )
-    module = load_program(pt2_path)
     attach_table(module, table)
     apply_requires_grad(module, table)
-    return Imported(module, adoption.entries, table, static, adoption.problems)
+    return Imported(module, entries, table, static, adoption.problems, emitted.to_json())
 
 
-def load_run_module(run_dir: Path) -> torch.nn.Module:
-    """A run directory's ``model.pt2`` with the run's parameter table attached and each
-    parameter's ``requires_grad`` as the table says (torch.export does not keep it).
+def load_run_module(run_dir: Path, *, generated: bool = True) -> torch.nn.Module:
+    """A run directory's PyTorch module with the run's parameter table attached and each
+    parameter's ``requires_grad`` as the table says: the generated ``torch_model/`` package
+    (imported afresh) when the run has one and ``generated`` is true, else the ``model.pt2``
+    program (torch.export does not keep ``requires_grad``; the table restores it).
 
     Raises :class:`~pipeline.core.errors.BadInputError` when the run has no ``model.pt2``.
     """
     path = run_dir / PT2
     if not path.is_file():
         raise BadInputError(f"{run_dir} is not a tf2torch run directory (no {PT2})")
-    module = load_program(path)
+    package = run_dir / PACKAGE
+    module = load_generated(package) if generated and package.is_dir() else load_program(path)
     restore_requires_grad(module, run_dir / REPORT_NAME)
     return module

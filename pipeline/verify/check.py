@@ -230,7 +230,7 @@ def _run_torch(
     level = export_log.level
     export_log.setLevel(logging.ERROR)
     try:
-        module = load_run_module(Path(run_dir))
+        module = load_run_module(Path(run_dir), generated=False)  # the program itself
     except Tf2TorchError:
         raise
     except Exception as err:  # torch.export.load: zip, pickle and schema errors alike

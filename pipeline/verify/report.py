@@ -88,6 +88,8 @@ class Report:
     scaling: dict[str, Any] | None = None
     static_dims: list[dict[str, Any]] = field(default_factory=list)
     """Input axes the model leaves dynamic that ``model.pt2`` had to fix, with the reason."""
+    torch_model: dict[str, Any] | None = None
+    """The generated ``torch_model/`` package: class, helper-emitted ops, transpose count."""
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @contextmanager
@@ -137,6 +139,7 @@ class Report:
             "versions": self.versions,
             "scaling": self.scaling,
             "static_dims": self.static_dims,
+            "torch_model": self.torch_model,
         }
 
     def write(self, run_dir: Path) -> None:
@@ -291,6 +294,17 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines += ["", f"Gradient check skipped: {scope.get('reason')}"]
     for p in unchecked_passes(report["passes"]):
         lines += ["", f"Pass {p['name']} not checked numerically: {p.get('note') or p['check']}"]
+    generated = report.get("torch_model")
+    if generated:
+        helpers = ", ".join(generated["helper_ops"]) or "none"
+        lines += [
+            "",
+            "## Generated code",
+            "",
+            f"`{generated['package']}/` with class `{generated['class']}`: "
+            f"{generated['transposes']} transpose/permute call(s) in `forward`, "
+            f"ops written through helper functions: {helpers}.",
+        ]
     lines += ["", "## Artifacts", ""]
     lines += [f"- {name}: `{path}`" for name, path in report["artifacts"].items()]
     return "\n".join(lines) + "\n"

@@ -29,6 +29,20 @@ def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
     finally:
         timings[key] = round(time.perf_counter() - start, 3)
 
+def model_names(model: Any) -> dict[str, Any]:
+    """The Keras model's name and its layers (nested ones too) as ``{"name", "class"}``, for
+    the generated code's class and attribute names; empty for a SavedModel."""
+    if model is None:
+        return {"model_name": None, "layers": []}
+    return {
+        "model_name": model.name,
+        "layers": [
+            {"name": layer.name, "class": type(layer).__name__}
+            for layer in model._flatten_layers(include_self=False, recursive=True)
+        ],
+    }
+
+
 def handle(request: dict[str, Any]) -> dict[str, Any]:
     """Do the request's work and return the JSON-ready result (see the module docstring)."""
     import onnx
@@ -82,6 +96,7 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
     return {
         "inputs": [s.to_json() for s in specs],
         "outputs": output_names,
+        **model_names(loaded.keras_model),
         "timings": timings,
         "variables": variables,
         "gradient_error": gradient_error,
