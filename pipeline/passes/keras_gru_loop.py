@@ -39,8 +39,8 @@ from onnx import helper, numpy_helper
 
 from pipeline.core import provenance
 from pipeline.core.onnx_graph import all_nodes
-from pipeline.core.transforms import compose
 from pipeline.core.ort_runner import OrtRunner
+from pipeline.core.transforms import compose
 from pipeline.passes.base import PassResult
 
 _BODY_OPS = {

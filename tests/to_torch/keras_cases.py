@@ -21,7 +21,9 @@ class ChannelScale(L.Layer):
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         self.scale = self.add_weight(
-            name="scale", shape=(input_shape[-1],), initializer="ones",
+            name="scale",
+            shape=(input_shape[-1],),
+            initializer="ones",
             trainable=self.trainable_scale,
         )
 
