@@ -494,6 +494,16 @@ def test_fold_for_inference_lists_what_it_folded(tmp_path: Path) -> None:
     )
 
 
+def test_dict_inputs_as_keras_hub_models_have_them(tmp_path: Path) -> None:
+    result = _convert(
+        f"{CASES}:dict_inputs",
+        tmp_path / "r",
+        input_ranges={"token_ids": (0, 30), "padding_mask": (0, 2)},
+    )
+    assert_trainable_like_keras(result)
+    assert {i["name"] for i in result.report["inputs"]} == {"token_ids", "padding_mask"}
+
+
 def test_keep_batchnorm_is_accepted_and_changes_nothing(tmp_path: Path) -> None:
     result = _convert(f"{CASES}:densenet_block", tmp_path / "r", keep_batchnorm=True)
     assert_trainable_like_keras(result)
