@@ -91,7 +91,10 @@ def _candidates(source_shape: tuple[int, ...], target_shape: tuple[int, ...]) ->
     # Conv kernels (HWIO → OIHW, depthwise HWCM → CMHW) and plain transposes first.
     preferred = [tuple(range(rank)), tuple(reversed(range(rank)))]
     if rank >= 3:
-        preferred += [(rank - 1, rank - 2, *range(rank - 2)), (rank - 2, rank - 1, *range(rank - 2))]
+        preferred += [
+            (rank - 1, rank - 2, *range(rank - 2)),
+            (rank - 2, rank - 1, *range(rank - 2)),
+        ]
     ordered = list(dict.fromkeys([p for p in preferred if p in perms] + perms))
     heads: list[tuple[str, tuple[int, ...]]] = []
     for perm in ordered:

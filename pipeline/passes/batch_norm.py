@@ -63,9 +63,7 @@ class _KerasBatchNorm(pattern.RewriteRuleClassBase):
         self._axis = 1
         self._epsilon = 0.0
 
-    def pattern(
-        self, op: Any, x: Any, mean: Any, var: Any, eps: Any, gamma: Any, beta: Any
-    ) -> Any:
+    def pattern(self, op: Any, x: Any, mean: Any, var: Any, eps: Any, gamma: Any, beta: Any) -> Any:
         factor = op.Reciprocal(op.Sqrt(op.Add(var, eps)))
         if self.scale:
             factor = op.Mul(factor, gamma)
@@ -142,7 +140,7 @@ class _KerasBatchNorm(pattern.RewriteRuleClassBase):
             ir.tensor(np.full((channels,), fill, dtype=dtype)), f"batch_norm_{role}_{id(x)}"
         )
 
-    def rewrite(  # type: ignore[override]
+    def rewrite(
         self,
         op: Any,
         x: ir.Value,

@@ -117,8 +117,12 @@ def fuse_conv_bias(model: ir.Model) -> int:
         channels = weight.shape[0] if conv.op_type == "Conv" else weight.shape[1] * group
         if not _channel_vector(array, rank, channels, axis):
             continue
-        vector = bias if array.ndim == 1 else variables.derived(
-            graph, record, bias, array.reshape(-1), "reshape", f"{bias.name}/conv_bias"
+        vector = (
+            bias
+            if array.ndim == 1
+            else variables.derived(
+                graph, record, bias, array.reshape(-1), "reshape", f"{bias.name}/conv_bias"
+            )
         )
         new = ir.Node(
             conv.domain,

@@ -1,7 +1,7 @@
 """``--fold-for-inference``: BatchNormalization folded into the convolution before it.
 
-The standard inference fusion (onnxscript's ``fuse_batchnorm`` rules: ``W*gamma/sqrt(var+eps)`` and
-``(b - mean)*gamma/sqrt(var+eps) + beta``) for ``Conv``, ``ConvTranspose`` and ``Gemm``.  Folded values are no
+The standard inference fusion (onnxscript's ``fuse_batchnorm`` rules: ``W*gamma/sqrt(var+eps)``
+and ``(b - mean)*gamma/sqrt(var+eps) + beta``) for ``Conv``, ``ConvTranspose`` and ``Gemm``.  Folded values are no
 Keras variable any more: the provenance record drops the convolution's weight and bias and
 lists all six variables under ``folded`` with the node they went into, so the report can name
 them and mark the run inference-only.  Only run on request; by default BatchNorm stays a

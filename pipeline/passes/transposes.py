@@ -25,6 +25,7 @@ around it stay), so the variable keeps its Keras layout and the patches still re
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -86,18 +87,16 @@ class _Rewriter:
         self.graph.insert_after(anchor, node)
         return node.outputs[0]
 
-    def _clone(self, node: ir.Node, inputs: Sequence[ir.Value | None], **attrs: object) -> ir.Node:
-        attributes: dict[str, object] = {k: a for k, a in node.attributes.items()}
+    def _clone(self, node: ir.Node, inputs: Sequence[ir.Value | None], **attrs: Any) -> ir.Node:
+        """A copy of ``node`` reading ``inputs``, with ``attrs`` replacing its attributes."""
+        attributes = dict(node.attributes)
         for key, value in attrs.items():
-            attributes[key] = value
+            attributes[key] = ir.convenience.convert_attribute(key, value)
         clone = ir.Node(
             node.domain,
             node.op_type,
             list(inputs),
-            attributes=[
-                a if isinstance(a, ir.Attr) else ir.convenience.convert_attribute(k, a)
-                for k, a in attributes.items()
-            ],
+            attributes=list(attributes.values()),
             num_outputs=len(node.outputs),
             name=node.name,
         )

@@ -38,9 +38,11 @@ def variable_of(record: provenance.Provenance, value: ir.Value | None) -> str | 
 
 def free_name(graph: ir.Graph, base: str) -> str:
     """``base``, or ``base_1``, ``base_2``, ... whichever no value of ``graph`` is named."""
-    taken = set(graph.initializers) | {v.name for v in graph.inputs} | {
-        o.name for n in graph for o in n.outputs
-    }
+    taken = (
+        set(graph.initializers)
+        | {v.name for v in graph.inputs}
+        | {o.name for n in graph for o in n.outputs}
+    )
     name, k = base, 0
     while name in taken:
         k += 1

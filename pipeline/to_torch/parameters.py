@@ -188,7 +188,7 @@ def _free_path(root: torch.nn.Module, path: str) -> str:
 
 def _tensor(module: torch.nn.Module, slot: _Slot) -> torch.Tensor:
     owner = _get_module(module, slot.owner_path)
-    found = owner._parameters.get(slot.attr)
+    found: torch.Tensor | None = owner._parameters.get(slot.attr)
     if found is None:
         found = owner._buffers.get(slot.attr)
     assert found is not None, slot.name
@@ -324,7 +324,9 @@ def _fuse_linear_layers(
             continue
         kernel_node = matmul.args[1]
         k_index = whole(kernel_node, 2)
-        if k_index is None or len(kernel_node.users) != 1:  # type: ignore[union-attr]
+        if k_index is None or not isinstance(kernel_node, torch.fx.Node):
+            continue
+        if len(kernel_node.users) != 1:
             continue
         through = matmul
         users = list(matmul.users)
@@ -475,14 +477,20 @@ def _absent(
         owner_path, attr = _tf_module_path(path)
         torch_path = _free_path(module, f"{owner_path}.{attr}")
         owner, _, attr = torch_path.rpartition(".")
-        _set_tensor(_ensure_module(module, owner), attr, torch.from_numpy(np.array(value)), trainable)
+        _set_tensor(
+            _ensure_module(module, owner), attr, torch.from_numpy(np.array(value)), trainable
+        )
         return ParameterEntry(
             path, torch_path, shape, trainable, "identity", "not used by the model's outputs"
         )
     why = (
         mixed
         or record.lost.get(path)
-        or ("no provenance: the exported graph never recorded it" if path not in record.holders() else "")
+        or (
+            "no provenance: the exported graph never recorded it"
+            if path not in record.holders()
+            else ""
+        )
         or "no torch tensor holds it (a converter computed with it?)"
     )
     problems[path] = why
@@ -520,7 +528,7 @@ def _place_variable(
         if not all(_merge_copy(module, first_slot, copy, decoded) for copy in copies):
             names = ", ".join(s.name for s, _, _ in labelled)
             problems[path] = f"held by {names}, which are not one module: they would train apart"
-        return [_place(module, first_slot, label, path, trainable)]
+        return [_place(module, first_slot, str(label), path, trainable)]
     covered = np.concatenate([f.reshape(-1) for _, f, _ in labelled])
     if covered.size != size or np.unique(covered).size != size:
         problems[path] = "its elements are split across torch tensors unevenly"
@@ -591,7 +599,11 @@ def _merge_copy(
         if a is None and b is None:
             if not torch.equal(first_tensors[name], tensor):
                 return False
-        elif a is None or b is None or not all(np.array_equal(x, y) for x, y in zip(a, b, strict=False)):
+        elif (
+            a is None
+            or b is None
+            or not all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+        ):
             return False
     for node in module.graph.nodes:
         if node.op == "call_module" and node.target == copy_head:
@@ -622,7 +634,9 @@ def _move_owner_modules(module: torch.fx.GraphModule, entries: Sequence[Paramete
             head = entry.torch_name.split(".")[0]
             if head in call_targets and head != "initializers":
                 owned.setdefault(head, []).append(entry)
-    wanted = {head: _common_layer_path([str(e.tf_name) for e in group]) for head, group in owned.items()}
+    wanted = {
+        head: _common_layer_path([str(e.tf_name) for e in group]) for head, group in owned.items()
+    }
     shared = {path for path in wanted.values() if list(wanted.values()).count(path) > 1}
     for head, group in owned.items():
         path = wanted[head]
@@ -733,13 +747,9 @@ def count_trainable(
     tf_count = sum(int(np.prod(v["shape"])) for v in variables if v["trainable"])
     folded = [e.tf_name for e in entries if e.torch_name is None and e.note.startswith("folded")]
     for entry in entries:
-        if (
-            entry.tf_name
-            and entry.transform == UNMAPPED
-            and entry.tf_name not in problems
-            and (entry.tf_name not in folded or not inference_only)
-        ):
-            problems[entry.tf_name] = entry.note or "no torch tensor holds it"
+        missing = entry.tf_name and entry.transform == UNMAPPED and entry.tf_name not in problems
+        if missing and (entry.tf_name not in folded or not inference_only):
+            problems[str(entry.tf_name)] = entry.note or "no torch tensor holds it"
     for name in params:
         if name not in table_names:
             problems[name] = "a trainable torch parameter that holds no Keras variable"

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import torch
 
+from pipeline.core import provenance
 from pipeline.core.errors import BadInputError, UnsupportedOpsError
 from pipeline.core.run_dir import REPORT_NAME
 from pipeline.core.signature import TensorSpec
@@ -89,6 +90,11 @@ def import_torch(
     marked, prints, record = fingerprinted(model, variables, list(values))
     eager = import_onnx(marked)
     adoption = adopt_tf_variables(eager, variables, list(values), prints, record)
+    # The cross-check by value: each recorded initializer is what its record says.
+    by_path = {str(v["path"]): np.asarray(a) for v, a in zip(variables, values, strict=True)}
+    for name, problem in provenance.check_values(model, record, by_path).items():
+        for part in record.initializers[name]:
+            adoption.problems.setdefault(part.variable, f"initializer {name}: {problem}")
     eager.eval()
     emitted = emit_package(
         eager,

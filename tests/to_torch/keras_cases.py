@@ -21,7 +21,9 @@ class ChannelScale(L.Layer):
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         self.scale = self.add_weight(
-            name="scale", shape=(input_shape[-1],), initializer="ones",
+            name="scale",
+            shape=(input_shape[-1],),
+            initializer="ones",
             trainable=self.trainable_scale,
         )
 
@@ -148,3 +150,16 @@ def shared_dense() -> keras.Model:
     b = keras.Input((4,), name="b")
     dense = L.Dense(3, name="shared")
     return keras.Model([a, b], L.Add()([dense(a), dense(b)]))
+
+
+def dict_inputs() -> keras.Model:
+    """keras-hub style inputs: a dict of ``token_ids`` and ``padding_mask``."""
+    _seed()
+    inputs = {
+        "token_ids": keras.Input((6,), dtype="int32", name="token_ids"),
+        "padding_mask": keras.Input((6,), dtype="int32", name="padding_mask"),
+    }
+    h = L.Embedding(30, 8, name="embedding")(inputs["token_ids"])
+    mask = keras.ops.expand_dims(keras.ops.cast(inputs["padding_mask"], "float32"), -1)
+    pooled = keras.ops.sum(h * mask, axis=1)
+    return keras.Model(inputs, L.Dense(2, name="head")(pooled))

@@ -90,7 +90,9 @@ def test_stacked_initializer_decodes_to_regions() -> None:
     """tf2onnx's bidirectional LSTM stacks both directions in one W (and pads B with zeros)."""
     forward, backward = np.zeros((2, 8), np.float32), np.zeros((2, 8), np.float32)
     prints = fingerprints_for([forward, backward])
-    w = np.stack([apply_transform(prints.value(i), "transpose(1,0),gates(0,3,1,2)", (8, 2)) for i in (0, 1)])
+    w = np.stack(
+        [apply_transform(prints.value(i), "transpose(1,0),gates(0,3,1,2)", (8, 2)) for i in (0, 1)]
+    )
     parts, problems = provenance.decode_parts(w, prints, ["fw/kernel", "bw/kernel"])
     assert not problems
     assert [(p.variable, p.region) for p in parts] == [
@@ -99,7 +101,9 @@ def test_stacked_initializer_decodes_to_regions() -> None:
     ]
     real = {"fw/kernel": np.arange(16.0).reshape(2, 8), "bw/kernel": -np.arange(16.0).reshape(2, 8)}
     built = provenance.build_value(np.zeros((2, 8, 2)), parts, real)
-    np.testing.assert_array_equal(built[1, :, 0], apply_transform(real["bw/kernel"], parts[1].transform, (1, 8, 2))[0, :, 0])
+    np.testing.assert_array_equal(
+        built[1, :, 0], apply_transform(real["bw/kernel"], parts[1].transform, (1, 8, 2))[0, :, 0]
+    )
 
 
 # ---------------------------------------------------------------------- hand-built graphs
@@ -248,7 +252,9 @@ def test_layout_pass_folds_a_conv_kernel_transpose_and_records_it() -> None:
     assert provenance.check_values(out.model, after, {"conv/kernel": kernel}) == {}
 
 
-def _keras_batchnorm_model(scale: bool, center: bool) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+def _keras_batchnorm_model(
+    scale: bool, center: bool
+) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """``tf.nn.batch_normalization`` as tf2onnx exports it, after an NCHW→NHWC transpose."""
     rng = np.random.default_rng(1)
     values = {
@@ -281,7 +287,9 @@ def _keras_batchnorm_model(scale: bool, center: bool) -> tuple[onnx.ModelProto, 
         helper.make_node("Mul", ["xt", factor], ["xs"]),
         helper.make_node("Add", ["xs", "shift"], ["y"]),
     ]
-    used = {k: v for k, v in values.items() if (scale or k != "bn/gamma") and (center or k != "bn/beta")}
+    used = {
+        k: v for k, v in values.items() if (scale or k != "bn/gamma") and (center or k != "bn/beta")
+    }
     record = provenance.Provenance({k: [provenance.Part(k)] for k in used})
     model = _model(
         nodes,
@@ -371,7 +379,10 @@ def _convert(source: str, out: Path, **options: Any) -> pipeline.ConversionResul
 
 def test_two_scale_layers_after_a_conv_stay_two(tmp_path: Path) -> None:
     rows = assert_trainable_like_keras(_convert(f"{CASES}:two_scales_after_conv", tmp_path / "r"))
-    assert rows["scale_a/scale"]["torch_name"] == "scale_a.scale" and rows["scale_a/scale"]["trainable"]
+    assert (
+        rows["scale_a/scale"]["torch_name"] == "scale_a.scale"
+        and rows["scale_a/scale"]["trainable"]
+    )
     assert rows["scale_b/scale"]["torch_name"] == "scale_b.scale"
     assert not rows["scale_b/scale"]["trainable"]
     assert rows["conv/kernel"]["transform"] == "permute(3,2,0,1)"
@@ -432,16 +443,16 @@ def test_separable_conv_then_batchnorm(tmp_path: Path) -> None:
 def test_convolution_layouts(tmp_path: Path) -> None:
     rows = assert_trainable_like_keras(_convert(f"{CASES}:conv_1d_3d_transposed", tmp_path / "r"))
     assert rows["c3/kernel"]["transform"] == "permute(4,3,0,1,2)"
-    assert rows["t2/kernel"]["transform"] == "permute(3,2,0,1)"  # (out, in) swapped: (in, out, h, w)
+    assert (
+        rows["t2/kernel"]["transform"] == "permute(3,2,0,1)"
+    )  # (out, in) swapped: (in, out, h, w)
     for layer in ("c1", "c3", "t2", "t1"):
         kernel, bias = rows[f"{layer}/kernel"]["torch_name"], rows[f"{layer}/bias"]["torch_name"]
         assert kernel.rpartition(".")[0] == bias.rpartition(".")[0], (kernel, bias)  # one module
 
 
 def test_normalisation_prelu_and_embedding_layouts(tmp_path: Path) -> None:
-    result = _convert(
-        f"{CASES}:norms_and_prelu", tmp_path / "r", input_ranges={"tokens": (0, 20)}
-    )
+    result = _convert(f"{CASES}:norms_and_prelu", tmp_path / "r", input_ranges={"tokens": (0, 20)})
     rows = assert_trainable_like_keras(result)
     assert rows["embedding/embeddings"]["transform"] == "identity"
     assert rows["ln_no_center/gamma"]["torch_name"] == "ln_no_center.weight"
@@ -477,7 +488,20 @@ def test_fold_for_inference_lists_what_it_folded(tmp_path: Path) -> None:
     folded = {r["tf_name"]: r["note"] for r in report["parameters"] if r["transform"] == "unmapped"}
     assert set(folded) >= {"bn/gamma", "bn/beta", "bn/moving_mean", "bn/moving_variance"}
     assert all(note.startswith("folded into Conv") for note in folded.values()), folded
-    assert not any(n.op_type == "BatchNormalization" for n in onnx.load(str(result.run_dir / "model.onnx")).graph.node)
+    assert not any(
+        n.op_type == "BatchNormalization"
+        for n in onnx.load(str(result.run_dir / "model.onnx")).graph.node
+    )
+
+
+def test_dict_inputs_as_keras_hub_models_have_them(tmp_path: Path) -> None:
+    result = _convert(
+        f"{CASES}:dict_inputs",
+        tmp_path / "r",
+        input_ranges={"token_ids": (0, 30), "padding_mask": (0, 2)},
+    )
+    assert_trainable_like_keras(result)
+    assert {i["name"] for i in result.report["inputs"]} == {"token_ids", "padding_mask"}
 
 
 def test_keep_batchnorm_is_accepted_and_changes_nothing(tmp_path: Path) -> None:
@@ -497,7 +521,5 @@ def test_fresh_twin_of_every_zoo_model(name: str, tmp_path: Path) -> None:
     """The zoo model as Keras builds it (zero biases, identity normalisations, twins of equal
     values everywhere) converts with every variable its own parameter."""
     entry = ZOO[name]
-    result = _convert(
-        f"{FRESH_ZOO}:{name}", tmp_path / name, input_ranges=dict(entry.input_ranges)
-    )
+    result = _convert(f"{FRESH_ZOO}:{name}", tmp_path / name, input_ranges=dict(entry.input_ranges))
     assert_trainable_like_keras(result)

@@ -39,9 +39,7 @@ def export_saved_model_traced(
         return export_saved_model(loaded, specs, output_names, opset)
     real = [np.asarray(v.numpy()) for _, v in variables]
     prints = fingerprints_for(real)
-    marked = [
-        k for k, value in enumerate(real) if value.dtype.kind == "f" and prints.supported(k)
-    ]
+    marked = [k for k, value in enumerate(real) if value.dtype.kind == "f" and prints.supported(k)]
     try:
         for k in marked:
             variables[k][1].assign(prints.value(k))

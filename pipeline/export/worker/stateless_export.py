@@ -179,7 +179,9 @@ def export_stateless(
     record = provenance.Provenance()
     _inputs_to_initializers(proto, inputs_of, paths, real, record)
     if fingerprint and captured:
-        decode_fingerprints(proto, prints, [paths[i] for i in captured], [real[i] for i in captured], record)
+        decode_fingerprints(
+            proto, prints, [paths[i] for i in captured], [real[i] for i in captured], record
+        )
     provenance.write(proto, record)
     return StatelessExport(proto, inputs_of)
 
@@ -309,7 +311,9 @@ def decode_fingerprints(
                 found.update(p.variable for p in parts)
         else:
             for k in np.unique(owner[owner >= 0]):
-                record.lost.setdefault(paths[int(k)], f"held by a constant inside {tensor.name or 'a node'}")
+                record.lost.setdefault(
+                    paths[int(k)], f"held by a constant inside {tensor.name or 'a node'}"
+                )
         restored = array.copy()
         for k in np.unique(owner[owner >= 0]):
             mask = owner == k
