@@ -122,8 +122,9 @@ def map_variables(
             torch_name = row.get("torch_name")
             if row["transform"] == UNMAPPED or not torch_name or torch_name not in tensors:
                 raise BadInputError(
-                    f"TF variable {name} has no torch tensor in the run (folded by tf2onnx?); "
-                    "it cannot train like Keras's: convert again with --keep-batchnorm"
+                    f"TF variable {name} has no torch tensor in the run (folded by "
+                    "--fold-for-inference?); it cannot train like Keras's: convert again "
+                    "without --fold-for-inference"
                     if "moving" in name or "gamma" in name or "beta" in name
                     else f"TF variable {name} has no torch tensor in the run, so it cannot train"
                 )
