@@ -281,7 +281,7 @@ def test_resnet50_passes_convert_and_three_checks(resnet50_run: Path, tmp_path: 
     run = _copy(resnet50_run, tmp_path)
     report = _report(run)
     floor = report["tolerances"]["noise_floor"]["predictions"]
-    assert floor["noise"] > 1e-5  # measured 1.9e-4 on logits with max |logit| 5.9
+    assert floor["noise"] > 1e-4  # measured 1.8e-4 on logits with max |logit| 5.8
     assert all(c["pass"] and c["noise_floor"] is not None for c in report["comparisons"])
     assert main(["check", str(run), "--golden-only", "--read-only", "--atol", "1e-4"]) == 1
     for _ in range(3):
@@ -304,7 +304,7 @@ def _resnet_onnx(kind: str, edit: Callable[[np.ndarray], np.ndarray]) -> Callabl
 
 # ResNet50 at 96x96: conv1 kernel [64, 3, 7, 7] (ONNX and torch: OIHW), predictions kernel
 # [2048, 1000] in ONNX, weight [1000, 2048] in torch.  Measured effect of a 1e-3 change on
-# the logits against the pair tolerance 7.6e-4: first conv 0.49, last conv 3.9e-3, dense 5.9e-3.
+# the logits against the pair tolerance 7.4e-4: first conv 0.49, last conv 3.9e-3, dense 5.9e-3.
 RESNET_MUTATIONS: dict[str, tuple[str, Callable[[Any], None]]] = {
     "first_conv_1e-3_onnx": (_ONNX, _resnet_onnx("first_conv", lambda w: w * (1 + 1e-3))),
     "first_conv_1e-3_pt2": (_PT2, lambda sd: _by_shape(sd, (64, 3, 7, 7)).mul_(1 + 1e-3)),
