@@ -40,12 +40,24 @@ import numpy as np
 import onnx
 import torch
 from onnx import numpy_helper
-from onnx2torch.node_converters.binary_math_operations import OnnxBinaryMathOperation
-from onnx2torch.node_converters.matmul import OnnxMatMul
 
 from pipeline.core import provenance
 from pipeline.core.fingerprint import NOT_A_FINGERPRINT, Fingerprints, fingerprints_for
 from pipeline.core.transforms import apply_transform, describe_index_map
+from pipeline.to_torch.linear_fusion import fuse_linear_layers
+from pipeline.to_torch.module_surgery import (
+    Slot,
+    all_slots,
+    drop_unused,
+    ensure_module,
+    free_path,
+    get_attr_users,
+    get_module,
+    sanitize_name,
+    set_slot_tensor,
+    slot_tensor,
+    tf_module_path,
+)
 
 __all__ = [
     "UNMAPPED",
@@ -92,23 +104,12 @@ class ParameterEntry:
         }
 
 
-@dataclass(frozen=True)
-class _Slot:
-    """A torch tensor: ``owner.attr``."""
-
-    owner_path: str
-    attr: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.owner_path}.{self.attr}" if self.owner_path else self.attr
-
 
 @dataclass
 class _Held:
     """Where one variable's fingerprints are: per slot, the flat TF indices it holds."""
 
-    slots: list[tuple[_Slot, np.ndarray]] = field(default_factory=list)
+    slots: list[tuple[Slot, np.ndarray]] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------- fingerprinting
@@ -138,125 +139,17 @@ def fingerprinted(
     return copy, prints, record
 
 
-# ------------------------------------------------------------------------ module surgery
-
-
-def _sanitize(part: str) -> str:
-    part = re.sub(r"\W", "_", part.removesuffix(":0"))
-    return part if part and not part[0].isdigit() else f"_{part}"
-
-
-def _tf_module_path(tf_name: str) -> tuple[str, str]:
-    """``a/b/kernel`` → (``a.b``, ``kernel``), each part a valid attribute name."""
-    parts = [_sanitize(p) for p in tf_name.split("/") if p]
-    return ".".join(parts[:-1]) or "tf", parts[-1]
-
-
-def _get_module(root: torch.nn.Module, path: str) -> torch.nn.Module:
-    return root.get_submodule(path) if path else root
-
-
-def _ensure_module(root: torch.nn.Module, path: str) -> torch.nn.Module:
-    module = root
-    for part in path.split("."):
-        if not hasattr(module, part):
-            module.add_module(part, torch.nn.Module())
-        child = getattr(module, part)
-        if not isinstance(child, torch.nn.Module):
-            raise ValueError(f"{path}: {part} is not a module")
-        module = child
-    return module
-
-
-def _free_path(root: torch.nn.Module, path: str) -> str:
-    """``path`` if nothing lives there yet, else ``path_1``, ``path_2``, ..."""
-    candidate, n = path, 0
-    while True:
-        try:
-            root.get_submodule(candidate)
-        except AttributeError:
-            owner, _, attr = candidate.rpartition(".")
-            try:
-                parent = _get_module(root, owner)
-            except AttributeError:
-                return candidate
-            if not hasattr(parent, attr):
-                return candidate
-        n += 1
-        candidate = f"{path}_{n}"
-
-
-def _tensor(module: torch.nn.Module, slot: _Slot) -> torch.Tensor:
-    owner = _get_module(module, slot.owner_path)
-    found: torch.Tensor | None = owner._parameters.get(slot.attr)
-    if found is None:
-        found = owner._buffers.get(slot.attr)
-    assert found is not None, slot.name
-    return found
-
-
-def _set_tensor(module: torch.nn.Module, attr: str, value: torch.Tensor, trainable: bool) -> None:
-    if attr in module._parameters or attr in module._buffers or hasattr(module, attr):
-        delattr(module, attr)
-    if trainable:
-        module.register_parameter(attr, torch.nn.Parameter(value.detach().clone()))
-    else:
-        module.register_buffer(attr, value.detach().clone())
-
-
-def _slots(module: torch.nn.Module) -> dict[_Slot, torch.Tensor]:
-    found: dict[_Slot, torch.Tensor] = {}
-    for owner_path, owner in module.named_modules(remove_duplicate=False):
-        for attr, tensor in [*owner._parameters.items(), *owner._buffers.items()]:
-            if tensor is not None and tensor.is_floating_point():
-                found.setdefault(_Slot(owner_path, attr), tensor)
-    return found
-
-
-def _get_attr_users(module: torch.fx.GraphModule, slot: _Slot) -> list[torch.fx.Node]:
-    return [n for n in module.graph.nodes if n.op == "get_attr" and n.target == slot.name]
-
-
-def _is_call(module: torch.fx.GraphModule, node: torch.fx.Node, kind: type) -> bool:
-    return node.op == "call_module" and isinstance(module.get_submodule(str(node.target)), kind)
-
-
-def _is_reshape(module: torch.fx.GraphModule, node: torch.fx.Node) -> bool:
-    return (
-        node.op == "call_module"
-        and "Reshape" in type(module.get_submodule(str(node.target))).__name__
-    )
-
-
-def _is_add(module: torch.fx.GraphModule, node: torch.fx.Node) -> bool:
-    return _is_call(module, node, OnnxBinaryMathOperation) and (
-        module.get_submodule(str(node.target)).math_op_function is torch.add
-    )
-
-
-def _drop_unused(module: torch.fx.GraphModule) -> None:
-    module.graph.eliminate_dead_code()
-    module.delete_all_unused_submodules()
-    read = {str(n.target) for n in module.graph.nodes if n.op == "get_attr"}
-    initializers = getattr(module, "initializers", None)
-    if isinstance(initializers, torch.nn.Module):
-        for name in [n for n, _ in initializers.named_buffers(recurse=False)]:
-            if f"initializers.{name}" not in read:
-                delattr(initializers, name)
-    module.recompile()
-
-
 # ------------------------------------------------------------------------------ decode
 
 
 def _decoded(
     module: torch.nn.Module, prints: Fingerprints
-) -> tuple[dict[_Slot, tuple[np.ndarray, np.ndarray]], dict[int, str]]:
+) -> tuple[dict[Slot, tuple[np.ndarray, np.ndarray]], dict[int, str]]:
     """Per torch tensor holding fingerprints: (variable, flat index) arrays.  Also, per
     variable whose fingerprints share a tensor with other values, why it is not placed."""
-    found: dict[_Slot, tuple[np.ndarray, np.ndarray]] = {}
+    found: dict[Slot, tuple[np.ndarray, np.ndarray]] = {}
     mixed: dict[int, str] = {}
-    for slot, tensor in _slots(module).items():
+    for slot, tensor in all_slots(module).items():
         array = tensor.detach().cpu().numpy()
         owner, flat = prints.decode(array)
         present = np.unique(owner[owner != NOT_A_FINGERPRINT])
@@ -271,130 +164,19 @@ def _decoded(
 
 def _restore(
     module: torch.nn.Module,
-    decoded: Mapping[_Slot, tuple[np.ndarray, np.ndarray]],
+    decoded: Mapping[Slot, tuple[np.ndarray, np.ndarray]],
     values: Sequence[np.ndarray],
 ) -> None:
     """Write the real values through the fingerprints' element maps."""
     flat_values = [np.asarray(v).reshape(-1) for v in values]
     with torch.no_grad():
         for slot, (owner, flat) in decoded.items():
-            tensor = _tensor(module, slot)
+            tensor = slot_tensor(module, slot)
             array = tensor.detach().cpu().numpy().copy()
             for index in np.unique(owner[owner != NOT_A_FINGERPRINT]):
                 mask = owner == index
                 array[mask] = flat_values[int(index)][flat[mask]]
             tensor.copy_(torch.from_numpy(array))
-
-
-# ------------------------------------------------------------------------------ Linear
-
-
-def _fuse_linear_layers(
-    module: torch.fx.GraphModule,
-    prints: Fingerprints,
-    variables: Sequence[Mapping[str, Any]],
-) -> None:
-    """``MatMul(x, kernel) [+ Add(bias)]`` with ``kernel`` one whole 2-D variable as is (and
-    ``bias`` one whole 1-D variable) → ``nn.Linear`` at the kernel's layer path.  Runs on the
-    fingerprinted module, so the Linear's weight decodes as the kernel transposed."""
-
-    def tensor_of(node: torch.fx.Node) -> torch.Tensor | None:
-        owner, _, attr = str(node.target).rpartition(".")
-        try:
-            return _tensor(module, _Slot(owner, attr))
-        except (AttributeError, AssertionError):
-            return None
-
-    def whole(node: object, ndim: int) -> int | None:
-        """The variable ``node`` reads, whole and as it is (``ndim`` -1: any rank)."""
-        if not isinstance(node, torch.fx.Node) or node.op != "get_attr":
-            return None
-        tensor = tensor_of(node)
-        if tensor is None or (ndim >= 0 and tensor.dim() != ndim):
-            return None
-        owner, flat = prints.decode(tensor.detach().cpu().numpy())
-        first = int(owner.reshape(-1)[0]) if owner.size else NOT_A_FINGERPRINT
-        if first == NOT_A_FINGERPRINT or not np.all(owner == first):
-            return None
-        expected = np.arange(flat.size).reshape(flat.shape)
-        return first if np.array_equal(flat, expected) else None
-
-    for matmul in list(module.graph.nodes):
-        if not _is_call(module, matmul, OnnxMatMul) or len(matmul.args) != 2:
-            continue
-        kernel_node = matmul.args[1]
-        k_index = whole(kernel_node, 2)
-        if k_index is None or not isinstance(kernel_node, torch.fx.Node):
-            continue
-        if len(kernel_node.users) != 1:
-            continue
-        through = matmul
-        users = list(matmul.users)
-        if len(users) == 1 and _is_reshape(module, users[0]) and len(users[0].users) == 1:
-            # Dense on a sequence (Tensordot): MatMul on (-1, in), Reshape back, Add bias;
-            # the bias commutes with a reshape that keeps the last dim.
-            through = users[0]
-            users = list(through.users)
-        bias_node = add = None
-        bias: torch.Tensor | None = None
-        assert isinstance(kernel_node, torch.fx.Node)
-        kernel = tensor_of(kernel_node)
-        assert kernel is not None
-        if len(users) == 1 and _is_add(module, users[0]):
-            other = [a for a in users[0].args if a is not through]
-            if len(other) == 1 and isinstance(other[0], torch.fx.Node):
-                candidate = tensor_of(other[0]) if whole(other[0], -1) is not None else None
-                if candidate is not None and _bias_commutes(module, through, matmul, candidate):
-                    bias, bias_node, add = candidate, other[0], users[0]
-        layer = str(variables[k_index]["path"]).rpartition("/")[0]
-        linear = torch.nn.Linear(
-            int(kernel.shape[0]), int(kernel.shape[1]), bias=bias_node is not None
-        )
-        with torch.no_grad():
-            linear.weight.copy_(kernel.T)
-            if bias is not None and bias_node is not None:
-                linear.bias.copy_(bias.reshape(-1))
-        path = _free_path(module, ".".join(_sanitize(p) for p in layer.split("/")) or "dense")
-        owner, _, attr = path.rpartition(".")
-        (_ensure_module(module, owner) if owner else module).add_module(attr, linear)
-        with module.graph.inserting_before(matmul):
-            new = module.graph.call_module(path, (matmul.args[0],))
-        matmul.replace_all_uses_with(new)
-        module.graph.erase_node(matmul)
-        if add is not None:
-            # The Add only re-added the bias: its output is the (reshaped) Linear output.
-            add.replace_all_uses_with(through if through is not matmul else new)
-            module.graph.erase_node(add)
-    _drop_unused(module)
-
-
-def _bias_commutes(
-    module: torch.fx.GraphModule,
-    through: torch.fx.Node,
-    matmul: torch.fx.Node,
-    bias: torch.Tensor,
-) -> bool:
-    """Whether ``Add(through, bias)`` equals adding ``bias.reshape(-1)`` to the MatMul's
-    last axis before ``through`` (the MatMul itself, or a Reshape of it).
-
-    Directly: a 1-D bias.  Through a Reshape (Dense on a sequence, MultiHeadAttention's
-    EinsumDense with a ``(heads, dim)`` bias): the reshape's trailing target dims are static
-    and equal the bias's shape, whose size is the MatMul's output width, so the reshape
-    splits exactly the last axis into the bias's dims (row-major)."""
-    kernel_width = None
-    for arg in matmul.args[1:]:
-        if isinstance(arg, torch.fx.Node) and arg.op == "get_attr":
-            owner, _, attr = str(arg.target).rpartition(".")
-            kernel_width = int(_tensor(module, _Slot(owner, attr)).shape[-1])
-    if kernel_width is None or bias.numel() != kernel_width:
-        return False
-    if through is matmul:
-        return bias.dim() == 1
-    target = getattr(module.get_submodule(str(through.target)), "shape", None)
-    if not isinstance(target, tuple) or len(target) < bias.dim():
-        return False
-    trailing = target[len(target) - bias.dim() :]
-    return all(isinstance(d, int) for d in trailing) and tuple(trailing) == tuple(bias.shape)
 
 
 # ------------------------------------------------------------------------------- driver
@@ -422,7 +204,7 @@ def adopt_tf_variables(
     ``variables`` are the TF worker's metadata (``path``, ``trainable``, ``shape``,
     ``has_grad``, ``batchnorm``) and ``values`` their values, in the same order.
     """
-    _fuse_linear_layers(module, prints, variables)
+    fuse_linear_layers(module, prints, variables)
     decoded, mixed = _decoded(module, prints)
     _restore(module, decoded, values)
 
@@ -449,7 +231,7 @@ def adopt_tf_variables(
 
     _move_owner_modules(module, [e for group in entries.values() for e in group])
     _batchnorm_settings(module, variables, entries)
-    _drop_unused(module)
+    drop_unused(module)
     table = [e for index in range(len(variables)) for e in entries[index]]
     table += _torch_only_slots(module, table)
     return Adoption(table, problems)
@@ -474,11 +256,11 @@ def _absent(
         )
     unused = path not in record.holders() and path not in record.lost and not meta.get("has_grad")
     if unused and not mixed:
-        owner_path, attr = _tf_module_path(path)
-        torch_path = _free_path(module, f"{owner_path}.{attr}")
+        owner_path, attr = tf_module_path(path)
+        torch_path = free_path(module, f"{owner_path}.{attr}")
         owner, _, attr = torch_path.rpartition(".")
-        _set_tensor(
-            _ensure_module(module, owner), attr, torch.from_numpy(np.array(value)), trainable
+        set_slot_tensor(
+            ensure_module(module, owner), attr, torch.from_numpy(np.array(value)), trainable
         )
         return ParameterEntry(
             path, torch_path, shape, trainable, "identity", "not used by the model's outputs"
@@ -502,7 +284,7 @@ def _place_variable(
     meta: Mapping[str, Any],
     found: _Held,
     problems: dict[str, str],
-    decoded: Mapping[_Slot, tuple[np.ndarray, np.ndarray]],
+    decoded: Mapping[Slot, tuple[np.ndarray, np.ndarray]],
 ) -> list[ParameterEntry]:
     """Place one variable held by ``found``'s slots: one slot, several copies of one layer
     (a Keras layer called twice: the copies become one module called twice), or rows split
@@ -536,34 +318,34 @@ def _place_variable(
 
 
 def _place(
-    module: torch.fx.GraphModule, slot: _Slot, label: str, tf_name: str, trainable: bool
+    module: torch.fx.GraphModule, slot: Slot, label: str, tf_name: str, trainable: bool
 ) -> ParameterEntry:
-    tensor = _tensor(module, slot)
-    readers = _get_attr_users(module, slot)
+    tensor = slot_tensor(module, slot)
+    readers = get_attr_users(module, slot)
     if readers or slot.owner_path == "initializers":
         # A free-standing initializer: move it to the TF variable's path.
-        owner_path, attr = _tf_module_path(tf_name)
-        path = _free_path(module, f"{owner_path}.{attr}")
+        owner_path, attr = tf_module_path(tf_name)
+        path = free_path(module, f"{owner_path}.{attr}")
         owner_path, _, attr = path.rpartition(".")
-        _set_tensor(_ensure_module(module, owner_path), attr, tensor, trainable)
+        set_slot_tensor(ensure_module(module, owner_path), attr, tensor, trainable)
         for node in readers:
             node.target = path
-        delattr(_get_module(module, slot.owner_path), slot.attr)
+        delattr(get_module(module, slot.owner_path), slot.attr)
         torch_name = path
     else:
         # A tensor owned by a converted module (nn.Conv2d, nn.LSTM, a patch's module).
-        owner = _get_module(module, slot.owner_path)
+        owner = get_module(module, slot.owner_path)
         if (slot.attr in owner._parameters) != trainable:
-            _set_tensor(owner, slot.attr, tensor, trainable)
+            set_slot_tensor(owner, slot.attr, tensor, trainable)
         torch_name = slot.name
     return ParameterEntry(tf_name, torch_name, list(tensor.shape), trainable, label)
 
 
 def _merge_copy(
     module: torch.fx.GraphModule,
-    kept: _Slot,
-    copy: _Slot,
-    decoded: Mapping[_Slot, tuple[np.ndarray, np.ndarray]],
+    kept: Slot,
+    copy: Slot,
+    decoded: Mapping[Slot, tuple[np.ndarray, np.ndarray]],
 ) -> bool:
     """Make ``copy`` (another torch tensor holding the same variable as ``kept``) go away:
     an initializer read by ``get_attr`` is read from ``kept`` instead; a converted module
@@ -571,12 +353,12 @@ def _merge_copy(
     module, called twice, when the two are the same module holding the same variables.
     torch.export does not keep two modules' parameters tied, so this is the only way both
     uses train one parameter.  Returns False when the copy cannot be merged."""
-    readers = _get_attr_users(module, copy)
+    readers = get_attr_users(module, copy)
     if readers or copy.owner_path == "initializers":
         for node in readers:
             node.target = kept.name
-        if copy.owner_path == "initializers" or not _get_attr_users(module, copy):
-            owner = _get_module(module, copy.owner_path)
+        if copy.owner_path == "initializers" or not get_attr_users(module, copy):
+            owner = get_module(module, copy.owner_path)
             if copy.attr in owner._parameters or copy.attr in owner._buffers:
                 delattr(owner, copy.attr)
         return True
@@ -594,8 +376,8 @@ def _merge_copy(
     if set(first_tensors) != set(second_tensors):
         return False
     for name, tensor in second_tensors.items():
-        a = decoded.get(_Slot(*f"{kept_head}.{name}".rpartition(".")[::2]))
-        b = decoded.get(_Slot(*f"{copy_head}.{name}".rpartition(".")[::2]))
+        a = decoded.get(Slot(*f"{kept_head}.{name}".rpartition(".")[::2]))
+        b = decoded.get(Slot(*f"{copy_head}.{name}".rpartition(".")[::2]))
         if a is None and b is None:
             if not torch.equal(first_tensors[name], tensor):
                 return False
@@ -619,7 +401,7 @@ def _common_layer_path(tf_names: Sequence[str]) -> str:
         if len(set(parts)) != 1:
             break
         common.append(parts[0])
-    return ".".join(_sanitize(p) for p in common)
+    return ".".join(sanitize_name(p) for p in common)
 
 
 def _move_owner_modules(module: torch.fx.GraphModule, entries: Sequence[ParameterEntry]) -> None:
@@ -642,14 +424,14 @@ def _move_owner_modules(module: torch.fx.GraphModule, entries: Sequence[Paramete
         path = wanted[head]
         if path in shared:
             # One layer, several torch modules (SeparableConv: depthwise and pointwise).
-            role = _sanitize(str(group[0].tf_name).rpartition("/")[2].removesuffix("kernel"))
+            role = sanitize_name(str(group[0].tf_name).rpartition("/")[2].removesuffix("kernel"))
             path = f"{path}.{role.strip('_') or 'part'}"
         if not path or path == head:
             continue
-        target = _free_path(module, path)
+        target = free_path(module, path)
         child = module.get_submodule(head)
         parent_path, _, attr = target.rpartition(".")
-        (_ensure_module(module, parent_path) if parent_path else module).add_module(attr, child)
+        (ensure_module(module, parent_path) if parent_path else module).add_module(attr, child)
         for node in module.graph.nodes:
             if node.op == "call_module" and node.target == head:
                 node.target = target
@@ -717,7 +499,7 @@ def _torch_only_slots(
             )
             continue
         owner_path, _, attr = name.rpartition(".")
-        _set_tensor(_get_module(module, owner_path), attr, parameter, trainable=False)
+        set_slot_tensor(get_module(module, owner_path), attr, parameter, trainable=False)
     return extra
 
 

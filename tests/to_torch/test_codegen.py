@@ -28,7 +28,7 @@ from pipeline.to_torch.codegen import CodegenFailed, emit_package, import_packag
 from pipeline.to_torch.codegen.naming import ScopeReader, TemporaryNames, class_name, sanitize
 from pipeline.to_torch.converters.recurrent import ReverseSequence
 from pipeline.to_torch.importer import export_program, load_program
-from pipeline.to_torch.parameters import _sanitize as parameters_sanitize
+from pipeline.to_torch.module_surgery import sanitize_name as parameters_sanitize
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))

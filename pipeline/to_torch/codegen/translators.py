@@ -10,6 +10,9 @@ and are called as ``self.<path>(...)``; :mod:`pipeline.to_torch.codegen.modules`
 An op whose semantics need more than an expression (ONNX ``ReverseSequence``, ONNX-style
 ``Softmax`` over flattened axes...) calls a helper function that is written into the same
 file (:data:`HELPERS`) and listed in the package's report.
+
+This file is long on purpose: it is one table, one short translator per onnx2torch module class
+(about sixty), read by looking up the class at hand; splitting it would scatter that table.
 """
 
 from __future__ import annotations
