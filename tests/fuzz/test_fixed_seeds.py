@@ -15,9 +15,7 @@ import pytest
 from fuzz.outcome import SILENT
 from fuzz.run import FIXED_SEEDS, ModelResult, run_fuzz
 
-KNOWN_SILENT: dict[int, str] = {
-    0: "a fresh Conv2D's all-zero bias is dropped by tf2onnx and not restored (issue 10)",
-}
+KNOWN_SILENT: dict[int, str] = {}
 
 
 @pytest.fixture(scope="module")

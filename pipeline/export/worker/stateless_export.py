@@ -155,11 +155,14 @@ def export_stateless(
                 return variable.value  # state that is not a weight (a seed): traced as is
             return given[i] if i in given else tf.constant(constants[i])
 
+        # stateless_call hands its keyword arguments to `call` as they are (Layer.__call__
+        # would drop `training` for a call that does not take it): pass it only when taken.
+        takes_training = getattr(model, "_call_has_training_arg", True)
         outputs, _ = model.stateless_call(
             [value_of(v) for v in model.trainable_variables],
             [value_of(v) for v in model.non_trainable_variables],
             pack_inputs(model, args[: len(specs)]),
-            training=False,
+            **({"training": False} if takes_training else {}),
         )
         return flat_outputs(outputs)
 
