@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import ERROR_KINDS, WorkerError
+from pipeline.core.internal_error import keep_log
 from pipeline.core.signature import TensorSpec
 from pipeline.export.sources import Source
 
@@ -73,6 +74,13 @@ def _log_tail(log: Path) -> str:
     return lines[-1].strip() if lines else ""
 
 
+def _kept(log_path: Path) -> str:
+    """`` (log: <copy>)``: the worker's log copied out of the run directory, which is removed
+    with the failed run; empty if it could not be copied."""
+    kept = keep_log(log_path, "tf-worker")
+    return f" (log: {kept})" if kept else ""
+
+
 def run_worker(
     module: str,
     request: dict[str, Any],
@@ -109,14 +117,15 @@ def run_worker(
         raise WorkerError(
             stage,
             f"TensorFlow worker {death_reason(proc.returncode)}"
-            + (f"; last log line: {tail}" if tail else ""),
+            + (f"; last log line: {tail}" if tail else "")
+            + _kept(log_path),
         )
     answer: dict[str, Any] = json.loads(result_path.read_text())
     result_path.unlink()
     if not answer["ok"]:
         kind, message = answer["kind"], answer["message"]
         if kind == "worker_crash":
-            raise WorkerError(stage, f"TensorFlow worker failed: {message} (see {log_path})")
+            raise WorkerError(stage, f"TensorFlow worker failed: {message}{_kept(log_path)}")
         raise ERROR_KINDS.get(kind, ERROR_KINDS["error"])(message)
     return answer
 
