@@ -134,6 +134,18 @@ def _match(loop: onnx.NodeProto, initializers: dict[str, np.ndarray]) -> _Candid
         return None
     hidden = kernel.shape[1] // 3
     recurrent = [k for k, v in constants.items() if v.shape == (hidden, 3 * hidden)]
+    if len(recurrent) > 1:
+        # GRU(2): the (2, 3H) bias has the recurrent kernel's shape; the kernel is the one
+        # the state is multiplied by.
+        state = carried_in[h_index]
+        recurrent = [
+            k
+            for k in recurrent
+            if any(
+                n.op_type == "MatMul" and n.input[0] == state and n.input[1] == carried_in[k]
+                for n in body.node
+            )
+        ]
     if len(recurrent) != 1:
         return None
     sources["recurrent_kernel"] = loop.input[2 + recurrent[0]]
