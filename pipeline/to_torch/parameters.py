@@ -58,6 +58,7 @@ __all__ = [
 ]
 
 UNMAPPED = "unmapped"
+CONSTANT = "constant"
 TORCH_ONLY_SLOTS = re.compile(r"(^|\.)bias_hh_l\d+(_reverse)?$")
 """Torch parameters Keras has no variable for: ``nn.LSTM``'s second bias (Keras has one)."""
 
@@ -468,6 +469,9 @@ def _absent(
     path = str(meta["path"])
     trainable = bool(meta["trainable"])
     shape = list(meta["shape"])
+    if np.asarray(value).dtype.kind != "f" and not trainable:
+        # An integer state variable (a counter): nothing to train, a constant of the graph.
+        return ParameterEntry(path, None, shape, False, CONSTANT, "not floating point: a constant")
     if path in record.folded:
         return ParameterEntry(
             path, None, shape, trainable, UNMAPPED, f"folded into {record.folded[path]}"
