@@ -58,16 +58,16 @@ def _channel_axis_after(node: ir.Node, axis: int, rank: int) -> tuple[int, int] 
         sliced = const_array(node.inputs[3]) if len(node.inputs) > 3 else None
         if sliced is None:
             return None
-        axes = [int(a) + rank if int(a) < 0 else int(a) for a in sliced.reshape(-1)]
-        return None if axis in axes else (axis, rank)
+        cropped = [int(a) + rank if int(a) < 0 else int(a) for a in sliced.reshape(-1)]
+        return None if axis in cropped else (axis, rank)
     axes = _axes(node) if node.op_type in ("Squeeze", "Unsqueeze") else None
     if axes is None:
         return None
     if node.op_type == "Squeeze":
-        axes = [a + rank if a < 0 else a for a in axes]
-        if axis in axes:
+        squeezed = [a + rank if a < 0 else a for a in axes]
+        if axis in squeezed:
             return None
-        return axis - sum(a < axis for a in axes), rank - len(axes)
+        return axis - sum(a < axis for a in squeezed), rank - len(squeezed)
     out_rank = rank + len(axes)
     for a in sorted(a + out_rank if a < 0 else a for a in axes):
         if a <= axis:
