@@ -43,6 +43,8 @@ class Imported:
     """report.json's ``parameters`` rows."""
     problems: dict[str, str]
     """TF variable (or torch parameter) → why it has no trainable parameter of its own."""
+    route: str = ""
+    """How the export located the variables (the provenance record's ``route``)."""
 
 
 def import_torch(
@@ -77,7 +79,7 @@ def import_torch(
     module = load_program(pt2_path)
     attach_table(module, table)
     apply_requires_grad(module, table)
-    return Imported(module, adoption.entries, table, adoption.problems)
+    return Imported(module, adoption.entries, table, adoption.problems, record.route)
 
 
 def load_run_module(run_dir: Path) -> torch.nn.Module:

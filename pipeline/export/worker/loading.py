@@ -16,13 +16,13 @@ import numpy as np
 from pipeline.core.errors import BadInputError
 from pipeline.core.signature import TensorSpec
 from pipeline.export.sources import Source, SourceKind
+from pipeline.export.worker.frozen_export import export_keras_frozen, export_saved_model_traced
 from pipeline.export.worker.initializers import (
     describe_initializer,
     layer_kind,
     recording_initializers,
     variable_owners,
 )
-from pipeline.export.worker.saved_model_export import export_saved_model_traced
 from pipeline.export.worker.stateless_export import (
     export_stateless,
     flat_outputs,
@@ -135,9 +135,14 @@ def _keras_model(
 
     def export(specs: list[TensorSpec], opset: int, fingerprint: bool = True) -> Any:
         last_feeds.clear()
-        return export_stateless(
-            model, specs, opset, paths, fingerprint=fingerprint, feeds=last_feeds
-        ).proto
+        try:
+            return export_stateless(
+                model, specs, opset, paths, fingerprint=fingerprint, feeds=last_feeds
+            ).proto
+        except Exception as err:  # a model stateless_call cannot trace: the frozen route
+            print(f"stateless export failed ({one_line(err)}); exporting the frozen graph")
+            last_feeds.clear()
+            return export_keras_frozen(model, specs, opset, paths, fingerprint=fingerprint)
 
     def feeds() -> dict[str, np.ndarray]:
         return dict(last_feeds)
