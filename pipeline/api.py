@@ -286,6 +286,7 @@ def convert(
             imported.problems,
             inference_only=options.fold_for_inference,
         )
+        rep.parameter_count["export_route"] = imported.route
         rep.inference_only = options.fold_for_inference
         rep.verdict = report.verdict_of(compared.comparisons, gradient_checks, rep.parameter_count)
         rep.write(staging)

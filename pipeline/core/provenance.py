@@ -12,7 +12,9 @@ import stage reads it (``onnx.ModelProto.metadata_props`` key :data:`METADATA_KE
   constants of the graph's own);
 - ``lost``: variable → why no initializer holds it (e.g. an optimiser folded it into
   another constant);
-- ``folded``: variable → what it was folded into, for ``--fold-for-inference`` only.
+- ``folded``: variable → what it was folded into, for ``--fold-for-inference`` only;
+- ``route``: how the export located the variables (``stateless``: each a graph input of its
+  own; ``frozen+fingerprints``: a frozen graph searched for fingerprints).
 
 Nothing here compares values to find a variable: parts are recorded by the code that made
 the initializer (or decoded from fingerprints, :mod:`pipeline.core.fingerprint`).
@@ -76,10 +78,12 @@ class Provenance:
     initializers: dict[str, list[Part]] = field(default_factory=dict)
     lost: dict[str, str] = field(default_factory=dict)
     folded: dict[str, str] = field(default_factory=dict)
+    route: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return {
+            "route": self.route,
             "initializers": {k: [p.to_json() for p in v] for k, v in self.initializers.items()},
             "lost": dict(self.lost),
             "folded": dict(self.folded),
@@ -92,6 +96,7 @@ class Provenance:
             {k: [Part.from_json(p) for p in v] for k, v in d.get("initializers", {}).items()},
             dict(d.get("lost", {})),
             dict(d.get("folded", {})),
+            str(d.get("route", "")),
         )
 
     def whole(self, initializer: str) -> Part | None:

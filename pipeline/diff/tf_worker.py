@@ -52,8 +52,9 @@ from pipeline.export.worker.scaling import load_and_scale
 from pipeline.export.worker.serve import serve
 
 
-class _Captured(Exception):
-    """Raised inside tf2onnx once the frozen graph is in hand: the conversion is not needed."""
+class _Captured(BaseException):
+    """Raised inside tf2onnx once the frozen graph is in hand: the conversion is not needed.
+    A control-flow signal, not an error: no ``except Exception`` on the way may swallow it."""
 
     def __init__(self, graph_def: Any, kwargs: dict[str, Any]) -> None:
         super().__init__("captured")

@@ -8,8 +8,10 @@ This pass gives the Conv the bias (``Conv(x, W, b.reshape(C))`` [then the Transp
 reshape recorded for the variable), so onnx2torch imports one ``nn.Conv*d`` that owns the
 layer's kernel *and* bias.
 
-Only when the Conv/ConvTranspose has no bias yet, its output (and the Transpose's) feeds
-nothing but the Add, and ``b`` is an initializer with ``C`` elements along that one axis.
+Only when the Conv/ConvTranspose has no bias yet, the ops between it and the Add only move
+or crop other axes (``Transpose``, ``Squeeze``/``Unsqueeze``, a ``Slice`` with constant axes
+that spare the channels: Conv1D and the transposed convolutions) and feed nothing else, and
+``b`` is an initializer with ``C`` elements along the channel axis where it is added.
 """
 
 from __future__ import annotations
@@ -51,19 +53,32 @@ def _channel_axis_after(node: ir.Node, axis: int, rank: int) -> tuple[int, int] 
     if node.op_type == "Transpose":
         attr = node.attributes.get("perm")
         return None if attr is None else (list(attr.as_ints()).index(axis), rank)
+    if node.op_type == "Slice":
+        # Cropping other axes (a transposed conv's output shape) leaves the channels alone.
+        sliced = const_array(node.inputs[3]) if len(node.inputs) > 3 else None
+        if sliced is None:
+            return None
+        cropped = [int(a) + rank if int(a) < 0 else int(a) for a in sliced.reshape(-1)]
+        return None if axis in cropped else (axis, rank)
     axes = _axes(node) if node.op_type in ("Squeeze", "Unsqueeze") else None
     if axes is None:
         return None
     if node.op_type == "Squeeze":
-        axes = [a + rank if a < 0 else a for a in axes]
-        if axis in axes:
+        squeezed = [a + rank if a < 0 else a for a in axes]
+        if axis in squeezed:
             return None
-        return axis - sum(a < axis for a in axes), rank - len(axes)
+        return axis - sum(a < axis for a in squeezed), rank - len(squeezed)
     out_rank = rank + len(axes)
     for a in sorted(a + out_rank if a < 0 else a for a in axes):
         if a <= axis:
             axis += 1
     return axis, out_rank
+
+
+def _single_use(value: ir.Value) -> bool:
+    """One user, not counting ``Shape`` ops (the bias changes no shape)."""
+    users = [n for n, _ in value.uses() if n.op_type != "Shape"]
+    return len(users) == 1 and not value.is_graph_output()
 
 
 def _bias_of(add: ir.Node) -> tuple[ir.Node, ir.Value, ir.Value, int, int] | None:
@@ -73,7 +88,7 @@ def _bias_of(add: ir.Node) -> tuple[ir.Node, ir.Value, ir.Value, int, int] | Non
     for summand, bias in (add.inputs, reversed(add.inputs)):
         chain: list[ir.Node] = []
         value = summand
-        while value is not None and len(value.uses()) == 1 and not value.is_graph_output():
+        while value is not None and _single_use(value):
             producer = value.producer()
             if producer is None:
                 break

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -70,6 +70,7 @@ __all__ = [
 ]
 
 UNMAPPED = "unmapped"
+CONSTANT = "constant"
 TORCH_ONLY_SLOTS = re.compile(r"(^|\.)bias_hh_l\d+(_reverse)?$")
 """Torch parameters Keras has no variable for: ``nn.LSTM``'s second bias (Keras has one)."""
 
@@ -81,8 +82,9 @@ class ParameterEntry:
     ``transform`` maps the TF value to the torch tensor (a label of
     :mod:`pipeline.core.transforms`: ``identity``, ``transpose(1,0)``, ``permute(3,2,0,1)``,
     ``transpose(1,0),gates(0,3,1,2)``, ``row(1),gates(1,0,2)``, ``permute(2,3,0,1),reshape``),
-    or ``unmapped`` when no torch tensor holds the variable (``note`` says why).  A row with
-    ``tf_name`` None is a torch-only slot (``nn.LSTM``'s second bias): zero and frozen.
+    ``unmapped`` when no torch tensor holds the variable (``note`` says why), ``constant`` for
+    an integer state variable (nothing to train).  A row with ``tf_name`` None is a
+    torch-only slot (``nn.LSTM``'s second bias): zero and frozen.
     """
 
     tf_name: str | None
@@ -105,11 +107,9 @@ class ParameterEntry:
 
 
 
-@dataclass
-class _Held:
-    """Where one variable's fingerprints are: per slot, the flat TF indices it holds."""
-
-    slots: list[tuple[Slot, np.ndarray]] = field(default_factory=list)
+_Held = list[tuple[Slot, np.ndarray]]
+"""Where one variable's fingerprints are: each torch tensor holding only that variable, with
+the flat TF index of each of its elements."""
 
 
 # ----------------------------------------------------------------------- fingerprinting
@@ -213,7 +213,7 @@ def adopt_tf_variables(
         for index in np.unique(owner[owner != NOT_A_FINGERPRINT]):
             mask = owner == index
             if np.all(mask):
-                held.setdefault(int(index), _Held()).slots.append((slot, flat))
+                held.setdefault(int(index), []).append((slot, flat))
 
     entries: dict[int, list[ParameterEntry]] = {}
     problems: dict[str, str] = {}
@@ -250,6 +250,9 @@ def _absent(
     path = str(meta["path"])
     trainable = bool(meta["trainable"])
     shape = list(meta["shape"])
+    if np.asarray(value).dtype.kind != "f" and not trainable:
+        # An integer state variable (a counter): nothing to train, a constant of the graph.
+        return ParameterEntry(path, None, shape, False, CONSTANT, "not floating point: a constant")
     if path in record.folded:
         return ParameterEntry(
             path, None, shape, trainable, UNMAPPED, f"folded into {record.folded[path]}"
@@ -293,7 +296,7 @@ def _place_variable(
     trainable = bool(meta["trainable"])
     tf_shape = tuple(int(d) for d in meta["shape"])
     size = int(np.prod(tf_shape))
-    labelled = [(slot, flat, describe_index_map(flat, tf_shape)) for slot, flat in found.slots]
+    labelled = [(slot, flat, describe_index_map(flat, tf_shape)) for slot, flat in found]
     for slot, _flat, label in labelled:
         if label is None:
             problems[path] = f"{slot.name} holds it in a layout tf2torch cannot describe"

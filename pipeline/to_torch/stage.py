@@ -56,6 +56,8 @@ class Imported:
     """TF variable (or torch parameter) → why it has no trainable parameter of its own."""
     torch_model: dict[str, Any]
     """The generated ``torch_model/`` package (report.json's ``torch_model``)."""
+    route: str = ""
+    """How the export located the variables (the provenance record's ``route``)."""
 
 
 def import_torch(
@@ -121,7 +123,9 @@ def import_torch(
     )
     attach_table(module, table)
     apply_requires_grad(module, table)
-    return Imported(module, entries, table, static, adoption.problems, emitted.to_json())
+    return Imported(
+        module, entries, table, static, adoption.problems, emitted.to_json(), record.route
+    )
 
 
 def load_run_module(run_dir: Path, *, generated: bool = True) -> torch.nn.Module:

@@ -17,13 +17,13 @@ from pipeline.core.errors import BadInputError
 from pipeline.core.messages import one_line  # re-exported: the worker's one-line errors
 from pipeline.core.signature import TensorSpec
 from pipeline.export.sources import Source, SourceKind
+from pipeline.export.worker.frozen_export import export_keras_frozen, export_saved_model_traced
 from pipeline.export.worker.initializers import (
     describe_initializer,
     layer_kind,
     recording_initializers,
     variable_owners,
 )
-from pipeline.export.worker.saved_model_export import export_saved_model_traced
 from pipeline.export.worker.stateless_export import (
     export_stateless,
     flat_outputs,
@@ -131,9 +131,14 @@ def _keras_model(
 
     def export(specs: list[TensorSpec], opset: int, fingerprint: bool = True) -> Any:
         last_feeds.clear()
-        return export_stateless(
-            model, specs, opset, paths, fingerprint=fingerprint, feeds=last_feeds
-        ).proto
+        try:
+            return export_stateless(
+                model, specs, opset, paths, fingerprint=fingerprint, feeds=last_feeds
+            ).proto
+        except Exception as err:  # a model stateless_call cannot trace: the frozen route
+            print(f"stateless export failed ({one_line(err)}); exporting the frozen graph")
+            last_feeds.clear()
+            return export_keras_frozen(model, specs, opset, paths, fingerprint=fingerprint)
 
     def feeds() -> dict[str, np.ndarray]:
         return dict(last_feeds)

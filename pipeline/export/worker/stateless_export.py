@@ -34,6 +34,7 @@ from pipeline.core.fingerprint import Fingerprints, fingerprints_for
 from pipeline.core.signature import TensorSpec
 from pipeline.export.worker.onnx_export import _grouped_convolutions_without_xla, rename_outputs
 
+STATELESS_ROUTE = "stateless"
 VARIABLE_INPUT = "tf2torch_variable_{}"
 """The ONNX graph input name of variable ``i`` (of ``model.weights``) during export."""
 
@@ -179,7 +180,7 @@ def export_stateless(
         rename_outputs(proto, names)
     _captures_to_initializers(proto, captures)
 
-    record = provenance.Provenance()
+    record = provenance.Provenance(route=STATELESS_ROUTE)
     _inputs_to_initializers(proto, inputs_of, paths, real, record)
     if fingerprint and captured:
         decode_fingerprints(
