@@ -32,6 +32,7 @@ from onnx2torch.node_converters.concat import OnnxConcat
 from onnx2torch.node_converters.flatten import OnnxFlatten
 from onnx2torch.node_converters.functions import OnnxFunction
 from onnx2torch.node_converters.gather import OnnxGather
+from onnx2torch.node_converters.gemm import OnnxGemm
 from onnx2torch.node_converters.global_average_pool import (
     OnnxGlobalAveragePool,
     OnnxGlobalAveragePoolWithKnownInputShape,
@@ -407,6 +408,20 @@ def _pow(ctx: NodeContext) -> str:
 @translates(OnnxMatMul)
 def _matmul(ctx: NodeContext) -> str:
     return f"{ctx.args[0]} @ {ctx.args[1]}"
+
+
+@translates(OnnxGemm)
+def _gemm(ctx: NodeContext) -> str:
+    # A Gemm whose weight is not one Dense kernel (so no nn.Linear): alpha*A'B' + beta*C.
+    gemm = ctx.module
+    assert isinstance(gemm, OnnxGemm)
+    a = f"{ctx.args[0]}.T" if gemm.trans_a else ctx.args[0]
+    b = f"{ctx.args[1]}.T" if gemm.trans_b else ctx.args[1]
+    product = f"({a} @ {b})" + (f" * {gemm.alpha!r}" if gemm.alpha != 1.0 else "")
+    if len(ctx.args) < 3:
+        return product
+    bias = ctx.args[2] + (f" * {gemm.beta!r}" if gemm.beta != 1.0 else "")
+    return f"{product} + {bias}"
 
 
 _COMPARE = {

@@ -19,6 +19,7 @@ Also adds converters onnx2torch lacks: LSTM → ``nn.LSTM`` and GRU → ``nn.GRU
 """
 
 from pipeline.to_torch.converters import (  # noqa: F401 -- imported to register the converters
+    comparisons,
     constant_of_shape,
     cumsum,
     expand,
