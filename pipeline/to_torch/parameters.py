@@ -18,6 +18,9 @@ Then the module is rewritten so it reads like a hand-written one:
   (BatchNorm moving statistics, ``trainable=False`` weights) buffers.
 
 The result is a table (:class:`ParameterEntry`) that ``report.json`` carries as ``parameters``.
+
+One file on purpose: it is one search (each variable under every layout transform, then the
+Linear fusion and the table that depend on it); the provenance rewrite (issue 10) replaces it.
 """
 
 from __future__ import annotations
