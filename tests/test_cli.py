@@ -114,7 +114,18 @@ def test_patches_lists_builtin_and_user_patches(tmp_path: Path) -> None:
     )
     proc = tf2torch("patches", "--patches", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
-    names = ["erfc", "keras_gru_loop", "layer_norm", "attention_pooling", "scale_layer", "my_gain"]
+    names = [
+        "erfc",
+        "variable_layout",
+        "batch_norm",
+        "layer_norm",
+        "transposes",
+        "conv_bias",
+        "keras_gru_loop",
+        "attention_pooling",
+        "scale_layer",
+        "my_gain",
+    ]
     positions = [proc.stdout.index(n) for n in names]
     assert positions == sorted(positions)  # listed in the order they run
 
