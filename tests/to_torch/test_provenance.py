@@ -9,6 +9,8 @@ and a fresh twin of every zoo model; each must pass by default with ``parameter_
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from pipeline.verify.report import verdict_of
 
 HERE = Path(__file__).resolve().parent
 CASES = HERE / "keras_cases.py"
+ZOO_FILE = HERE.parents[1] / "models" / "zoo.py"
 FRESH_ZOO = HERE.parents[1] / "models" / "zoo_fresh.py"
 ZOO = load_catalog().ZOO
 
@@ -507,6 +510,37 @@ def test_dict_inputs_as_keras_hub_models_have_them(tmp_path: Path) -> None:
 def test_keep_batchnorm_is_accepted_and_changes_nothing(tmp_path: Path) -> None:
     result = _convert(f"{CASES}:densenet_block", tmp_path / "r", keep_batchnorm=True)
     assert_trainable_like_keras(result)
+
+
+@pytest.fixture(scope="module")
+def conv_bn_saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The zoo's Conv → BatchNorm model as a SavedModel (built in a subprocess: TensorFlow)."""
+    path = tmp_path_factory.mktemp("saved") / "conv_bn"
+    script = (
+        "import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('zoo', {str(ZOO_FILE)!r})\n"
+        "zoo = importlib.util.module_from_spec(spec); spec.loader.exec_module(zoo)\n"
+        f"zoo.conv_bn_dropout().export({str(path)!r})\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=300)
+    return path
+
+
+def test_saved_model_variables_folded_by_tf_fail_by_name(
+    conv_bn_saved_model: Path, tmp_path: Path
+) -> None:
+    """A SavedModel is exported frozen: TF folds its BatchNorm.  The folded variables' values
+    are nowhere in the graph, so they are named and the verdict fails (the outputs, and the
+    variables that are found, still agree)."""
+    result = _convert(str(conv_bn_saved_model), tmp_path / "r")
+    count = result.report["parameter_count"]
+    assert count["export_route"] == "frozen+fingerprints"
+    assert result.verdict == "fail" and count["status"] == "fail" and not count["pass"]
+    named = {p["name"]: p["reason"] for p in count["problems"]}
+    assert set(named) >= {"bn/gamma", "bn/beta", "bn/moving_mean", "bn/moving_variance"}
+    assert all("folded" in reason for reason in named.values()), named
+    assert all(c["pass"] for c in result.report["comparisons"])
+    assert all(g["pass"] for g in result.report["gradients"] if g["checked"])
 
 
 def _fresh(name: str) -> list[Any]:

@@ -6,8 +6,11 @@ and tf2onnx may fold them into other constants.  The same holds for a Keras mode
 ``stateless_call`` cannot be traced (the fallback of :mod:`.stateless_export`, exported with
 ``from_keras``).  So each variable is *assigned* a fingerprint
 (:mod:`pipeline.core.fingerprint`) for the trace: every constant of the exported graph that
-still holds a variable's fingerprints says exactly which variable it is and in which layout,
-and the real values are put back in its place (and into the variables).  A variable whose
+still holds a variable's fingerprints says exactly which variable it is and in which layout.
+The graph kept is a second export with the real values (a constant folded from fingerprints
+is no use), which must have the very same structure -- same nodes, same initializer names and
+shapes -- for the record to carry over; grappler simplifies some values away (an all-zero
+bias), and then every variable is recorded as lost rather than guessed.  A variable whose
 fingerprints vanished was folded (or is unused): it is recorded as lost, so the report names
 it and the verdict fails -- it is never matched by value.
 """
@@ -21,6 +24,7 @@ import numpy as np
 
 from pipeline.core import provenance
 from pipeline.core.fingerprint import fingerprints_for
+from pipeline.core.onnx_graph import all_nodes
 from pipeline.core.signature import TensorSpec
 from pipeline.export.worker.onnx_export import export_keras, export_saved_model
 from pipeline.export.worker.stateless_export import decode_fingerprints
@@ -28,22 +32,68 @@ from pipeline.export.worker.stateless_export import decode_fingerprints
 FROZEN_ROUTE = "frozen+fingerprints"
 
 
+def _canonical(proto: Any) -> tuple[list[Any], list[str]]:
+    """The graph with every tensor named by order of first appearance (tf2onnx numbers the
+    names it makes across conversions, so two exports of one graph differ in names only),
+    and the original names in that order."""
+    ids: dict[str, int] = {}
+
+    def ident(name: str) -> int:
+        return ids.setdefault(name, len(ids)) if name else -1
+
+    shapes = {t.name: (tuple(t.dims), t.data_type) for t in proto.graph.initializer}
+    for value in proto.graph.input:
+        ident(value.name)
+    shape = [
+        (
+            n.op_type,
+            tuple(ident(i) for i in n.input),
+            tuple(ident(o) for o in n.output),
+            tuple(shapes.get(i) for i in n.input),
+        )
+        for n in all_nodes(proto.graph)
+    ]
+    return shape, list(ids)
+
+
+def _correspondence(traced: Any, real: Any) -> dict[str, str] | None:
+    """Initializer name in ``traced`` → the same tensor's name in ``real``, when the two
+    exports are the same graph (same ops, wiring and initializer shapes); else None."""
+    traced_shape, traced_names = _canonical(traced)
+    real_shape, real_names = _canonical(real)
+    if traced_shape != real_shape:
+        return None
+    return dict(zip(traced_names, real_names, strict=True))
+
+
 def _fingerprinted(
     export: Callable[[], Any], variables: Sequence[tuple[str, Any]], route: str
 ) -> Any:
-    """Run ``export`` with every float variable holding its fingerprint, then decode."""
+    """The real-valued export, with the provenance a fingerprinted export of the same graph
+    gives (see the module docstring)."""
+    proto = export()
     real = [np.asarray(v.numpy()) for _, v in variables]
     prints = fingerprints_for(real)
     marked = [k for k, value in enumerate(real) if value.dtype.kind == "f" and prints.supported(k)]
     try:
         for k in marked:
             variables[k][1].assign(prints.value(k))
-        proto = export()
+        traced = export()
     finally:
         for k in marked:
             variables[k][1].assign(real[k])
     record = provenance.Provenance(route=route)
-    decode_fingerprints(proto, prints, [path for path, _ in variables], real, record)
+    paths = [path for path, _ in variables]
+    decode_fingerprints(traced, prints, paths, real, record)
+    names = _correspondence(traced, proto)
+    if names is None:
+        why = (
+            "TF's optimisers simplified the graph differently for its values (e.g. dropped "
+            "an all-zero bias): its provenance cannot be established"
+        )
+        record = provenance.Provenance(route=route, lost=dict.fromkeys(paths, why))
+    else:
+        record.initializers = {names[k]: v for k, v in record.initializers.items()}
     for path, why in list(record.lost.items()):
         if why.startswith("tf2onnx computed"):
             record.lost[path] = (

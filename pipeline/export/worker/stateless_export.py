@@ -168,9 +168,16 @@ def export_stateless(
         return flat_outputs(outputs)
 
     signature = input_specs + variable_specs
-    traced = tf.function(function, input_signature=signature)
     with _grouped_convolutions_without_xla(), _without_transpose_optimizer():
-        captures = _captured_constants(traced, signature)
+        # Keras's layers need no autograph, and converting the whole stateless_call chain
+        # costs more than a small model's export; a layer with Python control flow on
+        # tensors does need it.
+        try:
+            traced = tf.function(function, input_signature=signature, autograph=False)
+            captures = _captured_constants(traced, signature)
+        except (TypeError, ValueError, tf.errors.OperatorNotAllowedInGraphError):
+            traced = tf.function(function, input_signature=signature)
+            captures = _captured_constants(traced, signature)
         if feeds is not None:
             feeds.update({f"{VARIABLE_INPUT.format(i)}:0": real[i] for i in fed})
             feeds.update(captures)
