@@ -41,11 +41,25 @@ def _mentions() -> list[tuple[str, int, str]]:
     return found
 
 
+def _train_script_flags() -> set[str]:
+    """The options of the generated ``train.py`` (its own argparse, in the template)."""
+    from pipeline.training import script
+
+    return set(re.findall(r'add_argument\(\s*"(--[a-z][a-z0-9-]*)"', script._TEMPLATE))
+
+
 def test_every_flag_a_message_mentions_exists() -> None:
     real = _cli_flags(build_parser())
+    script_flags = _train_script_flags()
+    assert "--epochs" in script_flags
     mentions = _mentions()
     assert len({flag for _, _, flag in mentions}) > 20  # the search does find the flags
-    unknown = [f"{path}:{line}: {flag}" for path, line, flag in mentions if flag not in real]
+    unknown = [
+        f"{path}:{line}: {flag}"
+        for path, line, flag in mentions
+        if flag not in real
+        and not (path.endswith("training/script.py") and flag in script_flags)
+    ]
     assert not unknown, "messages name flags the CLI does not have:\n" + "\n".join(unknown)
 
 

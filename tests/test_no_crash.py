@@ -232,10 +232,10 @@ def test_an_unexpected_exception_in_check_names_its_stage(
 
 
 def test_a_dying_tf_worker_keeps_its_log_where_the_error_says(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """The worker's log lives in the staging run directory, which a failed run removes: the
-    one-line error points at a copy that still exists."""
+    one-line error points at the copy kept beside the (never created) run directory."""
     factory = tmp_path / "dies.py"
     factory.write_text(
         "import os, sys\n"
@@ -243,12 +243,11 @@ def test_a_dying_tf_worker_keeps_its_log_where_the_error_says(
         "    print('worker about to abort', flush=True)\n"
         "    os.abort()\n"
     )
-    monkeypatch.setenv("TF2TORCH_LOG_DIR", str(tmp_path / "logs"))
     assert cli.main(["convert", f"{factory}:make", "-o", str(tmp_path / "run"), "-q"]) == 2
     [line] = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert "TensorFlow worker was killed by SIGABRT" in line
     assert "last log line: worker about to abort" in line
-    log = Path(line.rsplit("(log: ", 1)[1].rstrip(")"))
-    assert log.parent == tmp_path / "logs"
+    log = Path(line.rsplit("(worker log: ", 1)[1].rstrip(")"))
+    assert log == tmp_path / "run.failed" / "tf_worker.log"
     assert "worker about to abort" in log.read_text()
     assert not (tmp_path / "run").exists()

@@ -527,7 +527,9 @@ def count_trainable(
     problems = dict(problems or {})
     frozen = {e.torch_name for e in entries if e.torch_name and not e.trainable}
     table_names = {e.torch_name for e in entries if e.torch_name}
-    params = dict(module.named_parameters())
+    # What trains is what requires grad: a frozen parameter that holds no variable is a
+    # constant a torch class keeps as a parameter (BatchNorm's ones without Keras's ``scale``).
+    params = {n: p for n, p in module.named_parameters() if p.requires_grad}
     torch_count = sum(p.numel() for n, p in params.items() if n not in frozen)
     tf_count = sum(int(np.prod(v["shape"])) for v in variables if v["trainable"])
     folded = [e.tf_name for e in entries if e.torch_name is None and e.note.startswith("folded")]

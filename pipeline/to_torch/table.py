@@ -77,11 +77,12 @@ def module_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def apply_requires_grad(module: torch.nn.Module, table: Sequence[Mapping[str, Any]]) -> None:
     """Set each parameter's ``requires_grad`` as the table says (torch.export does not keep
-    it): frozen rows (torch slots Keras lacks, e.g. ``nn.LSTM``'s second bias) off, every
-    other parameter on; and drop any leftover ``.grad``."""
-    frozen = {row["torch_name"] for row in table if row.get("torch_name") and not row["trainable"]}
+    it): on for the parameters of trainable rows, off for every other (frozen rows, torch
+    slots Keras lacks such as ``nn.LSTM``'s second bias, constants a torch class keeps as a
+    parameter); and drop any leftover ``.grad``."""
+    trainable = {row["torch_name"] for row in table if row.get("torch_name") and row["trainable"]}
     for name, parameter in module.named_parameters(remove_duplicate=False):
-        parameter.requires_grad_(name not in frozen)
+        parameter.requires_grad_(name in trainable)
         parameter.grad = None
 
 

@@ -46,9 +46,8 @@ class TorchTraining:
     def train_mode(self, training: bool = True) -> None:
         """BatchNorm in Keras's training arithmetic (``True``) or inference (``False``);
         a frozen (``trainable=False``) BatchNorm stays in inference, as in Keras."""
-        if isinstance(self.module, torch.fx.GraphModule):
-            frozen = {p.torch_name for v in self.variables if not v.trainable for p in v.parts}
-            set_training(self.module, training, frozen)
+        frozen = {p.torch_name for v in self.variables if not v.trainable for p in v.parts}
+        set_training(self.module, training, frozen)
 
     def compute_loss(
         self, outputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]

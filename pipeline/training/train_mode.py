@@ -1,6 +1,8 @@
 """Training mode for a converted module, with Keras's BatchNormalization arithmetic.
 
-``model.pt2`` is exported in inference mode, and ``torch.export``'s module refuses
+The generated module (``RUN/torch_model``) holds ``nn.BatchNorm*d`` layers: :func:`set_training`
+gives each of them :func:`keras_batch_norm` as its forward while training (and takes it back).
+A ``torch.export`` program (``model.pt2``) is exported in inference mode, and ``torch.export``'s module refuses
 ``.train()``.  Its BatchNorm nodes are ``aten.batch_norm(..., training=False, momentum,
 eps, ...)`` calls; :func:`set_training` swaps their target for :func:`keras_batch_norm`
 (and back), so the same module, with the same parameters and buffers, normalises with the
@@ -14,9 +16,11 @@ Dropout is not here at all: the ONNX graph the module came from is an inference 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Container
 
 import torch
+from torch.nn.modules.batchnorm import _BatchNorm
 
 _ATEN_BATCH_NORM = torch.ops.aten.batch_norm.default
 _UNSUPPORTED = (torch.ops.aten._native_batch_norm_legit_no_training.default,)
@@ -67,15 +71,19 @@ def _frozen(node: torch.fx.Node, frozen: Container[str]) -> bool:
     return False
 
 
-def set_training(module: torch.fx.GraphModule, training: bool, frozen: Container[str] = ()) -> int:
-    """Switch the exported module's BatchNorm nodes to Keras training arithmetic (or back
-    to inference); returns how many were switched to training.
+def set_training(module: torch.nn.Module, training: bool, frozen: Container[str] = ()) -> int:
+    """Switch the module's BatchNorms (``nn.BatchNorm*d`` layers, or a ``torch.export``
+    program's BatchNorm nodes) to Keras training arithmetic (or back to inference); returns
+    how many were switched to training.  The module itself stays in ``eval()``: Dropout was
+    not carried over, and only BatchNorm behaves differently in a Keras training step.
 
     ``frozen`` names the torch tensors of non-trainable TF variables: a BatchNorm whose
     scale is one of them stays in inference, as Keras runs a ``trainable=False``
     BatchNormalization with its moving statistics even in a training step.  Raises
     ``ValueError`` for a BatchNorm form it cannot switch.
     """
+    if not isinstance(module, torch.fx.GraphModule):
+        return _set_layers_training(module, training, frozen)
     count = 0
     changed = False
     for node in module.graph.nodes:
@@ -91,4 +99,37 @@ def set_training(module: torch.fx.GraphModule, training: bool, frozen: Container
             count += train
     if changed:
         module.recompile()
+    return count
+
+
+def _keras_forward(layer: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """``layer``'s forward in a Keras training step."""
+    assert layer.running_mean is not None and layer.running_var is not None
+    return keras_batch_norm(
+        x,
+        layer.weight,
+        layer.bias,
+        layer.running_mean,
+        layer.running_var,
+        True,
+        0.1 if layer.momentum is None else layer.momentum,
+        layer.eps,
+        False,
+    )
+
+
+def _set_layers_training(module: torch.nn.Module, training: bool, frozen: Container[str]) -> int:
+    """:func:`set_training` for a module built of ``nn.BatchNorm*d`` layers: an instance
+    ``forward`` shadows the class's while training, removing it restores torch's."""
+    count = 0
+    for name, layer in module.named_modules():
+        if not isinstance(layer, _BatchNorm):
+            continue
+        prefix = f"{name}." if name else ""
+        train = training and f"{prefix}weight" not in frozen and f"{prefix}bias" not in frozen
+        if train:
+            layer.forward = functools.partial(_keras_forward, layer)  # type: ignore[method-assign]
+            count += 1
+        else:
+            layer.__dict__.pop("forward", None)
     return count

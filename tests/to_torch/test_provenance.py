@@ -25,6 +25,7 @@ from pipeline.commands.demo import load_catalog
 from pipeline.core import provenance
 from pipeline.core.fingerprint import NOT_A_FINGERPRINT, fingerprints_for
 from pipeline.core.ort_runner import OrtRunner
+from pipeline.core.signature import TensorSpec
 from pipeline.core.transforms import apply_transform, describe_index_map
 from pipeline.passes.batch_norm import BatchNormPass
 from pipeline.passes.transposes import TransposePass
@@ -146,6 +147,9 @@ def _variables(
     return meta, list(values.values())
 
 
+X_SPEC = [TensorSpec("x", "float32", (None, 4))]
+
+
 def _mlp(values: dict[str, np.ndarray], record: provenance.Provenance) -> onnx.ModelProto:
     nodes = [
         helper.make_node("MatMul", ["x", "d1/kernel"], ["m1"], name="d1/MatMul"),
@@ -176,7 +180,7 @@ def test_twin_variables_with_equal_values_are_two_parameters(tmp_path: Path) -> 
     record = provenance.Provenance({k: [provenance.Part(k)] for k in values})
     meta, arrays = _variables(values)
     x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
-    imported = import_torch(_mlp(values, record), meta, arrays, [x], tmp_path / "m.pt2")
+    imported = import_torch(_mlp(values, record), meta, arrays, [x], X_SPEC, ["y"], tmp_path / "m.pt2")
     rows = {e.tf_name: e for e in imported.parameters}
     assert rows["d1/kernel"].torch_name == "d1.weight"
     assert rows["d2/kernel"].torch_name == "d2.weight"
@@ -208,7 +212,7 @@ def test_a_folded_variable_fails_the_verdict_by_name(tmp_path: Path) -> None:
     model.graph.node[4].input[0] = "r1s"  # d2/MatMul reads the scaled activation
     meta, arrays = _variables(values)
     x = np.ones((2, 4), np.float32)
-    imported = import_torch(model, meta, arrays, [x], tmp_path / "m.pt2")
+    imported = import_torch(model, meta, arrays, [x], X_SPEC, ["y"], tmp_path / "m.pt2")
     count = count_trainable(imported.module, meta, imported.parameters, imported.problems)
     assert count["status"] == "fail" and not count["pass"]
     named = {p["name"]: p["reason"] for p in count["problems"]}
@@ -363,9 +367,11 @@ def assert_trainable_like_keras(result: pipeline.ConversionResult) -> dict[str, 
     assert {g["tf_name"] for g in gradients} == trainable
     assert all(g["checked"] and g["pass"] for g in gradients), gradients
     params = dict(result.module.named_parameters())
-    frozen = {r["torch_name"] for r in rows if not r["trainable"]}
+    # Exactly the trainable rows train: frozen rows and constants that a torch class keeps
+    # as a parameter (LayerNorm's bias without Keras's ``center``) do not.
+    trains = {r["torch_name"] for r in rows if r["trainable"]}
     for name, parameter in params.items():
-        assert parameter.requires_grad == (name not in frozen), name
+        assert parameter.requires_grad == (name in trains), name
         assert parameter.grad is None, name
     torch_trainable = {n for n, p in params.items() if p.requires_grad}
     assert torch_trainable == {r["torch_name"] for r in rows if r["trainable"]}

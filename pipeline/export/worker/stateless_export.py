@@ -165,7 +165,11 @@ def export_stateless(
             pack_inputs(model, args[: len(specs)]),
             **({"training": False} if takes_training else {}),
         )
+        if isinstance(outputs, dict):  # keras-hub style: the outputs keep their keys
+            output_keys[:] = [str(k) for k in outputs]
         return flat_outputs(outputs)
+
+    output_keys: list[str] = []
 
     signature = input_specs + variable_specs
     with _grouped_convolutions_without_xla(), _without_transpose_optimizer():
@@ -182,7 +186,7 @@ def export_stateless(
             feeds.update({f"{VARIABLE_INPUT.format(i)}:0": real[i] for i in fed})
             feeds.update(captures)
         proto, _ = tf2onnx.convert.from_function(traced, input_signature=signature, opset=opset)
-    names = list(getattr(model, "output_names", None) or [])
+    names = output_keys or list(getattr(model, "output_names", None) or [])
     if names:
         rename_outputs(proto, names)
     _captures_to_initializers(proto, captures)

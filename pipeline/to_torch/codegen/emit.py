@@ -409,13 +409,14 @@ class _Writer:
         path = attribute.path
         if attribute.module is not None:
             try:
-                lines = [f"self.{path} = {modules.constructor(attribute.module)}"]
+                text = modules.constructor(attribute.module)
+                built = modules.build(text)
             except modules.ConstructorError as exc:
                 self.missing.append(str(exc))
                 return []
-            for name, parameter in attribute.module.named_parameters():
-                if not parameter.requires_grad:
-                    lines.append(f"self.{path}.{name}.requires_grad_(False)")
+            lines = [f"self.{path} = {text}"]
+            for name in modules.frozen_parameters(attribute.module, built):
+                lines.append(f"self.{path}.{name}.requires_grad_(False)")
             return lines
         tensor = attribute.tensor
         assert tensor is not None

@@ -171,13 +171,30 @@ def _signature(module: nn.Module) -> list[tuple[str, tuple[int, ...], torch.dtyp
     ]
 
 
-def _check(module: nn.Module, text: str) -> None:
+def build(text: str) -> nn.Module:
+    """The module that constructor source ``text`` builds, with torch alone.  Raises
+    :class:`ConstructorError` when it does not build."""
     namespace: dict[str, object] = {"torch": torch, "nn": nn}
     namespace.update({c.__name__: c for c in CUSTOM_CLASSES})
     try:
         built = eval(text, namespace)  # our own generated source, checked before writing
     except Exception as exc:
         raise ConstructorError(f"{text}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(built, nn.Module):
+        raise ConstructorError(f"{text} does not build a module")
+    return built
+
+
+def frozen_parameters(module: nn.Module, built: nn.Module) -> list[str]:
+    """The parameters of ``built`` (made from :func:`constructor`'s source) that must not
+    train: frozen in ``module``, or a buffer there (a constant of the TF graph that the
+    torch class keeps as a parameter, e.g. the ones of a BatchNorm without ``scale``)."""
+    trainable = {name for name, p in module.named_parameters() if p.requires_grad}
+    return [name for name, _ in built.named_parameters() if name not in trainable]
+
+
+def _check(module: nn.Module, text: str) -> None:
+    built = build(text)
     same = (
         type(built) is type(module)
         and built.extra_repr() == module.extra_repr()
