@@ -15,8 +15,10 @@ setup: $(VENV_STAMP)
 demo: $(VENV_STAMP)
 	$(PY) -m pipeline demo -o runs
 
+# Two test processes (xdist): each test is a TF worker plus torch, and two at a time use
+# 2 cores better than one (measured: 16 min -> 9.5 min on 2 cores).
 test: $(VENV_STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses 2
 
 test-slow: $(VENV_STAMP)
 	$(PY) -m pytest -q -m slow
