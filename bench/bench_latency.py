@@ -3,14 +3,19 @@
 For MobileNetV2 and ConvNeXtTiny (zoo versions, random weights) at batch 1 and 8, prints the
 median latency of each framework and its ratio to ONNX Runtime measured in the same run,
 plus the seconds each pipeline stage took.  TensorFlow runs in a separate process
-(bench/tf_latency.py) because it may not share a process with torch.
+(bench/tf_latency.py, a ``tf.function``) because it may not share a process with torch.
 
-Usage: python bench/bench_latency.py [--repeats N] [--models a,b] [--batches 1,8] [--compile]
+PyTorch columns: the ``torch.export`` program (``model.pt2``), and the generated
+``torch_model/`` module eager, eager with its weights in ``channels_last`` memory format,
+and under ``torch.compile`` (its compile time in the stage table).
+
+Usage: python bench/bench_latency.py [--repeats N] [--models a,b] [--batches 1,8] [--no-compile]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import subprocess
 import sys
@@ -31,6 +36,7 @@ from pipeline.core.console import make_console
 from pipeline.core.ort_runner import OrtRunner
 from pipeline.core.signature import TensorSpec
 from pipeline.core.torch_runner import run_torch
+from pipeline.to_torch.importer import load_program
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
@@ -67,7 +73,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--models", default="mobilenet_v2,convnext_tiny")
     parser.add_argument("--batches", default="1,8")
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     args = parser.parse_args()
     console = make_console()
     timing = Table(title="median latency (ms) and ratio to ONNX Runtime")
@@ -76,12 +82,14 @@ def main() -> None:
         "batch",
         "onnxruntime",
         "tensorflow",
-        "torch (eager)",
-        "torch (compiled)",
+        "model.pt2",
+        "generated (eager)",
+        "generated (channels_last)",
+        "generated (compiled)",
     ):
         timing.add_column(column, justify="right")
     stages = Table(title="pipeline stage seconds")
-    for column in ("model", "export", "fixup", "import", "compare"):
+    for column in ("model", "export", "fixup", "import", "compare", "compile"):
         stages.add_column(column, justify="right")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
@@ -89,19 +97,15 @@ def main() -> None:
             with console.status(f"converting {name}"):
                 result = convert(source, Path(tmp) / name)
             stage_secs = result.report["stages"]
-            stages.add_row(
-                name,
-                *(
-                    f"{stage_secs[s]['seconds']:.1f}"
-                    for s in ("export", "fixup", "import", "compare")
-                ),
-            )
             specs = [TensorSpec.from_json(d) for d in result.report["inputs"]]
             names = [s.name for s in specs]
             outputs = [c["output"] for c in result.report["comparisons"] if c["pair"] == "tf-ort"]
             ort = OrtRunner(onnx.load(str(result.run_dir / "model.onnx")))
             module = load_torch(result.run_dir)
-            compiled = torch.compile(module) if args.compile else None
+            program = load_program(result.run_dir / "model.pt2")
+            channels_last = copy.deepcopy(module).to(memory_format=torch.channels_last)
+            compiled = None if args.no_compile else torch.compile(module, fullgraph=True)
+            compile_seconds: float | None = None
             for batch in (int(b) for b in args.batches.split(",")):
                 rng = np.random.default_rng(0)
                 inputs = {
@@ -112,10 +116,16 @@ def main() -> None:
                 np.savez(npz, **inputs)
                 runners = {
                     "ort": partial(ort.run, inputs),
+                    "program": partial(run_torch, program, inputs, names, outputs),
                     "torch": partial(run_torch, module, inputs, names, outputs),
+                    "channels_last": partial(run_torch, channels_last, inputs, names, outputs),
                 }
                 if compiled is not None:
                     runners["compiled"] = partial(run_torch, compiled, inputs, names, outputs)
+                    start = time.perf_counter()
+                    runners["compiled"]()  # compiles (again for a new batch size)
+                    elapsed = time.perf_counter() - start
+                    compile_seconds = elapsed + (compile_seconds or 0.0)
                 with console.status(f"timing {name} batch {batch}"):
                     ms: dict[str, float | None] = {
                         key: median_ms(fn, args.repeats) for key, fn in runners.items()
@@ -132,9 +142,19 @@ def main() -> None:
                     str(batch),
                     cell(ort_ms),
                     cell(ms["tf"]),
+                    cell(ms["program"]),
                     cell(ms["torch"]),
+                    cell(ms["channels_last"]),
                     cell(ms.get("compiled")),
                 )
+            stages.add_row(
+                name,
+                *(
+                    f"{stage_secs[s]['seconds']:.1f}"
+                    for s in ("export", "fixup", "import", "compare")
+                ),
+                "-" if compile_seconds is None else f"{compile_seconds:.1f}",
+            )
     console.print(timing)
     console.print(stages)
     console.print(

@@ -45,6 +45,7 @@ from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 from torch import nn
 
+from pipeline.core import provenance
 from pipeline.passes import custom_ops
 from pipeline.passes.base import PassResult
 
@@ -354,16 +355,18 @@ def _match(reduce: ir.Node) -> _Match | None:
     return None
 
 
-def _weights(graph: ir.Graph, dense: _Dense, name: str) -> tuple[ir.Value, ir.Value]:
+def _weights(
+    graph: ir.Graph, dense: _Dense, name: str, record: provenance.Provenance
+) -> tuple[ir.Value, ir.Value]:
     """The kernel and bias of ``dense`` as initializers only the new node uses."""
-    kernel = custom_ops.own_initializer(graph, dense.kernel)
+    kernel = custom_ops.own_initializer(graph, dense.kernel, record=record)
     if dense.bias is None:
         assert dense.kernel.const_value is not None
         kernel_array = dense.kernel.const_value.numpy()
         zeros = np.zeros(kernel_array.shape[-1], kernel_array.dtype)
         bias = custom_ops.new_initializer(graph, f"{name}/bias", zeros)
     else:
-        bias = custom_ops.own_initializer(graph, dense.bias)
+        bias = custom_ops.own_initializer(graph, dense.bias, record=record)
     return kernel, bias
 
 
@@ -385,6 +388,7 @@ class AttentionPoolingPatch:
             return PassResult(model, 0)
         ir_model = custom_ops.analysed(model)
         graph = ir_model.graph
+        record = custom_ops.variable_record(ir_model)
         new_names: list[str] = []
         masked_used = unmasked_used = False
         for reduce in [n for n in graph if n.op_type == "ReduceSum"]:
@@ -402,8 +406,8 @@ class AttentionPoolingPatch:
             if removed is None:
                 continue
             name = custom_ops.unique_node_name(graph, custom_ops.layer_scope(match.nodes, OP_TYPE))
-            w1, b1 = _weights(graph, match.projection, f"{name}/projection")
-            w2, b2 = _weights(graph, match.score, f"{name}/score")
+            w1, b1 = _weights(graph, match.projection, f"{name}/projection", record)
+            w2, b2 = _weights(graph, match.score, f"{name}/score", record)
             inputs = [match.x, w1, b1, w2, b2]
             attributes = []
             op_type = OP_TYPE
@@ -423,7 +427,9 @@ class AttentionPoolingPatch:
             *([_function(opset, masked=False)] if unmasked_used else []),
             *([_function(opset, masked=True)] if masked_used else []),
         ]
-        out = custom_ops.finish_patch(self.name, ir_model, model, new_names, *functions)
+        out = custom_ops.finish_patch(
+            self.name, ir_model, model, new_names, *functions, record=record
+        )
         return PassResult(out, len(new_names))
 
 

@@ -33,6 +33,7 @@ from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 from torch import nn
 
+from pipeline.core import provenance
 from pipeline.passes import custom_ops
 from pipeline.passes.base import PassResult
 
@@ -73,7 +74,7 @@ def _function(opset: int) -> onnx.FunctionProto:
     )
 
 
-def _match(node: ir.Node) -> tuple[ir.Value, ir.Value] | None:
+def _match(node: ir.Node, record: provenance.Provenance) -> tuple[ir.Value, ir.Value] | None:
     """``(x, w)`` if ``node`` is a scale layer's Mul (see the module docstring), else None."""
     if node.op_type != "Mul" or node.domain not in ("", "ai.onnx") or len(node.inputs) != 2:
         return None
@@ -82,7 +83,7 @@ def _match(node: ir.Node) -> tuple[ir.Value, ir.Value] | None:
         w_value = custom_ops.weight(w)
         if x is None or w_value is None or custom_ops.const_array(x) is not None:
             continue
-        if not custom_ops.is_variable_read(w_value):
+        if not custom_ops.is_variable_read(w_value, record):
             continue
         if x.dtype is None or w_value.dtype != x.dtype or not x.dtype.is_floating_point():
             continue
@@ -116,17 +117,20 @@ class ScaleLayerPatch:
             return PassResult(model, 0)
         ir_model = custom_ops.analysed(model)
         graph = ir_model.graph
-        matches = [(node, m) for node in graph if (m := _match(node)) is not None]
+        record = custom_ops.variable_record(ir_model)
+        matches = [(node, m) for node in graph if (m := _match(node, record)) is not None]
         if not matches:
             return PassResult(model, 0)
         new_names = []
         for mul, (x, w) in matches:
             name = custom_ops.unique_node_name(graph, custom_ops.layer_scope([mul], OP_TYPE))
-            scale = custom_ops.own_initializer(graph, w)
+            scale = custom_ops.own_initializer(graph, w, record=record)
             new = ir.Node(custom_ops.DOMAIN, OP_TYPE, [x, scale], name=name, num_outputs=1)
             custom_ops.replace_match(graph, [mul], new, mul.outputs[0])
             new_names.append(name)
-        out = custom_ops.finish_patch(self.name, ir_model, model, new_names, _function(opset))
+        out = custom_ops.finish_patch(
+            self.name, ir_model, model, new_names, _function(opset), record=record
+        )
         return PassResult(out, len(matches))
 
 

@@ -22,15 +22,23 @@ import torch
 from pipeline.core import compare
 from pipeline.core.errors import BadInputError
 from pipeline.core.extras import require_tensorflow
-from pipeline.core.run_dir import staged_run_dir, write_npz
+from pipeline.core.internal_error import enter_stage
+from pipeline.core.run_dir import (
+    clear_failure_log,
+    failure_log_path,
+    staged_run_dir,
+    write_npz,
+)
 from pipeline.core.signature import TensorSpec
 from pipeline.export.scale_spec import check_scale_options
 from pipeline.export.sources import parse_source
 from pipeline.export.stage import ExportSettings, export_model
 from pipeline.passes.stage import fix_graph, user_patches
+from pipeline.to_torch.codegen import MODEL_PY, PACKAGE, WEIGHTS
 from pipeline.to_torch.parameters import ParameterEntry, count_trainable
 from pipeline.to_torch.stage import PT2, import_torch, load_run_module
 from pipeline.verify import report
+from pipeline.verify.gradients import gradient_scope
 from pipeline.verify.stage import check_gradients, compare_outputs
 
 RAW_ONNX, ONNX, GOLDEN = "model.raw.onnx", "model.onnx", "golden.npz"
@@ -55,13 +63,20 @@ class ConvertOptions:
     - ``safe_mode``: Keras ``safe_mode`` when loading files (on; turn off only for trusted
       files that hold Python code, e.g. ``Lambda`` layers).
     - ``worker_timeout``: seconds the TF worker may take (None: no limit).
-    - ``keep_batchnorm``: give folded BatchNorms back their own ``nn.BatchNorm*d`` with
-      Keras's epsilon and momentum, so they train like Keras's (off: inference-folded).
+    - ``fold_for_inference``: fold BatchNorm into the preceding convolution, for an
+      inference-only module (off: every Keras variable stays its own parameter, BatchNorm an
+      ``nn.BatchNorm*d`` with Keras's epsilon and momentum).  The report lists each folded
+      variable and what it went into, and marks the run ``inference_only``.
+    - ``keep_batchnorm``: accepted for old scripts; BatchNorm is kept by default now.
     - ``scale``: a ``--scale`` spec (``"global=0.5"``, ``"conv=0.7,dense=0.3"``,
       ``"activation"``; see :mod:`pipeline.scaling`) applied to the Keras model's weights in
       the TF worker before export, so all three frameworks are compared on the scaled model
       (None: no scaling).  ``calibration``: the ``.npz`` (inputs keyed by input name) whose
       layer outputs the ``activation`` strategy measures; required by it, refused otherwise.
+    - ``channels_first``: the generated ``torch_model/`` takes and returns images (rank 4
+      and 5) channels first, NCHW (off: Keras's layout).  The checks and ``model.pt2`` keep
+      Keras's layout: they run the generated module behind permutes of its image inputs
+      and outputs.
     """
 
     opset: int = 17
@@ -74,12 +89,14 @@ class ConvertOptions:
     rtol: float | None = None
     output_tolerances: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     patches: Sequence[Path] = ()
-    keep_batchnorm: bool = False
+    fold_for_inference: bool = False
+    keep_batchnorm: bool = True
     custom_objects: str | None = None
     safe_mode: bool = True
     worker_timeout: float | None = None
     scale: str | None = None
     calibration: Path | None = None
+    channels_first: bool = False
 
 
 @dataclass
@@ -130,8 +147,10 @@ def convert(
     ``file.py:fn`` / ``package.module:fn``.  The run directory ``out_dir`` receives
     ``model.raw.onnx``, ``model.onnx``, ``model.pt2``, ``golden.npz``, ``report.json`` and
     ``report.md``; it appears only when the conversion succeeded (pass *or* fail verdict) and
-    an earlier run there is replaced whole.  ``on_stage`` is called with each stage's name
-    as it starts (for progress displays).
+    an earlier run there is replaced whole.  When the TF worker fails, its log is kept at
+    ``<out_dir>.failed/tf_worker.log`` and the error's message names it (a later run into
+    ``out_dir`` removes it).  ``on_stage`` is called with each stage's name as it starts (for
+    progress displays).
 
     Raises :class:`~pipeline.core.errors.BadInputError` (bad source, options or inputs),
     :class:`~pipeline.core.errors.UnsupportedOpsError` (ops no converter handles, all listed),
@@ -139,7 +158,12 @@ def convert(
     :class:`~pipeline.core.errors.Tf2TorchError` subclasses for failing stages.
     """
     options = options or ConvertOptions()
-    notify = on_stage or (lambda _stage: None)
+    callback = on_stage or (lambda _stage: None)
+
+    def notify(stage: str) -> None:
+        enter_stage(stage)
+        callback(stage)
+
     parsed = parse_source(str(source))
     _check_options(options)
     require_tensorflow("convert")
@@ -150,17 +174,25 @@ def convert(
         per_output={k: compare.Tolerance(*v) for k, v in options.output_tolerances.items()},
     )
     rep = report.Report(source=str(source))
+    clear_failure_log(Path(out_dir))
 
     with staged_run_dir(Path(out_dir)) as staging:
         notify("export")
         with rep.stage("export"):
-            exported = export_model(parsed, staging, _export_settings(options))
+            settings = _export_settings(options, failure_log_path(Path(out_dir)))
+            exported = export_model(parsed, staging, settings)
         write_golden(staging / GOLDEN, exported.inputs, exported.tf_outputs)
         input_names = [s.name for s in exported.input_specs]
 
         notify("fixup")
         with rep.stage("fixup"):
-            fixed = fix_graph(exported.raw_onnx, exported.inputs, extra_patches, staging / ONNX)
+            fixed = fix_graph(
+                exported.raw_onnx,
+                exported.inputs,
+                extra_patches,
+                staging / ONNX,
+                fold_for_inference=options.fold_for_inference,
+            )
 
         notify("import")
         with rep.stage("import"):
@@ -170,8 +202,11 @@ def convert(
                 exported.values,
                 [exported.inputs[name] for name in input_names],
                 exported.input_specs,
+                exported.output_names,
                 staging / PT2,
-                keep_batchnorm=options.keep_batchnorm,
+                model_name=exported.model_name,
+                layers=exported.layers,
+                channels_first=options.channels_first,
             )
 
         notify("compare")
@@ -187,22 +222,35 @@ def convert(
             )
 
         notify("gradients")
-        with rep.stage("gradients"):
-            gradient_checks = check_gradients(
-                imported.module,
-                imported.parameters,
-                exported.inputs,
-                input_names,
-                exported.output_names,
-                exported.tf_gradients,
-                exported.loss_weights,
-            )
+        scope = gradient_scope(
+            exported.variables,
+            exported.tf_outputs,
+            exported.tf_gradients,
+            exported.gradient_error,
+        )
+        with rep.stage("gradients") as gradient_stage:
+            if scope.skipped:
+                gradient_stage["skipped"] = scope.skipped
+                gradient_checks = []
+            else:
+                gradient_checks = check_gradients(
+                    imported.module,
+                    imported.parameters,
+                    exported.inputs,
+                    input_names,
+                    exported.output_names,
+                    exported.tf_gradients,
+                    exported.loss_weights,
+                )
 
+        notify("report")
         rep.scaling = exported.scaling
         rep.static_dims = [d.to_json() for d in imported.static_dims]
+        rep.torch_model = imported.torch_model
         rep.passes = fixed.passes
         rep.parameters = imported.table
         rep.gradients = [g.to_json() for g in gradient_checks]
+        rep.gradient_check = scope.to_json()
         rep.providers = compared.providers
         rep.comparisons = [c.to_json() for c in compared.comparisons]
         rep.inputs = [
@@ -213,12 +261,14 @@ def convert(
             }
             for s in exported.input_specs
         ]
-        rep.tolerances = tolerances.to_json()
+        rep.tolerances = compared.tolerances.to_json()
         rep.artifacts = {
             "raw_onnx": RAW_ONNX,
             "onnx": ONNX,
             "torch_program": PT2,
             "golden": GOLDEN,
+            "torch_model": f"{PACKAGE}/{MODEL_PY}",
+            "torch_model_weights": f"{PACKAGE}/{WEIGHTS}",
             "report_json": report.REPORT_JSON,
             "report_md": report.REPORT_MD,
         }
@@ -230,8 +280,14 @@ def convert(
             **exported.versions,
         }
         rep.parameter_count = count_trainable(
-            imported.module, exported.variables, imported.parameters
+            imported.module,
+            exported.variables,
+            imported.parameters,
+            imported.problems,
+            inference_only=options.fold_for_inference,
         )
+        rep.parameter_count["export_route"] = imported.route
+        rep.inference_only = options.fold_for_inference
         rep.verdict = report.verdict_of(compared.comparisons, gradient_checks, rep.parameter_count)
         rep.write(staging)
         result_dir = Path(out_dir).absolute()
@@ -247,8 +303,9 @@ def convert(
     )
 
 
-def _export_settings(options: ConvertOptions) -> ExportSettings:
+def _export_settings(options: ConvertOptions, failure_log: Path) -> ExportSettings:
     return ExportSettings(
+        failure_log=failure_log,
         opset=options.opset,
         batch=options.batch,
         seed=options.seed,
@@ -276,7 +333,9 @@ def write_golden(
 
 
 def load_torch(run_dir: str | Path) -> torch.nn.Module:
-    """Load a run's PyTorch module (``model.pt2``) with torch alone, never TensorFlow.
+    """Load a run's PyTorch module with torch alone, never TensorFlow: the generated
+    ``torch_model/`` package's ``load_model()`` (imported afresh from the run's files), or
+    ``model.pt2`` for a run made before code generation.
 
     The module carries the run's parameter table (``report.json``'s ``parameters``) as
     ``module.tf2torch_parameters``, for :func:`pipeline.init.reset_parameters` and

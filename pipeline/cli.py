@@ -1,7 +1,9 @@
 """The ``tf2torch`` command line (also ``python -m pipeline``): a thin layer over the API.
 
 Exit codes: 0 equivalent / success, 1 not equivalent, 2 could not convert or bad input,
-130 interrupted.  Errors print one line on stderr, never a traceback.
+130 interrupted.  Errors print one line on stderr, never a traceback: an unexpected exception
+(a bug) is ``internal error in <stage>: ...`` with the traceback in a log file it names
+(:mod:`pipeline.core.internal_error`), also exit 2.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from pipeline.commands import check as check_command
 from pipeline.commands import convert as convert_command
 from pipeline.commands import demo as demo_command
 from pipeline.commands import diff as diff_command
+from pipeline.commands import evaluate as evaluate_command
 from pipeline.commands import migrate as migrate_command
 from pipeline.commands import patches as patches_command
+from pipeline.commands import train_check as train_check_command
 from pipeline.core.errors import Tf2TorchError
+from pipeline.core.internal_error import enter_stage, internal_error_line
 
 EXIT_OK, EXIT_FAIL, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -29,6 +34,8 @@ COMMANDS = (
     demo_command,
     migrate_command,
     patches_command,
+    train_check_command,
+    evaluate_command,
 )
 
 
@@ -50,8 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script exits with it)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+    enter_stage(args.command)
     try:
         code: int = args.run(args)
         return code
@@ -61,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("tf2torch: interrupted", markup=False)
         return EXIT_INTERRUPTED
+    except Exception as err:  # a bug: one line and a log file, not a traceback and exit 1
+        line = internal_error_line(err, ["tf2torch", *argv])
+        err_console.print(f"tf2torch: {line}", markup=False)
+        return EXIT_ERROR
 
 
 def console_main() -> None:

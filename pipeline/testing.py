@@ -208,6 +208,11 @@ def _message(
     lines.append(
         f"  Rule: |torch - reference| <= atol + rtol * |reference| with atol={c.atol:g}, "
         f"rtol={c.rtol:g}"
+        + (
+            f" (from the run's float32 noise floor {c.noise_floor:.3g})"
+            if c.noise_floor is not None
+            else ""
+        )
     )
     return "\n".join(lines)
 
@@ -267,6 +272,8 @@ def assert_equivalent(
             c = compare.missing_output("reference-torch", name, tol)
         else:
             c = compare.compare_pair("reference-torch", name, expected, actual, tol)
+        noise = tolerances.noise_for(name, expected.dtype)
+        c.noise_floor = noise.noise if noise is not None else None
         comparisons.append(c)
         if not c.passed:
             failures.append(_message(c, expected, actual, ref.description))

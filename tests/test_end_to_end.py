@@ -198,15 +198,25 @@ def test_saved_formats_convert(fmt: str, saved_formats: Path, tmp_path: Path) ->
     assert_three_way_pass(result)
 
 
-def test_folded_batchnorm_is_reported_partial_not_hidden(tmp_path: Path) -> None:
-    """Without --keep-batchnorm tf2onnx's folded BatchNorm has no torch tensors of its own:
-    the outputs match, and the report says which variables are not trainable as in Keras."""
-    result = pipeline.convert(f"{ZOO_FILE}:conv_bn_dropout", tmp_path / "run")
+def test_fold_for_inference_is_reported_not_hidden(tmp_path: Path) -> None:
+    """BatchNorm folded into the convolution on request: the outputs still match, the report
+    names every folded variable and what it went into, and the run is inference-only."""
+    options = pipeline.ConvertOptions(fold_for_inference=True)
+    result = pipeline.convert(f"{ZOO_FILE}:conv_bn_dropout", tmp_path / "run", options)
     assert result.verdict == "pass"
+    assert result.report["inference_only"] is True
     count = result.report["parameter_count"]
-    assert count["status"] == "partial" and count["unmapped"] == 4, count
-    unmapped = {r["tf_name"] for r in result.report["parameters"] if r["torch_name"] is None}
-    assert unmapped == {"bn/gamma", "bn/beta", "bn/moving_mean", "bn/moving_variance"}
+    assert count["status"] == "inference-only" and count["folded"] == 6, count
+    folded = {r["tf_name"]: r["note"] for r in result.report["parameters"] if not r["torch_name"]}
+    assert set(folded) == {
+        "conv/kernel",
+        "conv/bias",
+        "bn/gamma",
+        "bn/beta",
+        "bn/moving_mean",
+        "bn/moving_variance",
+    }
+    assert all(note.startswith("folded into Conv") for note in folded.values()), folded
 
 
 def test_kept_batchnorm_is_an_nn_batchnorm_with_keras_epsilon(tmp_path: Path) -> None:
@@ -225,9 +235,10 @@ def test_kept_batchnorm_is_an_nn_batchnorm_with_keras_epsilon(tmp_path: Path) ->
     assert result.report["parameter_count"]["status"] == "full"
 
 
-def test_batchnorm_folded_into_convolutions_is_unfolded(tmp_path: Path) -> None:
-    """tf2onnx folds a BatchNorm after a bias-free (depthwise) convolution into the
-    convolution's weights; --keep-batchnorm recovers the Keras kernel and the BatchNorm."""
+def test_batchnorm_after_bias_free_convolutions_stays_a_module(tmp_path: Path) -> None:
+    """tf2onnx used to fold a BatchNorm after a bias-free (depthwise) convolution into the
+    convolution's weights; by construction the kernel and the BatchNorm stay apart
+    (``keep_batchnorm`` is still accepted)."""
     factory = tmp_path / "convbn.py"
     factory.write_text(
         "import importlib.util, keras\n"

@@ -74,10 +74,22 @@ def add_parser(subparsers: Any, help: str, description: str) -> None:
     )
     add_tf_loading_options(p)
     p.add_argument(
+        "--fold-for-inference",
+        action="store_true",
+        help="fold BatchNormalization into the convolution before it: an inference-only "
+        "module (the report lists every folded variable); by default every Keras variable "
+        "stays its own parameter and BatchNorm is nn.BatchNorm*d",
+    )
+    p.add_argument(
         "--keep-batchnorm",
         action="store_true",
-        help="keep BatchNormalization as nn.BatchNorm*d (Keras epsilon and momentum) instead "
-        "of folded into the convolution, so it trains like Keras's",
+        help="accepted for old scripts: BatchNorm is kept (nn.BatchNorm*d) by default",
+    )
+    p.add_argument(
+        "--channels-first",
+        action="store_true",
+        help="generate torch_model/ taking and returning images channels first (NCHW, as "
+        "torchvision models do) instead of Keras's NHWC; the checks still feed NHWC",
     )
     p.add_argument(
         "--scale",
@@ -121,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
         custom_objects=args.custom_objects,
         safe_mode=not args.unsafe,
         worker_timeout=args.worker_timeout,
-        keep_batchnorm=args.keep_batchnorm,
+        channels_first=args.channels_first,
+        fold_for_inference=args.fold_for_inference,
         scale=args.scale,
         calibration=args.calibration,
     )

@@ -12,8 +12,8 @@ The manifest has an optional [defaults] table and one [[models]] table per model
 
 Model keys: name, source, inputs (.npz), input_ranges, input_specs, atol, rtol,
 output_tolerances ({ OUTPUT = [ATOL, RTOL] }), patches (directory or list), opset, seed,
-batch, keep_batchnorm, custom_objects, unsafe, worker_timeout, timeout (this model's
---timeout).  Paths are relative to the manifest.  The manifest is checked before anything
+batch, fold_for_inference, keep_batchnorm, custom_objects, unsafe, worker_timeout, timeout
+(this model's --timeout).  Paths are relative to the manifest.  The manifest is checked before anything
 runs.
 
 Each model converts in its own process; one that fails does not stop the others, and one

@@ -62,23 +62,106 @@ DTYPE_DEFAULTS: dict[str, Tolerance] = {
 EXACT = Tolerance(0.0, 0.0)
 
 
+NOISE_FACTOR = 2.0
+"""``k`` of the float32 noise model: a pair may differ by ``k`` times the two frameworks'
+noise floors (see :class:`Noise`)."""
+NOISE_EPS_FACTOR = 16.0
+"""``f`` of the float32 noise model: the floor below which no tolerance goes, in units of
+``eps · scale`` (``eps`` the output dtype's machine epsilon, ``scale`` max |output|)."""
+
+
+def _round_up(value: float) -> float:
+    """``value`` rounded up to two significant digits (a tolerance people can read)."""
+    if not value > 0 or not math.isfinite(value):
+        return max(value, 0.0)
+    exponent = math.floor(math.log10(value)) - 1
+    return float(f"{math.ceil(value / 10.0**exponent)}e{exponent}")
+
+
+@dataclass(frozen=True)
+class Noise:
+    """The float32 noise floor of one output, measured on this model
+    (:func:`pipeline.verify.noise.measure_noise`).
+
+    ``noise`` = max |out_float32 - out_float64| of one framework's float32 run against the
+    float64 run of the same graph, ``scale`` = max |out_float64|, ``dtype`` the output's.
+    Every framework is taken to be that noisy (TF, ONNX Runtime and torch round the same
+    model's sums in float32; on ResNet50 their floors are within 1.3x of each other), so a
+    pair may differ by ``k·(noise + noise) + f·eps·scale``: :meth:`tolerance`.
+    """
+
+    noise: float
+    scale: float
+    dtype: str = "float32"
+
+    def tolerance(self) -> Tolerance:
+        """The pair tolerance: ``atol = k·2·noise + f·eps·scale`` (rounded up to two digits),
+        ``rtol = 0``, with ``k`` = :data:`NOISE_FACTOR` and ``f`` = :data:`NOISE_EPS_FACTOR`."""
+        info = _finfo(_dtype(self.dtype))
+        eps = float(info.eps) if info is not None else float(np.finfo(np.float32).eps)
+        atol = NOISE_FACTOR * 2.0 * self.noise + NOISE_EPS_FACTOR * eps * self.scale
+        return Tolerance(_round_up(atol), 0.0)
+
+    def to_json(self) -> dict[str, Any]:
+        """``noise``, ``scale``, ``dtype`` and the resulting ``atol``, for the report."""
+        return {
+            "noise": self.noise,
+            "scale": self.scale,
+            "dtype": self.dtype,
+            "atol": self.tolerance().atol,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Noise:
+        """The inverse of :meth:`to_json` (``atol`` is recomputed, not read)."""
+        return cls(float(data["noise"]), float(data["scale"]), str(data.get("dtype", "float32")))
+
+
+def _dtype(name: str) -> np.dtype[Any]:
+    try:
+        return np.dtype(name)
+    except TypeError:
+        import ml_dtypes  # registers bfloat16 & co. with numpy
+
+        return np.dtype(getattr(ml_dtypes, name))
+
+
 @dataclass(frozen=True)
 class Tolerances:
-    """Tolerances per output: per-output overrides, else global overrides, else dtype defaults.
+    """Tolerances per output: per-output overrides, else global overrides, else the
+    measured float32 noise floor, else dtype defaults.
 
     Defaults (:data:`DTYPE_DEFAULTS`): float16/bfloat16 atol=rtol=1e-2, float32 1e-4,
     float64 1e-7; integers and booleans exact (0/0).  ``atol``/``rtol`` replace the default
-    of every floating output; ``per_output`` replaces both for one output name.
+    of every floating output (and the noise floor: a user's tolerance wins); ``per_output``
+    replaces both for one output name.  ``noise`` holds the measured floor of floating
+    outputs other than float64; such an output's tolerance is :meth:`Noise.tolerance`.
+    ``noise_unmeasured`` says why there is no floor when it could not be measured.
     """
 
     atol: float | None = None
     rtol: float | None = None
     per_output: Mapping[str, Tolerance] = field(default_factory=dict)
+    noise: Mapping[str, Noise] = field(default_factory=dict)
+    noise_unmeasured: str | None = None
+
+    def noise_for(self, name: str, dtype: np.dtype[Any] | str) -> Noise | None:
+        """The noise floor that sets output ``name``'s tolerance, or None when a user
+        tolerance, a dtype default or exact comparison applies."""
+        if name in self.per_output or self.atol is not None or self.rtol is not None:
+            return None
+        kind = np.dtype(dtype)
+        if _finfo(kind) is None or kind == np.float64:
+            return None
+        return self.noise.get(name)
 
     def for_output(self, name: str, dtype: np.dtype[Any] | str) -> Tolerance:
         """The tolerance that applies to output ``name`` of dtype ``dtype``."""
         if name in self.per_output:
             return self.per_output[name]
+        noise = self.noise_for(name, dtype)
+        if noise is not None:
+            return noise.tolerance()
         dtype_name = np.dtype(dtype).name
         default = DTYPE_DEFAULTS.get(dtype_name)
         if default is None:
@@ -89,14 +172,36 @@ class Tolerances:
         )
 
     def to_json(self) -> dict[str, Any]:
-        """The defaults and overrides in force, for the report."""
+        """The defaults, overrides and noise floors in force, for the report."""
         return {
             "defaults": {k: {"atol": v.atol, "rtol": v.rtol} for k, v in DTYPE_DEFAULTS.items()},
             "integer_and_bool": "exact",
             "atol": self.atol,
             "rtol": self.rtol,
             "per_output": {k: {"atol": v.atol, "rtol": v.rtol} for k, v in self.per_output.items()},
+            "noise_model": {
+                "rule": "|a - b| <= k*(noise + noise) + f*eps*scale",
+                "k": NOISE_FACTOR,
+                "f": NOISE_EPS_FACTOR,
+            },
+            "noise_floor": {k: v.to_json() for k, v in self.noise.items()},
+            "noise_unmeasured": self.noise_unmeasured,
         }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Tolerances:
+        """Tolerances as :meth:`to_json` wrote them (a report without noise floors, from
+        before they were measured, gives none)."""
+        return cls(
+            data.get("atol"),
+            data.get("rtol"),
+            {
+                name: Tolerance(float(t["atol"]), float(t["rtol"]))
+                for name, t in (data.get("per_output") or {}).items()
+            },
+            {name: Noise.from_json(n) for name, n in (data.get("noise_floor") or {}).items()},
+            data.get("noise_unmeasured"),
+        )
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -175,6 +280,9 @@ class OutputComparison:
     worst_index: tuple[int, ...] | None = None
     worst_ref: float | None = None
     worst_other: float | None = None
+    noise_floor: float | None = None
+    """The measured float32 noise floor that set ``atol`` (:class:`Noise`); None when a user
+    tolerance or a dtype default applied."""
 
     def __bool__(self) -> bool:
         return self.passed
@@ -186,8 +294,13 @@ class OutputComparison:
             text += (
                 f": max_abs={self.max_abs:.3g} max_rel={self.max_rel:.3g} "
                 f"mismatch={100 * (self.mismatch_fraction or 0):.3g}% "
-                f"(atol={self.atol:g} rtol={self.rtol:g}; atol needed with rtol=0: "
-                f"{self.max_abs:.3g})"
+                f"(atol={self.atol:g} rtol={self.rtol:g}"
+                + (
+                    f" from noise floor {self.noise_floor:.2g}"
+                    if self.noise_floor is not None
+                    else ""
+                )
+                + f"; atol needed with rtol=0: {self.max_abs:.3g})"
             )
         if self.worst_index is not None:
             text += (
@@ -213,6 +326,7 @@ class OutputComparison:
             "worst_index": list(self.worst_index) if self.worst_index is not None else None,
             "worst_ref": _finite_or_none(self.worst_ref),
             "worst_other": _finite_or_none(self.worst_other),
+            "noise_floor": self.noise_floor,
         }
 
 
@@ -365,7 +479,8 @@ def compare_all(
     """Compare every output for every pair whose two frameworks are both in ``outputs``.
 
     ``outputs`` maps framework name → output name → array.  Output names and tolerances
-    follow the pair's reference framework; an output missing on the other side fails.
+    follow the pair's reference framework; an output missing on the other side fails.  A
+    comparison whose tolerance came from a measured noise floor records it (``noise_floor``).
     """
     results = []
     for ref_name, other_name in pairs:
@@ -373,9 +488,13 @@ def compare_all(
             continue
         pair = f"{ref_name}-{other_name}"
         for output, ref in outputs[ref_name].items():
-            tol = tolerances.for_output(output, np.asarray(ref).dtype)
+            dtype = np.asarray(ref).dtype
+            tol = tolerances.for_output(output, dtype)
             if output not in outputs[other_name]:
-                results.append(missing_output(pair, output, tol))
-                continue
-            results.append(compare_pair(pair, output, ref, outputs[other_name][output], tol))
+                result = missing_output(pair, output, tol)
+            else:
+                result = compare_pair(pair, output, ref, outputs[other_name][output], tol)
+            noise = tolerances.noise_for(output, dtype)
+            result.noise_floor = noise.noise if noise is not None else None
+            results.append(result)
     return results

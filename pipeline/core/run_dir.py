@@ -4,10 +4,14 @@ A run is built in a hidden staging directory beside the target and renamed into 
 when it is complete, so a crash or an error never leaves a half-written run that a later
 stage (or a CI gate) could mistake for a good one, and a previous run stays untouched until
 the new one replaces it.
+
+What a failed run leaves is its TF worker's log, at ``<out_dir>.failed/tf_worker.log``
+(:func:`failure_log_path`), named in the error; the next run into ``out_dir`` removes it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -21,6 +25,23 @@ import numpy as np
 from pipeline.core.errors import BadInputError
 
 REPORT_NAME = "report.json"
+WORKER_LOG_NAME = "tf_worker.log"
+
+
+def failure_log_path(out_dir: Path) -> Path:
+    """Where a failed run into ``out_dir`` keeps its TF worker's log:
+    ``<out_dir>.failed/tf_worker.log``, beside ``out_dir`` (which a failed run never creates)."""
+    out_dir = Path(out_dir).absolute()
+    return out_dir.with_name(f"{out_dir.name}.failed") / WORKER_LOG_NAME
+
+
+def clear_failure_log(out_dir: Path) -> None:
+    """Remove the log an earlier failed run into ``out_dir`` kept, and its directory if that
+    is then empty (anything else in it is left alone)."""
+    log = failure_log_path(out_dir)
+    log.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # absent, or holds something that is not ours
+        log.parent.rmdir()
 
 
 @contextmanager

@@ -6,7 +6,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import onnx
 
 from pipeline.core.compare import Tolerance, Tolerances, compare_all
 from pipeline.core.errors import BadInputError, Tf2TorchError
+from pipeline.core.internal_error import enter_stage
 from pipeline.core.ort_runner import OrtRunner
 from pipeline.core.signature import TensorSpec
 from pipeline.diff import localise, repro
@@ -28,6 +29,7 @@ from pipeline.diff.torch_side import (
     record_torch,
     run_onnx_in_torch,
 )
+from pipeline.diff.value_match import match_by_value, neighbourhoods
 from pipeline.export.sources import parse_source
 
 DIFF_SCHEMA = "tf2torch.diff/1"
@@ -104,14 +106,13 @@ def _read_run(run_dir: Path) -> tuple[dict[str, Any], onnx.ModelProto, dict[str,
 
 
 def _tolerances(report: Mapping[str, Any], options: DiffOptions) -> Tolerances:
-    saved = report.get("tolerances") or {}
-    per_output = {
-        k: Tolerance(v["atol"], v["rtol"]) for k, v in (saved.get("per_output") or {}).items()
-    }
+    saved = Tolerances.from_json(report.get("tolerances") or {})  # noise floors included
+    per_output = dict(saved.per_output)
     per_output |= {k: Tolerance(*v) for k, v in options.output_tolerances.items()}
-    return Tolerances(
-        atol=options.atol if options.atol is not None else saved.get("atol"),
-        rtol=options.rtol if options.rtol is not None else saved.get("rtol"),
+    return replace(
+        saved,
+        atol=options.atol if options.atol is not None else saved.atol,
+        rtol=options.rtol if options.rtol is not None else saved.rtol,
         per_output=per_output,
     )
 
@@ -214,7 +215,13 @@ def run_diff(
     dies.
     """
     options = options or DiffOptions()
-    notify = on_stage or (lambda _stage: None)
+    callback = on_stage or (lambda _stage: None)
+
+    def notify(stage: str) -> None:
+        enter_stage(stage)
+        callback(stage)
+
+    notify("read run")
     run_dir = Path(run_dir)
     report, model, golden = _read_run(run_dir)
     tolerances = _tolerances(report, options)
@@ -256,6 +263,7 @@ def run_diff(
                 node_names=[n.name for n in model.graph.node],
                 consumers=_consumers(model),
                 aliases=aliases,
+                neighbours=neighbourhoods(model),
                 opset=_opset(model),
                 input_specs=options.input_specs,
                 custom_objects=options.custom_objects,
@@ -270,6 +278,8 @@ def run_diff(
             _check_tf_reproduces(tf_side, golden, output_names, tolerances, report)
         notify("ONNX Runtime")
         ort_values, provider = ort_intermediates(model, inputs)
+        if tf_side is not None:
+            match_by_value(model, tf_side.tensors, tf_side.read, ort_values)
         notify("PyTorch")
         torch_record = record_torch(module, model, inputs, input_names)
         del module

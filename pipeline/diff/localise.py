@@ -102,6 +102,22 @@ class Values:
         if aligned is None:
             return None, note
         self.layouts[name] = layout
+        matched = self.tf_status.get(name, {}).get("matched_by_value")
+        if matched:
+            note = "; ".join(
+                n
+                for n in (
+                    note,
+                    f"tf2onnx made this tensor: matched to TF {self.tf_status[name]['tf_name']} "
+                    + (
+                        f"by value (relative error {matched['rel_error']:.1e} among "
+                        f"{matched['candidates']} nearby tensors)"
+                        if matched["by"] == "value"
+                        else "through the layout op's input"
+                    ),
+                )
+                if n
+            )
         fused = self.tf_status.get(name, {}).get("fused")
         if fused:
             note = "; ".join(
@@ -293,6 +309,8 @@ def compare_nodes(
             tf_meta = values.tf_status.get(output, {})
             if tf_meta.get("tf_name"):
                 tensor["tf_name"] = tf_meta["tf_name"]
+            if tf_meta.get("matched_by_value"):
+                tensor["tf_match"] = dict(tf_meta["matched_by_value"])
             row.tensors.append(tensor)
             for pair in pairs:
                 (ref, why_ref), (other, why_other) = got[pair[0]], got[pair[1]]

@@ -88,10 +88,62 @@ def _short(node: str, name: str | None, kind: str | None) -> str:
     return str(kind) if name == node else f"{name} ({kind})"
 
 
-def render_table(data: Mapping[str, Any], top: int) -> Table:
+ELLIPSIS = "…"
+PAIR_CELL_WIDTH = len("1.3e-01 3.0e+00 ◀")
+
+
+def abbreviate(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters, keeping what tells nodes apart: whole if it
+    fits, else as many whole trailing path segments as fit, after its first segment when
+    that costs none of them (``functional_1/…/conv_1/BiasAdd``, else ``…/conv_1/BiasAdd``),
+    else ``…`` and the trailing characters.  A trailing `` (Kind)`` is always kept."""
+    if len(text) <= width:
+        return text
+    kind = ""
+    if text.endswith(")") and " (" in text:
+        text, _, rest = text.rpartition(" (")
+        kind = f" ({rest}"
+    room = width - len(kind)
+    parts = text.split("/")
+
+    def fill(head: str) -> tuple[int, str]:
+        kept, tail = 0, ""
+        for part in reversed(parts[1:]):
+            candidate = f"/{part}{tail}"
+            if len(head) + len(candidate) > room:
+                break
+            kept, tail = kept + 1, candidate
+        return kept, head + tail
+
+    with_head = fill(parts[0] + "/" + ELLIPSIS)
+    without = fill(ELLIPSIS)
+    kept, short = with_head if with_head[0] >= without[0] else without
+    if kept == 0:
+        short = ELLIPSIS + text[-(room - 1) :] if room > 1 else ELLIPSIS
+    return short + kind
+
+
+def _column_widths(total: int, pairs: int, index_width: int) -> dict[str, int]:
+    """How many characters each text column gets so that a row fits ``total`` columns:
+    the pair columns keep their full width, the rest is shared (node name first)."""
+    fixed = index_width + pairs * PAIR_CELL_WIDTH + 2 * (4 + pairs)  # cells + gaps
+    free = max(total - fixed, 40)
+    return {
+        "node": max(16, free * 38 // 100),
+        "op": max(10, free * 14 // 100),
+        "tf": max(12, free * 28 // 100),
+        "torch": max(10, free * 20 // 100),
+    }
+
+
+def render_table(data: Mapping[str, Any], top: int, width: int = 140) -> Table:
     """The node table: per pair ``max_abs max_rel``; diverged cells red, first divergences
-    marked ``◀ first`` and bold."""
+    marked ``◀ first`` and bold.  Each row is one line in ``width`` columns: long node, op,
+    TF op and module names are abbreviated (:func:`abbreviate`); diff.json and diff.html
+    keep them whole."""
     pairs = list(data["pairs"])
+    shown = shown_nodes(data, top)
+    widths = _column_widths(width, len(pairs), len(str(len(data["nodes"]))))
     firsts = {p: (f["index"] if f else None) for p, f in data["first_divergence"].items()}
     table = Table(
         title=f"Per-node comparison ({'all' if top <= 0 else f'top {top} by error'} of "
@@ -103,14 +155,14 @@ def render_table(data: Mapping[str, Any], top: int) -> Table:
         pad_edge=False,
         collapse_padding=True,
     )
-    table.add_column("#", justify="right")
-    table.add_column("ONNX node", overflow="fold", min_width=24, max_width=48)
-    table.add_column("op", overflow="fold", max_width=16)
-    table.add_column("TF op", overflow="fold", max_width=20)
-    table.add_column("torch module", overflow="fold", max_width=24)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("ONNX node", no_wrap=True, overflow="ellipsis")
+    table.add_column("op", no_wrap=True, overflow="ellipsis")
+    table.add_column("TF op", no_wrap=True, overflow="ellipsis")
+    table.add_column("torch module", no_wrap=True, overflow="ellipsis")
     for pair in pairs:
-        table.add_column(pair, justify="right")
-    for node in shown_nodes(data, top):
+        table.add_column(pair, justify="right", no_wrap=True)
+    for node in shown:
         cells = []
         first_here = []
         for pair in pairs:
@@ -124,13 +176,15 @@ def render_table(data: Mapping[str, Any], top: int) -> Table:
             elif cell["status"] == "not_compared":
                 text = f"[dim]{text}[/]"
             cells.append(text)
-        name = escape(node["onnx_node"])
+        name = escape(abbreviate(node["onnx_node"], widths["node"]))
+        tf_op = _short(node["onnx_node"], node["tf_op"], node["tf_type"])
+        module = _short(node["onnx_node"], *_module_parts(node["torch_module"]))
         table.add_row(
             str(node["index"]),
             f"[bold]{name}[/]" if first_here else name,
-            escape(node["op_type"]),
-            escape(_short(node["onnx_node"], node["tf_op"], node["tf_type"])),
-            escape(_short(node["onnx_node"], *_module_parts(node["torch_module"]))),
+            escape(abbreviate(node["op_type"], widths["op"])),
+            escape(abbreviate(tf_op, widths["tf"])),
+            escape(abbreviate(module, widths["torch"])),
             *cells,
         )
     return table
@@ -177,7 +231,7 @@ def summary_lines(data: Mapping[str, Any]) -> list[str]:
 
 def print_diff(console: Console, data: Mapping[str, Any], top: int) -> None:
     """The terminal output: table, then one summary line per pair and the verdict."""
-    console.print(render_table(data, top))
+    console.print(render_table(data, top, console.width))
     for line in summary_lines(data):
         style = "red" if line.startswith("FAIL") else ("green" if line.startswith("PASS") else "")
         console.print(f"[{style}]{escape(line)}[/]" if style else escape(line))

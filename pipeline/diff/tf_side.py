@@ -39,9 +39,13 @@ class TfIntermediates:
         entry = self.tensors.get(onnx_name)
         if not entry or entry.get("status") != "ok":
             return None
+        return self.read(entry["key"])
+
+    def read(self, key: str) -> np.ndarray:
+        """The fetched TF value stored under ``key`` (a tensor's or a candidate's)."""
         if self._npz is None:
             self._npz = np.load(self.npz_path, allow_pickle=False)
-        return np.asarray(self._npz[entry["key"]])
+        return np.asarray(self._npz[key])
 
     def close(self) -> None:
         """Close the ``.npz``."""
@@ -62,6 +66,7 @@ def tf_intermediates(
     consumers: Mapping[str, Sequence[str]],
     opset: int,
     aliases: Mapping[str, str] | None = None,
+    neighbours: Mapping[str, Sequence[str]] | None = None,
     input_specs: Sequence[TensorSpec] = (),
     custom_objects: str | None = None,
     safe_mode: bool = True,
@@ -91,6 +96,7 @@ def tf_intermediates(
         "node_names": list(node_names),
         "consumers": {k: list(v) for k, v in consumers.items()},
         "aliases": dict(aliases or {}),
+        "neighbours": {k: list(v) for k, v in (neighbours or {}).items()},
         "out_npz": str(work_dir / "tf_intermediates.npz"),
         "result": str(work_dir / "tf_intermediates.result.json"),
     }

@@ -6,8 +6,10 @@ model exactly as ``convert`` did and runs the same export path up to the point w
 tf2onnx has traced and frozen the model (``tf2onnx.convert._convert_common`` receives the
 frozen, grappler-optimised ``GraphDef``); it keeps that graph and stops there.  That graph
 is what tf2onnx converted, so an ONNX tensor named ``model_1/dense_1/MatMul:0`` is the TF
-tensor of that name in it, and nothing is matched by guesswork: a name that is not in the
-graph (a node tf2onnx made up, such as ``Transpose__26:0``) is answered ``not_found``.
+tensor of that name in it.  A name that is not in the graph (a node tf2onnx made up, such as
+``Transpose__26:0``) is answered ``not_found``, with the TF tensors around its named
+neighbours as candidates that the diff process matches by value
+(:mod:`pipeline.diff.value_match`), recording that it did.
 
 The graph is run once in a TF1 session on the given inputs, fetching every matched tensor
 in one ``Session.run`` (one copy of each), and the values are streamed to an ``.npz``
@@ -19,13 +21,17 @@ Request keys: those :func:`pipeline.export.worker.loading.load_model` reads (``s
 input and output names, in order), ``names`` (ONNX tensor names wanted), ``node_names``
 (ONNX node names, to name the TF op each came from), ``consumers`` (ONNX tensor → the ONNX
 nodes reading it), ``aliases`` (ONNX tensor → the TF tensor name to use instead of its own,
-where tf2onnx split one TF op into several nodes), ``out_npz`` and ``result``.
+where tf2onnx split one TF op into several nodes), ``neighbours`` (ONNX tensor → the named
+ONNX nodes near its producer, for tensors tf2onnx may have invented), ``out_npz`` and
+``result``.
 
 The answer (``result``) is ``{"ok": true, "tensors": {name: {...}}, "ops": {node: {...}}}``
 where each tensor entry has ``status`` (``ok``, ``not_found``, ``not_fetchable``, ``conflict``
 with a ``note``: the name matches but the data flow does not, see :func:`_follow_fusion`), and
 for ``ok`` the ``key``, ``tf_name``, ``tf_op``, ``tf_type``, ``shape``, ``dtype`` and, when the
-ONNX node absorbed later TF ops, ``fused`` (their names); or
+ONNX node absorbed later TF ops, ``fused`` (their names); a ``not_found`` tensor with
+``neighbours`` gets ``candidates`` (``key``, ``tf_name``, ``tf_op``, ``tf_type``, ``shape``):
+the computed floating TF tensors around its neighbours' TF ops, fetched too; or
 ``{"ok": false, "kind", "message"}`` like :mod:`pipeline.export.worker` (exit 3, 4 on a crash).
 """
 
@@ -46,8 +52,9 @@ from pipeline.export.worker.scaling import load_and_scale
 from pipeline.export.worker.serve import serve
 
 
-class _Captured(Exception):
-    """Raised inside tf2onnx once the frozen graph is in hand: the conversion is not needed."""
+class _Captured(BaseException):
+    """Raised inside tf2onnx once the frozen graph is in hand: the conversion is not needed.
+    A control-flow signal, not an error: no ``except Exception`` on the way may swallow it."""
 
     def __init__(self, graph_def: Any, kwargs: dict[str, Any]) -> None:
         super().__init__("captured")
@@ -68,7 +75,7 @@ def frozen_graph(loaded: Any, specs: Sequence[Any], opset: int) -> tuple[Any, di
 
     tf2onnx.convert._convert_common = capture
     try:
-        loaded.export(list(specs), opset)
+        loaded.export(list(specs), opset, fingerprint=False)
     except _Captured as captured:
         return captured.graph_def, captured.kwargs
     except Exception as err:
@@ -142,6 +149,65 @@ def _fused_path(candidate: Any, target: Any, onnx_nodes: set[str], depth: int) -
     return None
 
 
+_CANDIDATE_SKIP = {"Const", "Placeholder", "NoOp", "VarHandleOp", "ReadVariableOp"}
+MAX_CANDIDATES = 32
+
+
+def _near(op: Any) -> list[Any]:
+    """The TF tensors around ``op``: its outputs and inputs, its inputs' inputs (two steps
+    up) and its consumers' outputs (one step down)."""
+    found = [*op.outputs, *op.inputs]
+    found += [t for i in op.inputs for t in i.op.inputs]
+    found += [t for o in op.outputs for c in o.consumers() for t in c.outputs]
+    return found
+
+
+def _add_candidates(
+    graph: Any, tensors: dict[str, dict[str, Any]], neighbours: dict[str, list[str]]
+) -> dict[str, Any]:
+    """For each ONNX tensor with no TF tensor of its name (a node tf2onnx made), list the
+    computed floating TF tensors around the TF ops of its named ONNX neighbours as
+    ``candidates`` (the diff process picks the one whose value it computes,
+    :mod:`pipeline.diff.value_match`); return the extra fetches, keyed ``c<i>``."""
+    keys: dict[str, str] = {}
+    fetch: dict[str, Any] = {}
+    for onnx_name, near_nodes in neighbours.items():
+        entry = tensors.get(onnx_name)
+        if entry is None or entry["status"] != "not_found":
+            continue
+        candidates: list[dict[str, Any]] = []
+        for node_name in near_nodes:
+            try:
+                op = graph.get_operation_by_name(node_name)
+            except (KeyError, ValueError):
+                continue
+            for tensor in _near(op):
+                if len(candidates) >= MAX_CANDIDATES:
+                    break
+                producer = tensor.op
+                if (
+                    producer.type in _CANDIDATE_SKIP
+                    or not tensor.dtype.is_floating
+                    or not graph.is_fetchable(tensor)
+                    or any(c["tf_name"] == tensor.name for c in candidates)
+                    or (producer.type == "Identity" and producer.inputs[0].op.type == "Const")
+                ):
+                    continue
+                key = keys.setdefault(tensor.name, f"c{len(keys)}")
+                fetch[key] = tensor
+                candidates.append(
+                    {
+                        "key": key,
+                        "tf_name": tensor.name,
+                        "tf_op": producer.name,
+                        "tf_type": producer.type,
+                    }
+                )
+        if candidates:
+            entry["candidates"] = candidates
+    return fetch
+
+
 def _write_npz_streaming(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` into an uncompressed ``.npz`` one array at a time (no in-memory copy of
     the whole archive), through a temporary name and a rename."""
@@ -196,6 +262,9 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
         if onnx_name not in arrays:
             raise BadInputError(f"no value for input {onnx_name!r} in the run's golden.npz")
         feed[tensor] = arrays[onnx_name]
+    # The export traces the model with its variables (and captured constants) as inputs.
+    for tf_name, value in loaded.variable_feeds().items():
+        feed[graph.get_tensor_by_name(tf_name)] = value
 
     onnx_nodes = set(request.get("node_names", []))
     consumers: dict[str, list[str]] = request.get("consumers", {})
@@ -225,6 +294,8 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
         tensors[onnx_name] = {"status": "ok", "key": key, **entry}
         fetch[key] = tensor
 
+    fetch |= _add_candidates(graph, tensors, request.get("neighbours", {}))
+
     with tf.compat.v1.Session(graph=graph) as session:
         try:
             values = session.run(fetch, feed_dict=feed) if fetch else {}
@@ -237,6 +308,8 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
             value = np.asarray(values[entry["key"]])
             entry["shape"] = list(value.shape)
             entry["dtype"] = value.dtype.name
+        for candidate in entry.get("candidates", []):
+            candidate["shape"] = list(np.shape(values[candidate["key"]]))
     _write_npz_streaming(Path(request["out_npz"]), values)
     del values
 

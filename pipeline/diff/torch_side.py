@@ -22,7 +22,7 @@ import torch
 from onnx2torch.onnx_graph import OnnxGraph
 
 from pipeline.core.errors import BadInputError, Tf2TorchError, UnsupportedOpsError
-from pipeline.core.torch_runner import torch_device
+from pipeline.core.torch_runner import place_module, positional_args
 from pipeline.passes import builtin_patches, load_patch_dir
 from pipeline.to_torch.importer import import_onnx
 
@@ -90,8 +90,8 @@ def record_torch(
     input_names: Sequence[str],
 ) -> TorchRecord:
     """Run ``module`` (imported from ``model``) on ``inputs`` and record every node output."""
-    device = torch_device()
-    module = module.to(device).eval()
+    device = place_module(module)
+    module.eval()
     unique = node_unique_names(model)
     wanted = {u: list(node.output) for u, node in zip(unique, model.graph.node, strict=True)}
     submodules = dict(module.named_modules())
@@ -102,9 +102,8 @@ def record_torch(
         if u in targets and u in submodules
     }
     recorder = _Recorder(module, wanted)
-    args = [torch.from_numpy(np.ascontiguousarray(inputs[n])).to(device) for n in input_names]
     with torch.no_grad():
-        recorder.run(*args)
+        recorder.run(*positional_args(inputs, input_names, device))
     return TorchRecord(recorder.record, modules, str(device))
 
 
@@ -113,12 +112,11 @@ def run_onnx_in_torch(
 ) -> dict[str, np.ndarray]:
     """Import a (sub)model with our converters and run it: outputs keyed by output name."""
     module = import_onnx(model)
-    device = torch_device()
-    module = module.to(device).eval()
+    device = place_module(module)
+    module.eval()
     names = [i.name for i in model.graph.input]
-    args = [torch.from_numpy(np.ascontiguousarray(inputs[n])).to(device) for n in names]
     with torch.no_grad():
-        result = module(*args)
+        result = module(*positional_args(inputs, names, device))
     tensors = list(result) if isinstance(result, list | tuple) else [result]
     outputs = [o.name for o in model.graph.output]
     return {n: t.detach().cpu().numpy() for n, t in zip(outputs, tensors, strict=True)}
@@ -138,6 +136,7 @@ def check_program(
         return None
     try:
         program = load_program(program_path)
-        return run_torch(program, inputs, input_names, output_names, torch_device())
+        place_module(program)
+        return run_torch(program, inputs, input_names, output_names)
     except (Tf2TorchError, RuntimeError, ValueError):
         return None

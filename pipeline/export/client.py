@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.errors import ERROR_KINDS, WorkerError
+from pipeline.core.errors import ERROR_KINDS, Tf2TorchError, WorkerError
 from pipeline.core.extras import require_tensorflow
 from pipeline.core.signature import TensorSpec
 from pipeline.export.sources import Source
@@ -40,8 +41,15 @@ class TfExport:
     ``has_grad``; for Keras models also ``layer``, ``layer_class``, ``layer_kind`` and
     ``initializer`` (``class_name``, ``config``); values and gradients are in :attr:`variables_npz`."""
     variables_npz: Path
+    gradient_error: str | None = None
+    """Why TensorFlow could not differentiate the fixed loss (then no variable has a
+    gradient), or None."""
     scaling: dict[str, Any] | None = None
     """What ``scale`` did to the model before export (report.json's ``scaling``), or None."""
+    model_name: str | None = None
+    """The Keras model's name (None for a SavedModel)."""
+    layers: list[dict[str, str]] = field(default_factory=list)
+    """Every Keras layer, nested ones included, as ``{"name", "class"}``."""
 
 
 def _worker_env() -> dict[str, str]:
@@ -71,6 +79,20 @@ def _log_tail(log: Path) -> str:
     return lines[-1].strip() if lines else ""
 
 
+def keep_failure_log(log_path: Path, keep_log: Path | None) -> Path:
+    """Copy a failed worker's log to ``keep_log`` (which outlives the work directory) and
+    return where the log now is: ``keep_log``, or ``log_path`` when there is none or the
+    copy fails."""
+    if keep_log is None or not log_path.is_file():
+        return log_path
+    try:
+        keep_log.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(log_path, keep_log)
+    except OSError:
+        return log_path
+    return keep_log
+
+
 def run_worker(
     module: str,
     request: dict[str, Any],
@@ -78,15 +100,34 @@ def run_worker(
     stage: str,
     log_path: Path,
     timeout: float | None,
+    keep_log: Path | None = None,
 ) -> dict[str, Any]:
     """Run ``python -m <module> <request_path>`` (a TensorFlow worker) and return its answer.
 
     The request must name its ``result`` file.  The worker's output goes to ``log_path``.
     Raises the worker's own error class for an error it reported, or :class:`WorkerError`
     naming ``stage`` when it crashed, died or ran past ``timeout`` seconds, and
-    :class:`~pipeline.core.errors.MissingExtraError` when TensorFlow is not installed.
+    :class:`~pipeline.core.errors.MissingExtraError` when TensorFlow is not installed.  When it fails,
+    its log is copied to ``keep_log`` (if given: the work directory may be thrown away) and
+    the error's one line ends with ``(worker log: <path>)``.
     """
     require_tensorflow(f"the {stage} stage")
+    try:
+        return _run_worker(module, request, request_path, stage, log_path, timeout)
+    except Tf2TorchError as err:
+        kept = keep_failure_log(log_path, keep_log)
+        err.args = (f"{err} (worker log: {kept})",)
+        raise
+
+
+def _run_worker(
+    module: str,
+    request: dict[str, Any],
+    request_path: Path,
+    stage: str,
+    log_path: Path,
+    timeout: float | None,
+) -> dict[str, Any]:
     request_path.write_text(json.dumps(request, indent=2))
     result_path = Path(request["result"])
     with log_path.open("w") as log:
@@ -116,7 +157,7 @@ def run_worker(
     if not answer["ok"]:
         kind, message = answer["kind"], answer["message"]
         if kind == "worker_crash":
-            raise WorkerError(stage, f"TensorFlow worker failed: {message} (see {log_path})")
+            raise WorkerError(stage, f"TensorFlow worker failed: {message}")
         raise ERROR_KINDS.get(kind, ERROR_KINDS["error"])(message)
     return answer
 
@@ -135,6 +176,7 @@ def export_with_tf(
     safe_mode: bool,
     timeout: float | None = None,
     scale: Mapping[str, Any] | None = None,
+    keep_log: Path | None = None,
 ) -> TfExport:
     """Load the model in the TF worker, export ``model.raw.onnx`` and run the TF reference.
 
@@ -144,7 +186,8 @@ def export_with_tf(
     (see :func:`pipeline.export.worker.scaling.apply_scaling`).
 
     Everything lands in ``work_dir``.  Raises the worker's own error class (bad input,
-    export failure) or :class:`WorkerError` if the worker dies or times out.
+    export failure) or :class:`WorkerError` if the worker dies or times out; the worker's log
+    is then copied to ``keep_log`` and named in the message (see :func:`run_worker`).
     """
     request: dict[str, Any] = {
         "source": {
@@ -172,6 +215,7 @@ def export_with_tf(
         "export",
         work_dir / WORKER_LOG,
         timeout,
+        keep_log,
     )
     return TfExport(
         raw_onnx=work_dir / "model.raw.onnx",
@@ -183,5 +227,8 @@ def export_with_tf(
         versions=answer["versions"],
         variables=answer["variables"],
         variables_npz=work_dir / "tf_variables.npz",
+        gradient_error=answer.get("gradient_error"),
         scaling=answer.get("scaling"),
+        model_name=answer.get("model_name"),
+        layers=list(answer.get("layers", [])),
     )

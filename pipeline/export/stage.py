@@ -36,6 +36,8 @@ class ExportSettings:
     worker_timeout: float | None = None
     scale: str | None = None
     calibration: Path | None = None
+    failure_log: Path | None = None
+    """Where the worker's log is kept when it fails (the work directory may be thrown away)."""
 
 
 @dataclass
@@ -56,8 +58,14 @@ class Exported:
     """TF's gradient of the fixed loss per trainable variable, keyed by variable path."""
     loss_weights: dict[str, np.ndarray]
     """The fixed loss's weight per output: ``loss = sum(output * weight)``."""
+    gradient_error: str | None
+    """Why TensorFlow could not differentiate the fixed loss, or None."""
     scaling: dict[str, Any] | None
     versions: dict[str, str]
+    model_name: str | None = None
+    """The Keras model's name (None for a SavedModel): the generated class is named after it."""
+    layers: list[dict[str, str]] = field(default_factory=list)
+    """Every Keras layer as ``{"name", "class"}``: the generated attributes follow them."""
 
 
 def export_model(source: Source, work_dir: Path, settings: ExportSettings) -> Exported:
@@ -86,6 +94,7 @@ def export_model(source: Source, work_dir: Path, settings: ExportSettings) -> Ex
         safe_mode=settings.safe_mode,
         timeout=settings.worker_timeout,
         scale=scale,
+        keep_log=settings.failure_log,
     )
     if done.scaling is not None and settings.calibration is not None:
         done.scaling["calibration"] = str(settings.calibration)
@@ -112,6 +121,9 @@ def export_model(source: Source, work_dir: Path, settings: ExportSettings) -> Ex
             for k, v in tf_variables.items()
             if k.startswith("loss_weight/")
         },
+        gradient_error=done.gradient_error,
         scaling=done.scaling,
         versions=done.versions,
+        model_name=done.model_name,
+        layers=done.layers,
     )

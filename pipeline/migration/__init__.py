@@ -19,11 +19,12 @@ The manifest (paths in it are relative to the manifest's directory)::
     input_ranges = { tokens = [0, 50] }
     output_tolerances = { logits = [1e-4, 1e-3] }
     patches = ["my_patches"]        # a directory or a list of them
-    keep_batchnorm = true
+    fold_for_inference = false       # true: BatchNorm folded, an inference-only run
 
 Model keys: ``name``, ``source`` (both required), ``inputs``, ``input_ranges``,
 ``input_specs`` (list of ``"x=float32[None,28,28,1]"``), ``atol``, ``rtol``,
-``output_tolerances``, ``patches``, ``opset``, ``seed``, ``batch``, ``keep_batchnorm``,
+``output_tolerances``, ``patches``, ``opset``, ``seed``, ``batch``, ``fold_for_inference``,
+``keep_batchnorm`` (accepted; BatchNorm is kept by default),
 ``custom_objects``, ``unsafe`` (Keras ``safe_mode`` off), ``worker_timeout`` and
 ``timeout`` (seconds for this model's whole conversion; overrides :func:`migrate`'s
 ``timeout``, e.g. for one large network).

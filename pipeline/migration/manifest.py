@@ -163,7 +163,7 @@ class _Checker:
             return self.integer(key, value, 0)
         if key == "batch":
             return self.integer(key, value, 1)
-        if key in ("keep_batchnorm", "unsafe"):
+        if key in ("keep_batchnorm", "fold_for_inference", "unsafe"):
             return self.boolean(key, value)
         if key in ("worker_timeout", "timeout"):
             if not _is_number(value) or not value > 0:  # type: ignore[operator]
@@ -184,6 +184,7 @@ OPTION_KEYS = (
     "seed",
     "batch",
     "keep_batchnorm",
+    "fold_for_inference",
     "custom_objects",
     "unsafe",
     "worker_timeout",

@@ -29,9 +29,15 @@ from pipeline.core import compare
 from pipeline.core.errors import BadInputError, PassError
 from pipeline.core.ort_runner import OrtRunner
 from pipeline.passes.base import FixupPass, PassRecord, PassResult
+from pipeline.passes.batch_norm import BatchNormPass
+from pipeline.passes.conv_bias import ConvBiasPass
 from pipeline.passes.erfc import ErfcPass
+from pipeline.passes.explicit_pads import ExplicitPadsPass
+from pipeline.passes.fold_batch_norm import FoldBatchNormPass
 from pipeline.passes.keras_gru_loop import KerasGruLoopPass
 from pipeline.passes.layer_norm import LayerNormPass
+from pipeline.passes.transposes import TransposePass
+from pipeline.passes.variable_layout import VariableLayoutPass
 
 __all__ = [
     "FixupPass",
@@ -42,6 +48,7 @@ __all__ = [
     "check_exclusive_claims",
     "check_unique",
     "default_passes",
+    "inference_passes",
     "load_patch_dir",
     "run_passes",
 ]
@@ -70,7 +77,21 @@ def builtin_patches() -> list[FixupPass]:
 
 def builtin_passes() -> list[FixupPass]:
     """The generic built-in passes (not about one custom op), in the order they run."""
-    return [ErfcPass(), KerasGruLoopPass(), LayerNormPass()]
+    return [
+        ErfcPass(),
+        VariableLayoutPass(),
+        BatchNormPass(),
+        LayerNormPass(),
+        TransposePass(),
+        ConvBiasPass(),
+        ExplicitPadsPass(),
+        KerasGruLoopPass(),
+    ]
+
+
+def inference_passes() -> list[FixupPass]:
+    """The passes ``--fold-for-inference`` adds after the built-in ones."""
+    return [FoldBatchNormPass()]
 
 
 def default_passes() -> list[FixupPass]:
@@ -146,14 +167,16 @@ def _unknown_ops(model: onnx.ModelProto) -> list[str]:
 
 def _ort_outputs(
     model: onnx.ModelProto, inputs: Mapping[str, np.ndarray]
-) -> dict[str, np.ndarray] | None:
-    """ONNX Runtime's outputs, or None where the graph is not runnable yet."""
-    if _validity_error(model) is not None:
-        return None
+) -> tuple[dict[str, np.ndarray] | None, str]:
+    """ONNX Runtime's outputs, or None and the reason where the graph is not runnable yet."""
+    problem = _validity_error(model)
+    if problem is not None:
+        return None, f"not valid ONNX ({problem})"
     try:
-        return OrtRunner(model).run(inputs)
-    except Exception:  # valid ONNX that ONNX Runtime lacks a kernel for: no numbers yet
-        return None
+        return OrtRunner(model).run(inputs), ""
+    except Exception as err:  # valid ONNX that ONNX Runtime lacks a kernel for: no numbers yet
+        lines = str(err).strip().splitlines()
+        return None, f"not runnable by ONNX Runtime ({lines[0] if lines else type(err).__name__})"
 
 
 def _max_change(before: Mapping[str, np.ndarray], after: Mapping[str, np.ndarray]) -> float:
@@ -173,7 +196,10 @@ def _run_one(
     model: onnx.ModelProto,
     before: dict[str, np.ndarray] | None,
     inputs: Mapping[str, np.ndarray],
+    unrunnable: str = "",
 ) -> tuple[onnx.ModelProto, dict[str, np.ndarray] | None, PassRecord]:
+    """Apply ``p`` and check it; ``before`` is ONNX Runtime's outputs on ``model``, or None
+    and ``unrunnable`` says why there are none (recorded as the pass's ``note``)."""
     start = time.perf_counter()
     try:
         result = p.apply(model)
@@ -200,6 +226,7 @@ def _run_one(
         if before is not None:
             raise PassError(f"pass {p.name!r} made the graph invalid: {problem}")
         record.seconds = time.perf_counter() - start
+        record.note = f"the graph is not valid ONNX before or after it: {problem}"
         return after_model, None, record  # still not valid ONNX: a later pass may fix it
 
     try:
@@ -210,6 +237,9 @@ def _run_one(
         ) from err
     if before is None:
         record.check = "validity"
+        record.note = (
+            f"no ONNX Runtime outputs to compare before it: the raw graph is {unrunnable}"
+        )
     else:
         record.check = "numeric"
         for c in compare.compare_all(
@@ -264,15 +294,15 @@ def run_passes(
     """
     passes = list(passes)
     check_unique([*passes, *patches])
-    before = _ort_outputs(model, inputs)
+    before, unrunnable = _ort_outputs(model, inputs)
     records = []
     for p in passes:
-        model, before, record = _run_one(p, model, before, inputs)
+        model, before, record = _run_one(p, model, before, inputs, unrunnable)
         records.append(record)
     if len(patches) > 1:
         check_exclusive_claims(model, patches)
     for p in patches:
-        model, before, record = _run_one(p, model, before, inputs)
+        model, before, record = _run_one(p, model, before, inputs, unrunnable)
         records.append(record)
     problem = _validity_error(model)
     if problem is not None and not _unknown_ops(model):

@@ -46,6 +46,8 @@ class PassRecord:
     changes: int
     check: str
     max_abs_change: float | None = None
+    note: str = ""
+    """Why the pass could not be checked numerically (empty when it was, or did nothing)."""
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -58,4 +60,5 @@ class PassRecord:
             "changes": self.changes,
             "check": self.check,
             "max_abs_change": self.max_abs_change,
+            "note": self.note,
         }

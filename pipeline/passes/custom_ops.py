@@ -38,9 +38,10 @@ from onnx2torch.node_converters.registry import (
     add_converter,
 )
 
-from pipeline.core import compare
+from pipeline.core import compare, provenance
 from pipeline.core.errors import PassError
 from pipeline.core.ort_runner import OrtRunner
+from pipeline.passes import variables
 
 DOMAIN = "tf2torch"
 """The ONNX domain of every op our patches create."""
@@ -54,8 +55,14 @@ DOMAIN_VERSION = 1
 _VARIABLE_READ = re.compile(r"(?:^|/)(?:ReadVariableOp(?:_\d+)?|read)(?::\d+)?$")
 
 
-def is_variable_read(value: ir.Value) -> bool:
-    """Whether initializer ``value`` is a TF variable as read (not a constant, not folded)."""
+def is_variable_read(value: ir.Value, record: provenance.Provenance | None = None) -> bool:
+    """Whether initializer ``value`` is a TF variable as read (not a constant, not folded).
+
+    With the model's provenance ``record`` (every tf2torch export has one), that is whether
+    the record says the initializer is one whole variable; without (a graph from elsewhere),
+    whether tf2onnx named it after the op that read a variable."""
+    if record is not None and (record.initializers or record.lost):
+        return variables.variable_of(record, value) is not None
     return bool(value.name) and _VARIABLE_READ.search(value.name or "") is not None
 
 
@@ -98,9 +105,13 @@ def finish_patch(
     original: onnx.ModelProto,
     new_names: Sequence[str],
     *functions: onnx.FunctionProto,
+    record: provenance.Provenance | None = None,
 ) -> onnx.ModelProto:
     """The patched model as a proto: ``functions`` added, every node named in ``new_names``
-    checked with :func:`verify_converter`, and the inferred ``value_info`` dropped again."""
+    checked with :func:`verify_converter`, and the inferred ``value_info`` dropped again.
+    ``record`` (see :func:`variable_record`) is saved into it when given."""
+    if record is not None:
+        variables.save(ir_model, record)
     out = serialized(ir_model, *functions)
     wanted = set(new_names)
     for node in out.graph.node:
@@ -160,11 +171,18 @@ def int_attr(node: ir.Node, name: str, default: int) -> int:
     return default if attr is None else int(attr.as_int())
 
 
-def own_initializer(graph: ir.Graph, value: ir.Value, user_count: int = 1) -> ir.Value:
+def own_initializer(
+    graph: ir.Graph,
+    value: ir.Value,
+    user_count: int = 1,
+    record: provenance.Provenance | None = None,
+) -> ir.Value:
     """``value`` itself if the rewritten node will be its only user, else a copy of it.
 
-    tf2onnx merges equal constants, so two layers whose weights happen to be equal (e.g.
-    freshly initialised to ones) share one initializer; each patched node gets its own.
+    A constant shared by several ops (tf2onnx merges equal constants; a Keras layer called
+    twice reads its variable twice) gives each patched node its own; the copy of a TF
+    variable is recorded in ``record`` as the same variable (the import stage then makes
+    both modules share one parameter).
     """
     if len(value.uses()) <= user_count:
         return value
@@ -175,7 +193,15 @@ def own_initializer(graph: ir.Graph, value: ir.Value, user_count: int = 1) -> ir
     assert value.const_value is not None
     copy = ir.Value(name=name, type=value.type, shape=value.shape, const_value=value.const_value)
     graph.register_initializer(copy)
+    if record is not None and value.name:
+        record.derive(name, value.name, "identity", value.const_value.shape.numpy())
     return copy
+
+
+def variable_record(ir_model: ir.Model) -> provenance.Provenance:
+    """The model's provenance record (which initializers are TF variables), to pass to
+    :func:`is_variable_read`, :func:`own_initializer` and :func:`finish_patch`."""
+    return variables.record_of(ir_model)
 
 
 def new_initializer(graph: ir.Graph, base: str, array: np.ndarray) -> ir.Value:

@@ -37,8 +37,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from pipeline.core import provenance
 from pipeline.core.onnx_graph import all_nodes
 from pipeline.core.ort_runner import OrtRunner
+from pipeline.core.transforms import compose
 from pipeline.passes.base import PassResult
 
 _BODY_OPS = {
@@ -73,6 +75,7 @@ class _Candidate:
     kernel: np.ndarray  # (in, 3H)
     recurrent_kernel: np.ndarray  # (H, 3H)
     bias: np.ndarray | None  # (2, 3H), (3H,) or None
+    sources: dict[str, str]  # "kernel", "recurrent_kernel", "bias" -> initializer name
 
 
 def _match(loop: onnx.NodeProto, initializers: dict[str, np.ndarray]) -> _Candidate | None:
@@ -125,19 +128,34 @@ def _match(loop: onnx.NodeProto, initializers: dict[str, np.ndarray]) -> _Candid
             kernel_k = carried_in.index(node.input[1])
     if kernel_k is None:
         return None
+    sources = {"kernel": loop.input[2 + kernel_k]}
     kernel = constants.pop(kernel_k)
     if kernel.ndim != 2 or kernel.shape[1] % 3:
         return None
     hidden = kernel.shape[1] // 3
     recurrent = [k for k, v in constants.items() if v.shape == (hidden, 3 * hidden)]
+    if len(recurrent) > 1:
+        # GRU(2): the (2, 3H) bias has the recurrent kernel's shape; the kernel is the one
+        # the state is multiplied by.
+        state = carried_in[h_index]
+        recurrent = [
+            k
+            for k in recurrent
+            if any(
+                n.op_type == "MatMul" and n.input[0] == state and n.input[1] == carried_in[k]
+                for n in body.node
+            )
+        ]
     if len(recurrent) != 1:
         return None
+    sources["recurrent_kernel"] = loop.input[2 + recurrent[0]]
     recurrent_kernel = constants.pop(recurrent[0])
     bias = None
     if constants:
         if len(constants) != 1:
             return None
-        bias = next(iter(constants.values()))
+        bias_k, bias = next(iter(constants.items()))
+        sources["bias"] = loop.input[2 + bias_k]
         if bias.shape not in ((2, 3 * hidden), (3 * hidden,)):
             return None
     if kernel.dtype != np.float32 or recurrent_kernel.dtype != np.float32:
@@ -151,6 +169,7 @@ def _match(loop: onnx.NodeProto, initializers: dict[str, np.ndarray]) -> _Candid
         kernel=kernel,
         recurrent_kernel=recurrent_kernel,
         bias=bias,
+        sources=sources,
     )
 
 
@@ -305,6 +324,7 @@ class KerasGruLoopPass:
         if opset < 7:
             return PassResult(model, 0)
         initializers = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+        record = provenance.read(model) or provenance.Provenance()
         feeds = _random_inputs(model)
         if feeds is None:
             return PassResult(model, 0)
@@ -349,10 +369,37 @@ class KerasGruLoopPass:
             for offset, node in enumerate(nodes):
                 graph.node.insert(position + offset, node)
             graph.initializer.extend(tensors)
+            _record(record, c, tensors)
             changes += 1
         if changes:
             _drop_unused_initializers(model)
+            record.prune(t.name for t in graph.initializer)
+            provenance.write(model, record)
         return PassResult(model, changes)
+
+
+def _record(record: provenance.Provenance, c: _Candidate, tensors: list[onnx.TensorProto]) -> None:
+    """Say which variables ``W``, ``R`` and ``B`` (the first three ``tensors``) hold:
+    ``W = kernel.T[None]``, ``R = recurrent_kernel.T[None]``, ``B`` the stacked bias (or the
+    bias with zeros after it, for a ``(3H,)`` bias)."""
+    record.derive(tensors[0].name, c.sources["kernel"], "transpose(1,0),reshape", c.kernel.shape)
+    record.derive(
+        tensors[1].name,
+        c.sources["recurrent_kernel"],
+        "transpose(1,0),reshape",
+        c.recurrent_kernel.shape,
+    )
+    if c.bias is None or "bias" not in c.sources:
+        return
+    if c.bias.ndim == 2:
+        record.derive(tensors[2].name, c.sources["bias"], "reshape", c.bias.shape)
+        return
+    part = record.whole(c.sources["bias"])
+    if part is not None:
+        region = ((0, 1), (0, c.bias.size))
+        record.initializers[tensors[2].name] = [
+            provenance.Part(part.variable, compose(part.transform, "reshape", c.bias.shape), region)
+        ]
 
 
 def _drop_unused_initializers(model: onnx.ModelProto) -> None:

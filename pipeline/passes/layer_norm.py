@@ -51,6 +51,8 @@ import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 from onnxscript.rewriter import pattern
 
+from pipeline.core import provenance
+from pipeline.passes import variables
 from pipeline.passes.base import PassResult
 
 MIN_OPSET = 17
@@ -293,10 +295,12 @@ def _identity_reshape(
 
 
 class _InitializerNames:
-    """New 1-D initializers, named after the constant they reshape; one per source value."""
+    """New 1-D initializers, named after the constant they reshape; one per source value.
+    A source that is a TF variable's initializer stays that variable (recorded in ``record``)."""
 
-    def __init__(self, taken: set[str]) -> None:
+    def __init__(self, taken: set[str], record: provenance.Provenance) -> None:
         self.taken = taken
+        self.record = record
         self.made: dict[int, ir.Value] = {}
 
     def vector(self, op: Any, source: ir.Value, array: np.ndarray, role: str) -> ir.Value:
@@ -310,6 +314,8 @@ class _InitializerNames:
             name = f"{base}_{n}"
         self.taken.add(name)
         value: ir.Value = op.initializer(ir.tensor(np.ascontiguousarray(array), name=name), name)
+        if source.const_value is not None and source.name:
+            self.record.derive(name, source.name, "reshape", source.const_value.shape.numpy())
         self.made[id(source)] = value
         return value
 
@@ -384,10 +390,12 @@ class LayerNormPass:
         if opset < MIN_OPSET or not _candidate(model):
             return PassResult(model, 0)
         ir_model = ir.serde.deserialize_model(_with_shapes(model))
+        record = variables.record_of(ir_model)
         names = _InitializerNames(
             {v.name for v in ir_model.graph.initializers.values() if v.name}
             | {v.name for n in ir_model.graph for v in n.outputs if v.name}
-            | {v.name for v in ir_model.graph.inputs if v.name}
+            | {v.name for v in ir_model.graph.inputs if v.name},
+            record,
         )
         rules = pattern.RewriteRuleSet(
             [
@@ -405,6 +413,8 @@ class LayerNormPass:
             return PassResult(model, 0)
         if _cancel_transposes(ir_model.graph, existing):
             RemoveUnusedNodesPass()(ir_model)
+        RemoveUnusedNodesPass()(ir_model)
+        variables.save(ir_model, record)
         out = ir.serde.serialize_model(ir_model)
         # Keep the value_info the input had (shape inference only served the checks).
         kept = {vi.name for vi in model.graph.value_info}

@@ -10,7 +10,13 @@ from typing import Any
 import numpy as np
 import onnx
 
-from pipeline.passes import builtin_passes, builtin_patches, load_patch_dir, run_passes
+from pipeline.passes import (
+    builtin_passes,
+    builtin_patches,
+    inference_passes,
+    load_patch_dir,
+    run_passes,
+)
 
 
 @dataclass
@@ -28,13 +34,21 @@ def user_patches(directories: Sequence[Path]) -> list[Any]:
 
 
 def fix_graph(
-    raw_onnx: Path, inputs: Mapping[str, np.ndarray], extra_patches: Sequence[Any], out: Path
+    raw_onnx: Path,
+    inputs: Mapping[str, np.ndarray],
+    extra_patches: Sequence[Any],
+    out: Path,
+    *,
+    fold_for_inference: bool = False,
 ) -> Fixed:
     """Run every pass and patch on ``raw_onnx`` (each checked by ONNX Runtime on ``inputs``)
-    and save the result to ``out``.  Raises :class:`~pipeline.core.errors.PassError`."""
+    and save the result to ``out``; with ``fold_for_inference``, BatchNorms are then folded
+    into their convolutions (recorded in the provenance record).  Raises
+    :class:`~pipeline.core.errors.PassError`."""
     raw = onnx.load(str(raw_onnx))
+    passes = builtin_passes() + (inference_passes() if fold_for_inference else [])
     fixed, records = run_passes(
-        raw, builtin_passes(), dict(inputs), patches=[*builtin_patches(), *extra_patches]
+        raw, passes, dict(inputs), patches=[*builtin_patches(), *extra_patches]
     )
     onnx.save(fixed, str(out))
     return Fixed(fixed, [r.to_json() for r in records])

@@ -1,53 +1,90 @@
-"""TF variables become named ``nn.Parameter``s (trainable) or buffers (non-trainable).
+"""TF variables become named ``nn.Parameter``s (trainable) or buffers (non-trainable), found
+by provenance, never by value.
 
-onnx2torch keeps every ONNX initializer as an anonymous buffer (``initializers.onnx_initializer_3``),
-so a Dense MLP arrives with no parameter at all.  This module finds, for every TF variable,
-the torch tensor that holds it, **by value**: the tensor equals the variable's value up to a
-layout transform (identity, a transpose or axis permutation such as Conv's HWIO→OIHW, a
-reshape, or a transpose with gate blocks reordered as in recurrent kernels).  Matching by value
-works whatever the layers are called; names are used only to attach a vanished all-zero bias
-to its Dense layer (tf2onnx drops an ``Add`` of zeros).
+The ONNX model carries a provenance record (:mod:`pipeline.core.provenance`): which
+initializer holds which TF variable, in which layout.  onnx2torch and our converters then
+move initializers into modules (``nn.Conv2d.weight``, ``nn.LSTM``'s gate-reordered
+``weight_ih_l0``, an anonymous ``initializers.onnx_initializer_3`` buffer).  To follow them
+there, the model is imported with every recorded initializer holding *fingerprints*
+(:mod:`pipeline.core.fingerprint`: each element of each variable its own unique float) instead
+of its value.  Each torch tensor then decodes, element by element, to the variable elements
+it holds, which gives the exact layout transform (:func:`describe_index_map`); the real values
+are written through that map.  Two variables with equal values can never be confused, and a
+variable a converter computed with (folded) is reported as such, not matched by a guess.
 
 Then the module is rewritten so it reads like a hand-written one:
-- ``MatMul(x, kernel) [+ Add(bias)]`` on a Dense kernel becomes ``nn.Linear`` (weight =
-  kernel transposed), a missing zero bias restored as a zero parameter;
-- every matched tensor lives at the TF variable's path: ``dense_1/kernel`` ends up at
-  ``dense_1.weight`` (Linear) or ``dense_1.kernel``; a module that owns a TF layer's tensors
-  (``nn.Conv2d``, ``nn.LSTM``, a patch's module) is moved to that layer's path;
+
+- ``MatMul(x, kernel) [+ Add(bias)]`` on a Dense kernel becomes ``nn.Linear`` (weight = the
+  kernel transposed), on any input rank;
+- every variable lives at its TF path: ``dense_1/kernel`` ends up at ``dense_1.weight``
+  (Linear) or ``dense_1.kernel``; a module that owns a TF layer's tensors (``nn.Conv2d``,
+  ``nn.BatchNorm2d``, ``nn.LSTM``, a patch's module) is moved to that layer's path;
 - trainable variables become ``nn.Parameter`` (``requires_grad=True``), non-trainable ones
-  (BatchNorm moving statistics, ``trainable=False`` weights) buffers.
+  (BatchNorm moving statistics) buffers; a Keras layer called twice is one module called
+  twice, so its variables stay one parameter each;
+- a parameter that holds no variable is frozen: a documented torch-only slot (``nn.LSTM``'s
+  second bias, zero) is listed in the table with ``tf_name`` None; any other is a constant of
+  the TF graph and becomes a buffer.
 
 The result is a table (:class:`ParameterEntry`) that ``report.json`` carries as ``parameters``.
-
-One file on purpose: it is one search (each variable under every layout transform, then the
-Linear fusion and the table that depend on it); the provenance rewrite (issue 10) replaces it.
 """
 
 from __future__ import annotations
 
-import itertools
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
-from onnx2torch.node_converters.binary_math_operations import OnnxBinaryMathOperation
-from onnx2torch.node_converters.matmul import OnnxMatMul
+from onnx import numpy_helper
+
+from pipeline.core import provenance
+from pipeline.core.fingerprint import NOT_A_FINGERPRINT, Fingerprints, fingerprints_for
+from pipeline.core.transforms import apply_transform, describe_index_map
+from pipeline.to_torch.linear_fusion import fuse_linear_layers
+from pipeline.to_torch.module_surgery import (
+    Slot,
+    all_slots,
+    drop_unused,
+    ensure_module,
+    free_path,
+    get_attr_users,
+    get_module,
+    sanitize_name,
+    set_slot_tensor,
+    slot_tensor,
+    tf_module_path,
+)
+
+__all__ = [
+    "UNMAPPED",
+    "Adoption",
+    "ParameterEntry",
+    "adopt_tf_variables",
+    "apply_transform",
+    "count_trainable",
+    "fingerprinted",
+]
 
 UNMAPPED = "unmapped"
+CONSTANT = "constant"
+TORCH_ONLY_SLOTS = re.compile(r"(^|\.)bias_hh_l\d+(_reverse)?$")
+"""Torch parameters Keras has no variable for: ``nn.LSTM``'s second bias (Keras has one)."""
 
 
 @dataclass
 class ParameterEntry:
     """One TF variable and where it lives in torch.
 
-    ``transform`` maps the TF value to the torch tensor: ``identity``, ``transpose(1,0)``,
-    ``permute(3,2,0,1)``, ``reshape``, ``transpose(1,0),gates(1,0,2)`` (a transpose with
-    gate blocks reordered); ``zeros`` for a vanished zero bias restored; ``unmapped`` when no
-    torch tensor holds the variable (e.g. BatchNorm folded into a convolution).  A row with
-    ``tf_name`` None is a torch-only slot (``nn.LSTM``'s second bias): zero and frozen.
+    ``transform`` maps the TF value to the torch tensor (a label of
+    :mod:`pipeline.core.transforms`: ``identity``, ``transpose(1,0)``, ``permute(3,2,0,1)``,
+    ``transpose(1,0),gates(0,3,1,2)``, ``row(1),gates(1,0,2)``, ``permute(2,3,0,1),reshape``),
+    ``unmapped`` when no torch tensor holds the variable (``note`` says why), ``constant`` for
+    an integer state variable (nothing to train).  A row with ``tf_name`` None is a
+    torch-only slot (``nn.LSTM``'s second bias): zero and frozen.
     """
 
     tf_name: str | None
@@ -69,380 +106,295 @@ class ParameterEntry:
         }
 
 
-@dataclass(frozen=True)
-class _Slot:
-    """A torch tensor: ``owner.attr``; ``get_attr`` nodes read it when owned by onnx2torch's
-    initializer container."""
 
-    owner_path: str
-    attr: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.owner_path}.{self.attr}" if self.owner_path else self.attr
+_Held = list[tuple[Slot, np.ndarray]]
+"""Where one variable's fingerprints are: each torch tensor holding only that variable, with
+the flat TF index of each of its elements."""
 
 
-# ---------------------------------------------------------------------------- transforms
+# ----------------------------------------------------------------------- fingerprinting
 
 
-def _block_reorders(array: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
-    """Gate-block reorders along axis 0 (recurrent weights stack 3 or 4 gates)."""
-    for blocks in (4, 3):
-        if array.shape[0] % blocks:
+def fingerprinted(
+    model: onnx.ModelProto, variables: Sequence[Mapping[str, Any]], values: Sequence[np.ndarray]
+) -> tuple[onnx.ModelProto, Fingerprints, provenance.Provenance]:
+    """A copy of ``model`` whose recorded initializers hold fingerprints of their variables
+    (elements no part covers keep their value), the fingerprints, and the model's record."""
+    record = provenance.read(model) or provenance.Provenance()
+    prints = fingerprints_for(values)
+    index = {str(v["path"]): i for i, v in enumerate(variables)}
+    marks = {
+        path: prints.value(i)
+        for path, i in index.items()
+        if prints.supported(i) and np.asarray(values[i]).dtype.kind == "f"
+    }
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for position, tensor in enumerate(copy.graph.initializer):
+        parts = [p for p in record.initializers.get(tensor.name, []) if p.variable in marks]
+        if not parts:
             continue
-        parts = np.split(array, blocks, axis=0)
-        for order in itertools.permutations(range(blocks)):
-            if order != tuple(range(blocks)):
-                yield f"gates{order}".replace(" ", ""), np.concatenate([parts[i] for i in order])
+        marked = provenance.build_value(numpy_helper.to_array(tensor), parts, marks)
+        copy.graph.initializer[position].CopyFrom(numpy_helper.from_array(marked, tensor.name))
+    return copy, prints, record
 
 
-def apply_transform(value: np.ndarray, transform: str, shape: Sequence[int]) -> np.ndarray:
-    """Apply a transform label of :class:`ParameterEntry` to a TF value (or its gradient);
-    ``shape`` is the torch tensor's (what ``reshape`` reshapes to)."""
-    out = np.asarray(value)
-    if transform == "reshape":
-        return out.reshape(tuple(shape))
-    for step in re.findall(r"[a-z]+\([0-9,]*\)|[a-z]+", transform):
-        kind, _, args = step.partition("(")
-        numbers = [int(a) for a in args.rstrip(")").split(",") if a]
-        if kind == "row":
-            out = out[numbers[0]]
-        elif kind in ("transpose", "permute"):
-            out = np.transpose(out, numbers)
-        elif kind == "gates":
-            parts = np.split(out, len(numbers), axis=0)
-            out = np.concatenate([parts[i] for i in numbers])
-    return out
+# ------------------------------------------------------------------------------ decode
 
 
-def _candidates(
-    value: np.ndarray, target_shape: tuple[int, ...]
-) -> Iterator[tuple[str, np.ndarray]]:
-    """(label, transformed value) for every layout transform giving ``target_shape``."""
-    if value.shape == target_shape:
-        yield "identity", value
-    for perm in itertools.permutations(range(value.ndim)):
-        if perm == tuple(range(value.ndim)):
+def _decoded(
+    module: torch.nn.Module, prints: Fingerprints
+) -> tuple[dict[Slot, tuple[np.ndarray, np.ndarray]], dict[int, str]]:
+    """Per torch tensor holding fingerprints: (variable, flat index) arrays.  Also, per
+    variable whose fingerprints share a tensor with other values, why it is not placed."""
+    found: dict[Slot, tuple[np.ndarray, np.ndarray]] = {}
+    mixed: dict[int, str] = {}
+    for slot, tensor in all_slots(module).items():
+        array = tensor.detach().cpu().numpy()
+        owner, flat = prints.decode(array)
+        present = np.unique(owner[owner != NOT_A_FINGERPRINT])
+        if present.size == 0:
             continue
-        moved = np.transpose(value, perm)
-        if moved.shape == target_shape:
-            label = "transpose(1,0)" if perm == (1, 0) else f"permute{perm}".replace(" ", "")
-            yield label, moved
-    if value.ndim == 1 and value.shape == target_shape:
-        yield from _block_reorders(value)
-    if value.ndim == 2 and value.T.shape[0] == target_shape[0] and value.T.shape == target_shape:
-        for label, reordered in _block_reorders(value.T):
-            yield f"transpose(1,0),{label}", reordered
-    if value.shape != target_shape and value.size == int(np.prod(target_shape)):
-        yield "reshape", value.reshape(target_shape)
+        found[slot] = (owner, flat)
+        if present.size > 1 or np.any(owner == NOT_A_FINGERPRINT):
+            for index in present:
+                mixed[int(index)] = f"{slot.name} mixes it with other values (folded?)"
+    return found, mixed
 
 
-def _match(value: np.ndarray, tensor: np.ndarray) -> str | None:
-    if value.size != tensor.size or value.dtype != tensor.dtype:
-        return None
-    for label, candidate in _candidates(value, tensor.shape):
-        if np.array_equal(candidate, tensor):
-            return label
-    return None
-
-
-def _match_rows(
-    value: np.ndarray,
-    by_size: dict[int, list[tuple[_Slot, np.ndarray, float]]],
-    claimed: set[_Slot],
-) -> list[tuple[_Slot, str]] | None:
-    found: list[tuple[_Slot, str]] = []
-    for row_index, row in enumerate(value):
-        hit = None
-        for slot, array, _ in by_size.get(row.size, []):
-            if slot in claimed or any(slot == f for f, _ in found):
-                continue
-            label = _match(row, array)
-            if label is not None:
-                hit = (slot, f"row({row_index})" + ("" if label == "identity" else f",{label}"))
-                break
-        if hit is None:
-            return None
-        found.append(hit)
-    return found
-
-
-# ------------------------------------------------------------------------ module surgery
-
-
-def _sanitize(part: str) -> str:
-    part = re.sub(r"\W", "_", part.removesuffix(":0"))
-    return part if part and not part[0].isdigit() else f"_{part}"
-
-
-def _tf_module_path(tf_name: str) -> tuple[str, str]:
-    """``a/b/kernel`` → (``a.b``, ``kernel``), each part a valid attribute name."""
-    parts = [_sanitize(p) for p in tf_name.split("/") if p]
-    return ".".join(parts[:-1]) or "tf", parts[-1]
-
-
-def _get_module(root: torch.nn.Module, path: str) -> torch.nn.Module:
-    return root.get_submodule(path) if path else root
-
-
-def _ensure_module(root: torch.nn.Module, path: str) -> torch.nn.Module:
-    module = root
-    for part in path.split("."):
-        if not hasattr(module, part):
-            module.add_module(part, torch.nn.Module())
-        child = getattr(module, part)
-        if not isinstance(child, torch.nn.Module):
-            raise ValueError(f"{path}: {part} is not a module")
-        module = child
-    return module
-
-
-def _free_path(root: torch.nn.Module, path: str) -> str:
-    """``path`` if nothing lives there yet, else ``path_1``, ``path_2``, ..."""
-    candidate, n = path, 0
-    while True:
-        try:
-            root.get_submodule(candidate)
-        except AttributeError:
-            owner, _, attr = candidate.rpartition(".")
-            try:
-                parent = _get_module(root, owner)
-            except AttributeError:
-                return candidate
-            if not hasattr(parent, attr):
-                return candidate
-        n += 1
-        candidate = f"{path}_{n}"
-
-
-def _set_tensor(module: torch.nn.Module, attr: str, value: torch.Tensor, trainable: bool) -> None:
-    if hasattr(module, attr):
-        delattr(module, attr)
-    if trainable:
-        module.register_parameter(attr, torch.nn.Parameter(value.detach().clone()))
-    else:
-        module.register_buffer(attr, value.detach().clone())
-
-
-def _slots(module: torch.fx.GraphModule) -> dict[_Slot, torch.Tensor]:
-    found: dict[_Slot, torch.Tensor] = {}
-    for owner_path, owner in module.named_modules():
-        for attr, tensor in [
-            *owner.named_parameters(recurse=False),
-            *owner.named_buffers(recurse=False),
-        ]:
-            if tensor is not None and tensor.is_floating_point():
-                found[_Slot(owner_path, attr)] = tensor
-    return found
-
-
-def _get_attr_users(module: torch.fx.GraphModule, slot: _Slot) -> list[torch.fx.Node]:
-    return [n for n in module.graph.nodes if n.op == "get_attr" and n.target == slot.name]
-
-
-# ------------------------------------------------------------------------------ Linear
-
-
-def _fuse_linear(
-    module: torch.fx.GraphModule,
-    kernel_node: torch.fx.Node,
-    matmul: torch.fx.Node,
-    bias_node: torch.fx.Node | None,
-    add: torch.fx.Node | None,
-    through: torch.fx.Node,
-    layer_path: str,
-    zero_bias: bool,
-) -> tuple[str, torch.nn.Linear]:
-    kernel = (
-        module.get_buffer(str(kernel_node.target))
-        if _is_buffer(module, kernel_node)
-        else module.get_parameter(str(kernel_node.target))
-    )
-    in_features, out_features = kernel.shape
-    linear = torch.nn.Linear(
-        int(in_features), int(out_features), bias=bias_node is not None or zero_bias
-    )
+def _restore(
+    module: torch.nn.Module,
+    decoded: Mapping[Slot, tuple[np.ndarray, np.ndarray]],
+    values: Sequence[np.ndarray],
+) -> None:
+    """Write the real values through the fingerprints' element maps."""
+    flat_values = [np.asarray(v).reshape(-1) for v in values]
     with torch.no_grad():
-        linear.weight.copy_(kernel.T)
-        if bias_node is not None:
-            linear.bias.copy_(_tensor_of(module, bias_node))
-        elif zero_bias:
-            linear.bias.zero_()
-    path = _free_path(module, layer_path)
-    owner, _, attr = path.rpartition(".")
-    (_ensure_module(module, owner) if owner else module).add_module(attr, linear)
-    with module.graph.inserting_before(matmul):
-        new = module.graph.call_module(path, (matmul.args[0],))
-    matmul.replace_all_uses_with(new)
-    module.graph.erase_node(matmul)
-    if add is not None:
-        # The Add now only re-adds nothing: its output is the (reshaped) Linear output.
-        add.replace_all_uses_with(through if through is not matmul else new)
-        module.graph.erase_node(add)
-    return path, linear
-
-
-def _is_buffer(module: torch.nn.Module, node: torch.fx.Node) -> bool:
-    return str(node.target) in dict(module.named_buffers())
-
-
-def _tensor_of(module: torch.nn.Module, node: torch.fx.Node) -> torch.Tensor:
-    name = str(node.target)
-    tensors = dict(module.named_buffers()) | dict(module.named_parameters())
-    return tensors[name]
-
-
-def _is_call(module: torch.fx.GraphModule, node: torch.fx.Node, kind: type) -> bool:
-    return node.op == "call_module" and isinstance(module.get_submodule(str(node.target)), kind)
-
-
-def _is_reshape(module: torch.fx.GraphModule, node: torch.fx.Node) -> bool:
-    return (
-        node.op == "call_module"
-        and "Reshape" in type(module.get_submodule(str(node.target))).__name__
-    )
-
-
-def _is_add(module: torch.fx.GraphModule, node: torch.fx.Node) -> bool:
-    return _is_call(module, node, OnnxBinaryMathOperation) and (
-        module.get_submodule(str(node.target)).math_op_function is torch.add
-    )
+        for slot, (owner, flat) in decoded.items():
+            tensor = slot_tensor(module, slot)
+            array = tensor.detach().cpu().numpy().copy()
+            for index in np.unique(owner[owner != NOT_A_FINGERPRINT]):
+                mask = owner == index
+                array[mask] = flat_values[int(index)][flat[mask]]
+            tensor.copy_(torch.from_numpy(array))
 
 
 # ------------------------------------------------------------------------------- driver
 
 
-def _drop_unused(module: torch.fx.GraphModule) -> None:
-    module.graph.eliminate_dead_code()
-    module.delete_all_unused_submodules()
-    read = {str(n.target) for n in module.graph.nodes if n.op == "get_attr"}
-    initializers = getattr(module, "initializers", None)
-    if isinstance(initializers, torch.nn.Module):
-        for name in [n for n, _ in initializers.named_buffers(recurse=False)]:
-            if f"initializers.{name}" not in read:
-                delattr(initializers, name)
-    module.recompile()
+@dataclass
+class Adoption:
+    """What :func:`adopt_tf_variables` did: the table, and per TF variable that has no torch
+    parameter of its own (or more than one), why."""
+
+    entries: list[ParameterEntry]
+    problems: dict[str, str]
 
 
 def adopt_tf_variables(
     module: torch.fx.GraphModule,
-    variables: Sequence[dict[str, Any]],
+    variables: Sequence[Mapping[str, Any]],
     values: Sequence[np.ndarray],
-) -> list[ParameterEntry]:
-    """Rewrite ``module`` in place so every TF variable is a named parameter or buffer.
+    prints: Fingerprints,
+    record: provenance.Provenance,
+) -> Adoption:
+    """Rewrite ``module`` (imported from :func:`fingerprinted`'s model) in place so every TF
+    variable is a named parameter or buffer holding its real value.
 
-    ``variables`` are the TF worker's metadata (``path``, ``trainable``) and ``values`` their
-    values, in the same order.  Returns one :class:`ParameterEntry` per TF variable.
+    ``variables`` are the TF worker's metadata (``path``, ``trainable``, ``shape``,
+    ``has_grad``, ``batchnorm``) and ``values`` their values, in the same order.
     """
-    # Candidates are pre-filtered on size and a permutation-invariant fingerprint (the sum of
-    # absolute values) so that a ResNet's hundreds of variables do not try every transform
-    # against every tensor.
-    by_size: dict[int, list[tuple[_Slot, np.ndarray, float]]] = {}
-    for slot, tensor in _slots(module).items():
-        array = tensor.detach().cpu().numpy()
-        by_size.setdefault(array.size, []).append(
-            (slot, array, float(np.abs(array).sum(dtype=np.float64)))
-        )
-    claimed: set[_Slot] = set()
-    matches: dict[int, list[tuple[_Slot, str]]] = {}
-    for index, value in enumerate(values):
-        value = np.asarray(value)
-        if not np.issubdtype(value.dtype, np.floating):
-            continue
-        fingerprint = float(np.abs(value).sum(dtype=np.float64))
-        for slot, array, other in by_size.get(value.size, []):
-            if slot in claimed or abs(other - fingerprint) > 1e-6 * max(fingerprint, 1.0):
-                continue
-            label = _match(value, array)
-            if label is not None:
-                claimed.add(slot)
-                matches.setdefault(index, []).append((slot, label))
-        if index not in matches and value.ndim == 2 and value.shape[0] <= 4:
-            # A stacked variable split across torch tensors, e.g. Keras GRU's (2, 3H) bias
-            # → nn.GRU's bias_ih and bias_hh (gates reordered).
-            rows = _match_rows(value, by_size, claimed)
-            if rows is not None:
-                claimed.update(slot for slot, _ in rows)
-                matches[index] = rows
+    fuse_linear_layers(module, prints, variables)
+    decoded, mixed = _decoded(module, prints)
+    _restore(module, decoded, values)
 
-    entries: dict[int, ParameterEntry] = {}
-    _linear_layers(module, variables, values, matches, entries)
+    held: dict[int, _Held] = {}
+    for slot, (owner, flat) in decoded.items():
+        for index in np.unique(owner[owner != NOT_A_FINGERPRINT]):
+            mask = owner == index
+            if np.all(mask):
+                held.setdefault(int(index), []).append((slot, flat))
 
-    split_rows: dict[int, list[ParameterEntry]] = {}
-    for index, found in matches.items():
-        if index in entries:
-            continue
-        meta = variables[index]
-        trainable = bool(meta["trainable"])
-        if found[0][1].startswith("row("):
-            placed = [
-                _place(module, slot, label, meta["path"], trainable, []) for slot, label in found
-            ]
-            entries[index], split_rows[index] = placed[0], placed[1:]
-            continue
-        slot, label = found[0]
-        entries[index] = _place(module, slot, label, meta["path"], trainable, found[1:])
-
-    _move_owner_modules(module, [*entries.values(), *itertools.chain(*split_rows.values())])
-    _drop_unused(module)
-    result: list[ParameterEntry] = []
+    entries: dict[int, list[ParameterEntry]] = {}
+    problems: dict[str, str] = {}
     for index, meta in enumerate(variables):
-        result.extend(split_rows.get(index, []))
-        result.append(
-            entries.get(index)
-            or ParameterEntry(
-                meta["path"],
-                None,
-                list(meta["shape"]),
-                bool(meta["trainable"]),
-                UNMAPPED,
-                "no torch tensor holds this value (folded into another op by tf2onnx?)",
-            )
+        path = str(meta["path"])
+        found = held.get(index)
+        why = mixed.get(index)
+        if found is None:
+            entries[index] = [_absent(module, meta, values[index], record, why, problems)]
+            continue
+        placed = _place_variable(module, meta, found, problems, decoded)
+        if why and path not in problems:
+            problems[path] = why
+        entries[index] = placed
+
+    _move_owner_modules(module, [e for group in entries.values() for e in group])
+    _batchnorm_settings(module, variables, entries)
+    drop_unused(module)
+    table = [e for index in range(len(variables)) for e in entries[index]]
+    table += _torch_only_slots(module, table)
+    return Adoption(table, problems)
+
+
+def _absent(
+    module: torch.fx.GraphModule,
+    meta: Mapping[str, Any],
+    value: np.ndarray,
+    record: provenance.Provenance,
+    mixed: str | None,
+    problems: dict[str, str],
+) -> ParameterEntry:
+    """The row of a variable no torch tensor holds: an unused variable gets a tensor of its
+    own (so the module's state is complete); anything else is a problem."""
+    path = str(meta["path"])
+    trainable = bool(meta["trainable"])
+    shape = list(meta["shape"])
+    if np.asarray(value).dtype.kind != "f" and not trainable:
+        # An integer state variable (a counter): nothing to train, a constant of the graph.
+        return ParameterEntry(path, None, shape, False, CONSTANT, "not floating point: a constant")
+    if path in record.folded:
+        return ParameterEntry(
+            path, None, shape, trainable, UNMAPPED, f"folded into {record.folded[path]}"
         )
-    return result + _torch_only_slots(module, result)
+    unused = path not in record.holders() and path not in record.lost and not meta.get("has_grad")
+    if unused and not mixed:
+        owner_path, attr = tf_module_path(path)
+        torch_path = free_path(module, f"{owner_path}.{attr}")
+        owner, _, attr = torch_path.rpartition(".")
+        set_slot_tensor(
+            ensure_module(module, owner), attr, torch.from_numpy(np.array(value)), trainable
+        )
+        return ParameterEntry(
+            path, torch_path, shape, trainable, "identity", "not used by the model's outputs"
+        )
+    why = (
+        mixed
+        or record.lost.get(path)
+        or (
+            "no provenance: the exported graph never recorded it"
+            if path not in record.holders()
+            else ""
+        )
+        or "no torch tensor holds it (a converter computed with it?)"
+    )
+    problems[path] = why
+    return ParameterEntry(path, None, shape, trainable, UNMAPPED, why)
+
+
+def _place_variable(
+    module: torch.fx.GraphModule,
+    meta: Mapping[str, Any],
+    found: _Held,
+    problems: dict[str, str],
+    decoded: Mapping[Slot, tuple[np.ndarray, np.ndarray]],
+) -> list[ParameterEntry]:
+    """Place one variable held by ``found``'s slots: one slot, several copies of one layer
+    (a Keras layer called twice: the copies become one module called twice), or rows split
+    across slots (a stacked GRU bias)."""
+    path = str(meta["path"])
+    trainable = bool(meta["trainable"])
+    tf_shape = tuple(int(d) for d in meta["shape"])
+    size = int(np.prod(tf_shape))
+    labelled = [(slot, flat, describe_index_map(flat, tf_shape)) for slot, flat in found]
+    for slot, _flat, label in labelled:
+        if label is None:
+            problems[path] = f"{slot.name} holds it in a layout tf2torch cannot describe"
+            return [ParameterEntry(path, slot.name, [], trainable, UNMAPPED, problems[path])]
+    complete = [(s, f, lab) for s, f, lab in labelled if f.size == size]
+    if complete:
+        first_slot, first_flat, label = complete[0]
+        others = [(s, f) for s, f, _ in complete[1:]]
+        differing = [s.name for s, f in others if not np.array_equal(f, first_flat)]
+        if differing or len(complete) != len(labelled):
+            names = ", ".join(s.name for s, _, _ in labelled)
+            problems[path] = f"held by {names} in different layouts: they would train apart"
+        copies = [s for s, f in others if np.array_equal(f, first_flat)]
+        if not all(_merge_copy(module, first_slot, copy, decoded) for copy in copies):
+            names = ", ".join(s.name for s, _, _ in labelled)
+            problems[path] = f"held by {names}, which are not one module: they would train apart"
+        return [_place(module, first_slot, str(label), path, trainable)]
+    covered = np.concatenate([f.reshape(-1) for _, f, _ in labelled])
+    if covered.size != size or np.unique(covered).size != size:
+        problems[path] = "its elements are split across torch tensors unevenly"
+    return [_place(module, slot, str(label), path, trainable) for slot, _f, label in labelled]
 
 
 def _place(
-    module: torch.fx.GraphModule,
-    slot: _Slot,
-    label: str,
-    tf_name: str,
-    trainable: bool,
-    duplicates: Sequence[tuple[_Slot, str]],
+    module: torch.fx.GraphModule, slot: Slot, label: str, tf_name: str, trainable: bool
 ) -> ParameterEntry:
-    owner_module = _get_module(module, slot.owner_path)
-    tensor: torch.Tensor | None = owner_module._parameters.get(slot.attr)
-    if tensor is None:
-        tensor = owner_module._buffers[slot.attr]
-    assert tensor is not None
-    readers = _get_attr_users(module, slot)
-    note = ""
+    tensor = slot_tensor(module, slot)
+    readers = get_attr_users(module, slot)
     if readers or slot.owner_path == "initializers":
         # A free-standing initializer: move it to the TF variable's path.
-        owner_path, attr = _tf_module_path(tf_name)
-        path = _free_path(module, f"{owner_path}.{attr}")
+        owner_path, attr = tf_module_path(tf_name)
+        path = free_path(module, f"{owner_path}.{attr}")
         owner_path, _, attr = path.rpartition(".")
-        _set_tensor(_ensure_module(module, owner_path), attr, tensor, trainable)
+        set_slot_tensor(ensure_module(module, owner_path), attr, tensor, trainable)
         for node in readers:
             node.target = path
-        for other, other_label in duplicates:
-            if other_label == label:  # the same variable used twice: read one tensor
-                for node in _get_attr_users(module, other):
-                    node.target = path
-        delattr(_get_module(module, slot.owner_path), slot.attr)
+        delattr(get_module(module, slot.owner_path), slot.attr)
         torch_name = path
     else:
         # A tensor owned by a converted module (nn.Conv2d, nn.LSTM, a patch's module).
-        owner = _get_module(module, slot.owner_path)
-        is_param = slot.attr in owner._parameters
-        if is_param != trainable:
-            _set_tensor(owner, slot.attr, tensor, trainable)
-        if not trainable and is_param:
-            note = "kept as a buffer: the TF variable is not trainable"
+        owner = get_module(module, slot.owner_path)
+        if (slot.attr in owner._parameters) != trainable:
+            set_slot_tensor(owner, slot.attr, tensor, trainable)
         torch_name = slot.name
-        if duplicates:
-            note = f"also held by {', '.join(d.name for d, _ in duplicates)}"
-    return ParameterEntry(tf_name, torch_name, list(tensor.shape), trainable, label, note)
+    return ParameterEntry(tf_name, torch_name, list(tensor.shape), trainable, label)
+
+
+def _merge_copy(
+    module: torch.fx.GraphModule,
+    kept: Slot,
+    copy: Slot,
+    decoded: Mapping[Slot, tuple[np.ndarray, np.ndarray]],
+) -> bool:
+    """Make ``copy`` (another torch tensor holding the same variable as ``kept``) go away:
+    an initializer read by ``get_attr`` is read from ``kept`` instead; a converted module
+    (the second ``nn.Linear`` of a Keras layer called twice) is replaced by ``kept``'s
+    module, called twice, when the two are the same module holding the same variables.
+    torch.export does not keep two modules' parameters tied, so this is the only way both
+    uses train one parameter.  Returns False when the copy cannot be merged."""
+    readers = get_attr_users(module, copy)
+    if readers or copy.owner_path == "initializers":
+        for node in readers:
+            node.target = kept.name
+        if copy.owner_path == "initializers" or not get_attr_users(module, copy):
+            owner = get_module(module, copy.owner_path)
+            if copy.attr in owner._parameters or copy.attr in owner._buffers:
+                delattr(owner, copy.attr)
+        return True
+    kept_head, copy_head = kept.owner_path.split(".")[0], copy.owner_path.split(".")[0]
+    if kept_head == copy_head:
+        return True
+    try:
+        first, second = module.get_submodule(kept_head), module.get_submodule(copy_head)
+    except AttributeError:
+        return True  # already merged (its other tensor came first)
+    if type(first) is not type(second) or repr(first) != repr(second):
+        return False
+    first_tensors = dict(first.named_parameters()) | dict(first.named_buffers())
+    second_tensors = dict(second.named_parameters()) | dict(second.named_buffers())
+    if set(first_tensors) != set(second_tensors):
+        return False
+    for name, tensor in second_tensors.items():
+        a = decoded.get(Slot(*f"{kept_head}.{name}".rpartition(".")[::2]))
+        b = decoded.get(Slot(*f"{copy_head}.{name}".rpartition(".")[::2]))
+        if a is None and b is None:
+            if not torch.equal(first_tensors[name], tensor):
+                return False
+        elif (
+            a is None
+            or b is None
+            or not all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+        ):
+            return False
+    for node in module.graph.nodes:
+        if node.op == "call_module" and node.target == copy_head:
+            node.target = kept_head
+    delattr(module, copy_head)
+    return True
 
 
 def _common_layer_path(tf_names: Sequence[str]) -> str:
@@ -452,7 +404,7 @@ def _common_layer_path(tf_names: Sequence[str]) -> str:
         if len(set(parts)) != 1:
             break
         common.append(parts[0])
-    return ".".join(_sanitize(p) for p in common)
+    return ".".join(sanitize_name(p) for p in common)
 
 
 def _move_owner_modules(module: torch.fx.GraphModule, entries: Sequence[ParameterEntry]) -> None:
@@ -463,162 +415,146 @@ def _move_owner_modules(module: torch.fx.GraphModule, entries: Sequence[Paramete
     call_targets = {str(n.target) for n in module.graph.nodes if n.op == "call_module"}
     owned: dict[str, list[ParameterEntry]] = {}
     for entry in entries:
-        if entry.tf_name and entry.torch_name and entry.transform != "zeros":
+        if entry.tf_name and entry.torch_name and entry.transform != UNMAPPED:
             head = entry.torch_name.split(".")[0]
             if head in call_targets and head != "initializers":
                 owned.setdefault(head, []).append(entry)
+    wanted = {
+        head: _common_layer_path([str(e.tf_name) for e in group]) for head, group in owned.items()
+    }
+    shared = {path for path in wanted.values() if list(wanted.values()).count(path) > 1}
     for head, group in owned.items():
-        wanted = _common_layer_path([str(e.tf_name) for e in group])
-        if not wanted or wanted == head:
+        path = wanted[head]
+        if path in shared:
+            # One layer, several torch modules (SeparableConv: depthwise and pointwise).
+            role = sanitize_name(str(group[0].tf_name).rpartition("/")[2].removesuffix("kernel"))
+            path = f"{path}.{role.strip('_') or 'part'}"
+        if not path or path == head:
             continue
-        target = _free_path(module, wanted)
+        target = free_path(module, path)
         child = module.get_submodule(head)
         parent_path, _, attr = target.rpartition(".")
-        (_ensure_module(module, parent_path) if parent_path else module).add_module(attr, child)
+        (ensure_module(module, parent_path) if parent_path else module).add_module(attr, child)
         for node in module.graph.nodes:
             if node.op == "call_module" and node.target == head:
                 node.target = target
         delattr(module, head)
+        for entry in entries:
+            if entry.torch_name and entry.torch_name.split(".")[0] == head:
+                entry.torch_name = target + entry.torch_name[len(head) :]
+
+
+def _batchnorm_settings(
+    module: torch.nn.Module,
+    variables: Sequence[Mapping[str, Any]],
+    entries: Mapping[int, Sequence[ParameterEntry]],
+) -> None:
+    """An ``nn.BatchNorm*d`` holding a Keras BatchNormalization's statistics gets Keras's
+    epsilon and momentum (Keras's ``m`` is torch's ``1 - m``); its rows say so."""
+    owners: dict[str, dict[str, float]] = {}
+    for index, meta in enumerate(variables):
+        config = meta.get("batchnorm")
+        for entry in entries.get(index, []):
+            if config and entry.torch_name and entry.transform != UNMAPPED:
+                owners.setdefault(entry.torch_name.rpartition(".")[0], dict(config))
+    notes: dict[str, str] = {}
+    for path, config in owners.items():
+        try:
+            norm = module.get_submodule(path)
+        except AttributeError:
+            continue
+        if not isinstance(norm, torch.nn.modules.batchnorm._BatchNorm):
+            continue
+        norm.eps = float(config.get("epsilon", norm.eps))
+        if "momentum" in config:
+            norm.momentum = round(1.0 - float(config["momentum"]), 12)
+        notes[path] = f"{type(norm).__name__}(eps={norm.eps:g}, momentum={norm.momentum:g})"
+    for group in entries.values():
         for entry in group:
-            entry.torch_name = target + str(entry.torch_name)[len(head) :]
+            owner = (entry.torch_name or "").rpartition(".")[0]
+            if owner in notes and not entry.note:
+                entry.note = notes[owner]
 
 
 def _torch_only_slots(
     module: torch.nn.Module, entries: Sequence[ParameterEntry]
 ) -> list[ParameterEntry]:
-    """Parameters no TF variable maps to that are all zero (``nn.LSTM``'s recurrent bias,
-    which Keras lacks): frozen, and listed so the table says so."""
-    placed = {e.torch_name for e in entries}
+    """Parameters no TF variable maps to.  A documented torch-only slot that is zero
+    (``nn.LSTM``'s ``bias_hh``, which Keras lacks) is frozen and listed; any other holds a
+    constant of the TF graph (e.g. the ones of a BatchNorm without ``scale``) and becomes a
+    buffer, so it cannot train where Keras has nothing to train."""
+    placed = {entry.torch_name for entry in entries if entry.torch_name}
     extra = []
-    for name, parameter in module.named_parameters():
-        if name in placed or parameter.numel() == 0 or bool(parameter.detach().any()):
+    for name, parameter in list(module.named_parameters(remove_duplicate=False)):
+        if name in placed:
             continue
-        parameter.requires_grad_(False)
-        extra.append(
-            ParameterEntry(
-                None,
-                name,
-                list(parameter.shape),
-                False,
-                "zeros",
-                "torch has this slot and Keras does not: zero and frozen",
+        if TORCH_ONLY_SLOTS.search(name) and not bool(parameter.detach().any()):
+            parameter.requires_grad_(False)
+            extra.append(
+                ParameterEntry(
+                    None,
+                    name,
+                    list(parameter.shape),
+                    False,
+                    "zeros",
+                    "torch has this slot and Keras does not: zero and frozen",
+                )
             )
-        )
+            continue
+        owner_path, _, attr = name.rpartition(".")
+        set_slot_tensor(get_module(module, owner_path), attr, parameter, trainable=False)
     return extra
 
 
-def _linear_layers(
-    module: torch.fx.GraphModule,
-    variables: Sequence[dict[str, Any]],
-    values: Sequence[np.ndarray],
-    matches: dict[int, list[tuple[_Slot, str]]],
-    entries: dict[int, ParameterEntry],
-) -> None:
-    """Dense kernels used by one MatMul become ``nn.Linear`` (bias from the following Add)."""
-    index_of_slot = {slot.name: (i, label) for i, found in matches.items() for slot, label in found}
-    path_index = {meta["path"]: i for i, meta in enumerate(variables)}
-    for matmul in list(module.graph.nodes):
-        if not _is_call(module, matmul, OnnxMatMul) or len(matmul.args) != 2:
-            continue
-        kernel_node = matmul.args[1]
-        if not isinstance(kernel_node, torch.fx.Node) or kernel_node.op != "get_attr":
-            continue
-        hit = index_of_slot.get(str(kernel_node.target))
-        if hit is None or hit[1] != "identity" or len(matches[hit[0]]) != 1:
-            continue
-        k_index = hit[0]
-        if np.asarray(values[k_index]).ndim != 2 or len(kernel_node.users) != 1:
-            continue
-        layer = variables[k_index]["path"].rpartition("/")[0]
-        bias_node = add = None
-        b_index: int | None = None
-        users = list(matmul.users)
-        through = matmul
-        if len(users) == 1 and _is_reshape(module, users[0]) and len(users[0].users) == 1:
-            # Keras Dense on a sequence (Tensordot): MatMul on (-1, in), Reshape back, Add
-            # bias; the bias commutes with a reshape that keeps the last dim.
-            through = users[0]
-            users = list(through.users)
-        if len(users) == 1 and _is_add(module, users[0]):
-            other = [a for a in users[0].args if a is not through]
-            if (
-                len(other) == 1
-                and isinstance(other[0], torch.fx.Node)
-                and other[0].op == "get_attr"
-            ):
-                b_hit = index_of_slot.get(str(other[0].target))
-                if (
-                    b_hit is not None
-                    and b_hit[1] == "identity"
-                    and np.asarray(values[b_hit[0]]).ndim == 1
-                ):
-                    bias_node, add, b_index = other[0], users[0], b_hit[0]
-        zero_bias = False
-        if bias_node is None:
-            # tf2onnx drops the Add of an all-zero bias; the layer's bias variable says so.
-            candidate = path_index.get(f"{layer}/bias")
-            out_features = np.asarray(values[k_index]).shape[1]
-            if (
-                candidate is not None
-                and candidate not in matches
-                and np.asarray(values[candidate]).shape == (out_features,)
-                and not np.any(values[candidate])
-            ):
-                zero_bias, b_index = True, candidate
-        path, linear = _fuse_linear(
-            module,
-            kernel_node,
-            matmul,
-            bias_node,
-            add,
-            through,
-            ".".join(_sanitize(p) for p in layer.split("/")) or "dense",
-            zero_bias,
-        )
-        k_meta = variables[k_index]
-        linear.weight.requires_grad_(bool(k_meta["trainable"]))
-        entries[k_index] = ParameterEntry(
-            k_meta["path"],
-            f"{path}.weight",
-            list(linear.weight.shape),
-            bool(k_meta["trainable"]),
-            "transpose(1,0)",
-        )
-        if b_index is not None:
-            b_meta = variables[b_index]
-            linear.bias.requires_grad_(bool(b_meta["trainable"]))
-            entries[b_index] = ParameterEntry(
-                b_meta["path"],
-                f"{path}.bias",
-                list(linear.bias.shape),
-                bool(b_meta["trainable"]),
-                "zeros" if zero_bias else "identity",
-                "all-zero bias restored (tf2onnx drops it)" if zero_bias else "",
-            )
-
-
 def count_trainable(
-    module: torch.nn.Module, variables: Sequence[dict[str, Any]], entries: Sequence[ParameterEntry]
+    module: torch.nn.Module,
+    variables: Sequence[Mapping[str, Any]],
+    entries: Sequence[ParameterEntry],
+    problems: Mapping[str, str] | None = None,
+    *,
+    inference_only: bool = False,
 ) -> dict[str, Any]:
-    """The trainable-element count check.
+    """The trainable-parameter check.
 
-    torch's trainable elements (parameters the table does not mark frozen) must equal the sum
-    of the TF trainable variables' sizes.  ``status`` is ``full`` when they do and every
-    variable has its own torch tensor; ``partial`` when some variables have none (tf2onnx
-    folded them, e.g. BatchNorm into the preceding convolution: the module computes the
-    same outputs but those layers do not train like Keras's); ``fail`` when every variable
-    is placed and the counts still differ.
+    Every trainable TF variable must have exactly one trainable torch parameter holding it
+    (split rows of one stacked variable count as one), and every trainable torch parameter
+    must hold a TF variable (documented torch-only slots are frozen, not counted).  ``status``
+    is ``full`` when that holds and the trainable element counts agree, ``inference-only``
+    when the only variables without a parameter were folded on request
+    (``--fold-for-inference``), else ``fail``; ``problems`` names every variable or
+    parameter at fault with the reason.  ``pass`` is ``status != "fail"``.
     """
+    problems = dict(problems or {})
     frozen = {e.torch_name for e in entries if e.torch_name and not e.trainable}
-    torch_count = sum(p.numel() for n, p in module.named_parameters() if n not in frozen)
+    table_names = {e.torch_name for e in entries if e.torch_name}
+    # What trains is what requires grad: a frozen parameter that holds no variable is a
+    # constant a torch class keeps as a parameter (BatchNorm's ones without Keras's ``scale``).
+    params = {n: p for n, p in module.named_parameters() if p.requires_grad}
+    torch_count = sum(p.numel() for n, p in params.items() if n not in frozen)
     tf_count = sum(int(np.prod(v["shape"])) for v in variables if v["trainable"])
-    unmapped = [e.tf_name for e in entries if e.torch_name is None]
-    equal = tf_count == torch_count
-    status = "partial" if unmapped else "full" if equal else "fail"
+    folded = [e.tf_name for e in entries if e.torch_name is None and e.note.startswith("folded")]
+    for entry in entries:
+        missing = entry.tf_name and entry.transform == UNMAPPED and entry.tf_name not in problems
+        if missing and (entry.tf_name not in folded or not inference_only):
+            problems[str(entry.tf_name)] = entry.note or "no torch tensor holds it"
+    for name in params:
+        if name not in table_names:
+            problems[name] = "a trainable torch parameter that holds no Keras variable"
+    unmapped = [e.tf_name for e in entries if e.tf_name and e.torch_name is None]
+    if problems:
+        status = "fail"
+    elif folded and inference_only:
+        status = "inference-only"
+    else:
+        status = "full" if tf_count == torch_count else "fail"
+        if status == "fail":
+            problems["*"] = f"TF has {tf_count} trainable elements, torch {torch_count}"
     return {
         "tf_trainable": tf_count,
         "torch_trainable": int(torch_count),
         "unmapped": len(unmapped),
+        "folded": len(folded),
         "status": status,
-        "pass": equal and not unmapped,
+        "pass": status != "fail",
+        "problems": [{"name": k, "reason": v} for k, v in sorted(problems.items())],
     }

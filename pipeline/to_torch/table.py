@@ -75,13 +75,22 @@ def module_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return dict(module.named_buffers()) | dict(module.named_parameters())
 
 
+def apply_requires_grad(module: torch.nn.Module, table: Sequence[Mapping[str, Any]]) -> None:
+    """Set each parameter's ``requires_grad`` as the table says (torch.export does not keep
+    it): on for the parameters of trainable rows, off for every other (frozen rows, torch
+    slots Keras lacks such as ``nn.LSTM``'s second bias, constants a torch class keeps as a
+    parameter); and drop any leftover ``.grad``."""
+    trainable = {row["torch_name"] for row in table if row.get("torch_name") and row["trainable"]}
+    for name, parameter in module.named_parameters(remove_duplicate=False):
+        parameter.requires_grad_(name in trainable)
+        parameter.grad = None
+
+
 def restore_requires_grad(module: torch.nn.Module, report_path: Path) -> None:
-    # torch.export does not keep requires_grad: torch slots that Keras lacks (nn.LSTM's second
-    # bias) are frozen, as the report's parameter table says.
+    """Attach the run's table (``report.json``'s ``parameters``) and apply its
+    ``requires_grad`` flags (see :func:`apply_requires_grad`)."""
     if not report_path.is_file():
         return
     table = json.loads(report_path.read_text()).get("parameters") or []
     attach_table(module, table)
-    frozen = {row["torch_name"] for row in table if row.get("torch_name") and not row["trainable"]}
-    for name, parameter in module.named_parameters():
-        parameter.requires_grad_(name not in frozen)
+    apply_requires_grad(module, table)

@@ -34,7 +34,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -45,7 +45,9 @@ import onnx
 
 from pipeline.core import compare
 from pipeline.core.errors import BadInputError, Tf2TorchError
-from pipeline.core.run_dir import atomic_write_bytes, write_npz
+from pipeline.core.internal_error import enter_stage
+from pipeline.core.messages import one_line
+from pipeline.core.run_dir import atomic_write_bytes, failure_log_path, write_npz
 from pipeline.core.signature import TensorSpec
 from pipeline.verify import report
 
@@ -57,9 +59,7 @@ MAX_CHECKS_KEPT = 20
 
 
 def _one_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    text = lines[0] if lines else ""
-    return f"{type(err).__name__}: {text}"[:300].rstrip(": ")
+    return one_line(err)
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,7 @@ class CheckResult:
                     k: {"atol": v.atol, "rtol": v.rtol}
                     for k, v in self.tolerances.per_output.items()
                 },
+                "noise_floor": {k: v.noise for k, v in self.tolerances.noise.items()},
             },
             "comparisons": len(self.comparisons),
             "failed": [f"{c.pair} {c.output}" for c in self.failures],
@@ -151,30 +152,44 @@ def _read_report(run_dir: Path) -> dict[str, Any]:
     return data
 
 
-def _stored_tolerances(rep: Mapping[str, Any]) -> compare.Tolerances:
-    stored = rep.get("tolerances") or {}
-    per_output = {
-        name: compare.Tolerance(float(t["atol"]), float(t["rtol"]))
-        for name, t in (stored.get("per_output") or {}).items()
-    }
-    return compare.Tolerances(stored.get("atol"), stored.get("rtol"), per_output)
-
-
 def resolve_tolerances(
     rep: Mapping[str, Any],
     atol: float | None = None,
     rtol: float | None = None,
     output_tolerances: Mapping[str, tuple[float, float]] | None = None,
 ) -> compare.Tolerances:
-    """The run's stored tolerances with ``atol``/``rtol``/per-output overrides on top."""
-    stored = _stored_tolerances(rep)
+    """The run's stored tolerances (noise floors included) with ``atol``/``rtol``/per-output
+    overrides on top."""
+    stored = compare.Tolerances.from_json(rep.get("tolerances") or {})
     per_output = dict(stored.per_output)
     per_output.update({k: compare.Tolerance(*v) for k, v in (output_tolerances or {}).items()})
-    return compare.Tolerances(
-        atol if atol is not None else stored.atol,
-        rtol if rtol is not None else stored.rtol,
-        per_output,
+    return replace(
+        stored,
+        atol=atol if atol is not None else stored.atol,
+        rtol=rtol if rtol is not None else stored.rtol,
+        per_output=per_output,
     )
+
+
+def _measured_before(rep: Mapping[str, Any]) -> bool:
+    """Whether convert measured the noise floors (reports from before they existed did not)."""
+    return "noise_floor" in (rep.get("tolerances") or {})
+
+
+def check_golden_outputs(golden: Golden, output_names: Sequence[str], path: Path) -> None:
+    """Raise :class:`BadInputError` naming them when ``golden.npz``'s outputs are not exactly
+    the graph's: a graph output without a TF value would drop out of every ``tf-*`` pair
+    unnoticed, and a TF value without a graph output compares nothing."""
+    absent = [n for n in output_names if n not in golden.outputs]
+    extra = [n for n in golden.outputs if n not in output_names]
+    if absent or extra:
+        parts = [f"lacks the model output(s) {', '.join(absent)}"] if absent else []
+        if extra:
+            parts.append(f"holds output(s) {', '.join(extra)} the model does not have")
+        raise BadInputError(
+            f"{path} does not match model.onnx: it {' and '.join(parts)}; convert the model "
+            "again to rewrite it"
+        )
 
 
 def _graph_io(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
@@ -203,7 +218,7 @@ def _run_torch(
 ) -> tuple[dict[str, Any], str]:
     import torch
 
-    from pipeline.core.torch_runner import run_torch, torch_device
+    from pipeline.core.torch_runner import place_module, run_torch
     from pipeline.to_torch.stage import load_run_module
 
     path = run_dir / PT2
@@ -215,16 +230,16 @@ def _run_torch(
     level = export_log.level
     export_log.setLevel(logging.ERROR)
     try:
-        module = load_run_module(Path(run_dir))
+        module = load_run_module(Path(run_dir), generated=False)  # the program itself
     except Tf2TorchError:
         raise
     except Exception as err:  # torch.export.load: zip, pickle and schema errors alike
         raise BadInputError(f"cannot load {path}: {_one_line(err)}") from None
     finally:
         export_log.setLevel(level)
-    device = torch_device()
+    device = place_module(module)
     try:
-        outputs = run_torch(module, golden.inputs, input_names, output_names, device)
+        outputs = run_torch(module, golden.inputs, input_names, output_names)
     except Exception as err:
         raise BadInputError(
             f"PyTorch cannot run {path} on the golden inputs: {_one_line(err)}"
@@ -245,6 +260,7 @@ def _run_tf(
     input_specs: Sequence[TensorSpec],
     timeout: float | None,
     scale: Mapping[str, Any] | None,
+    keep_log: Path,
 ) -> dict[str, np.ndarray]:
     """Today's TF outputs on the golden inputs, from the TF worker (its own process); the
     run's ``scaling`` record is replayed so TF is the same scaled model convert compared."""
@@ -274,6 +290,7 @@ def _run_tf(
             safe_mode=safe_mode,
             timeout=timeout,
             scale=scale,
+            keep_log=keep_log,
         )
         with np.load(exported.tf_outputs_npz, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
@@ -320,9 +337,10 @@ def check_run(
 
     Returns a :class:`CheckResult` (``bool(result)``: equivalent).  Raises
     :class:`BadInputError` when the run cannot be checked, and the TF worker's errors in full
-    mode.  Never calls ``sys.exit``; never imports TensorFlow in this process.
+    mode (its log kept at ``<run_dir>.failed/tf_worker.log``, named in the message).  Never calls ``sys.exit``; never imports TensorFlow in this process.
     """
     start = time.perf_counter()
+    enter_stage("read run")
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise BadInputError(f"run directory {run_dir} not found")
@@ -339,9 +357,28 @@ def check_run(
     missing = [n for n in input_names if n not in golden.inputs]
     if missing:
         raise BadInputError(f"{run_dir / GOLDEN} lacks the model input(s) {', '.join(missing)}")
+    check_golden_outputs(golden, output_names, run_dir / GOLDEN)
     tolerances = resolve_tolerances(rep, atol, rtol, output_tolerances)
+    if not _measured_before(rep):
+        # A run converted before noise floors were recorded: measure them now, on the same
+        # graph and inputs convert would have used (and keep them in the report).
+        from pipeline.verify.stage import with_noise_floors
 
+        tolerances = with_noise_floors(tolerances, model, golden.inputs, input_names, output_names)
+        measured = compare.Tolerances(
+            noise=tolerances.noise, noise_unmeasured=tolerances.noise_unmeasured
+        ).to_json()
+        rep = {
+            **rep,
+            "tolerances": {
+                **(rep.get("tolerances") or {}),
+                **{k: measured[k] for k in ("noise_model", "noise_floor", "noise_unmeasured")},
+            },
+        }
+
+    enter_stage("onnxruntime")
     ort_outputs, provider = _run_ort(model, golden, onnx_path)
+    enter_stage("torch")
     torch_outputs, device = _run_torch(run_dir, golden, input_names, output_names)
     outputs: dict[str, Mapping[str, Any]] = {"ort": ort_outputs, "torch": torch_outputs}
     if golden_only:
@@ -349,6 +386,7 @@ def check_run(
         comparisons = compare.compare_all(outputs, tolerances)
     else:
         outputs["golden"] = golden.outputs
+        enter_stage("tensorflow")
         outputs["tf"] = _run_tf(
             source or str(rep["source"]),
             golden,
@@ -357,9 +395,11 @@ def check_run(
             input_specs=input_specs,
             timeout=worker_timeout,
             scale=rep.get("scaling"),
+            keep_log=failure_log_path(run_dir),
         )
         comparisons = compare.compare_all(outputs, tolerances, FULL_PAIRS)
 
+    enter_stage("report")
     result = CheckResult(
         run_dir=run_dir.absolute(),
         mode=GOLDEN_ONLY if golden_only else FULL,

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from pipeline.core import compare
+from pipeline.core.torch_runner import module_device, positional_args
 from pipeline.to_torch.parameters import ParameterEntry, apply_transform
 
 
@@ -32,6 +33,9 @@ class GradientComparison:
     passed: bool
     note: str = ""
     checked: bool = True
+    noise_floor: float | None = None
+    """The gradient's measured float32 noise floor (see :func:`compare_gradients`), else
+    None."""
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (the report's ``gradients`` rows)."""
@@ -43,7 +47,83 @@ class GradientComparison:
             "pass": self.passed,
             "checked": self.checked,
             "note": self.note,
+            "noise_floor": self.noise_floor,
         }
+
+
+@dataclass(frozen=True)
+class GradientScope:
+    """What the gradient check differentiates, or why it does not run at all.
+
+    The fixed loss only sums floating outputs: an integer or boolean output (a class index, a
+    mask) has no gradient, so it is listed in :attr:`excluded` instead.  :attr:`skipped` is
+    the reason the whole check is skipped (nothing to differentiate, or nothing to
+    differentiate with respect to); None when it runs.
+    """
+
+    outputs: list[str]
+    """The floating outputs the loss sums over."""
+    excluded: dict[str, str]
+    """Output name → dtype of every output left out of the loss (integer or boolean)."""
+    skipped: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict (the report's ``gradient_check``)."""
+        return {
+            "status": "skipped" if self.skipped else "checked",
+            "reason": self.skipped,
+            "outputs": self.outputs,
+            "excluded_outputs": self.excluded,
+        }
+
+
+def gradient_scope(
+    variables: Sequence[Mapping[str, Any]],
+    tf_outputs: Mapping[str, np.ndarray],
+    tf_gradients: Mapping[str, np.ndarray],
+    tf_error: str | None = None,
+) -> GradientScope:
+    """Decide what the gradient check covers from the TF worker's results.
+
+    ``variables`` is the worker's variable metadata (``path``, ``trainable``), ``tf_outputs``
+    TF's outputs by name, ``tf_gradients`` the gradients TF produced by variable path and
+    ``tf_error`` the reason TF could not differentiate the model at all, if it could not.
+    """
+    floating = [n for n, v in tf_outputs.items() if np.issubdtype(v.dtype, np.floating)]
+    excluded = {n: v.dtype.name for n, v in tf_outputs.items() if n not in floating}
+    trainable = [v["path"] for v in variables if v.get("trainable")]
+    reason = None
+    if tf_error:
+        reason = f"TensorFlow cannot differentiate the model: {tf_error}"
+    elif not trainable:
+        reason = "the model has no trainable variables"
+    elif not floating:
+        shown = ", ".join(f"{n} ({d})" for n, d in excluded.items())
+        reason = f"no floating-point output to differentiate (integer/boolean outputs: {shown})"
+    elif not any(path in tf_gradients for path in trainable):
+        reason = "no floating-point output depends on a trainable variable"
+    return GradientScope(floating, excluded, reason)
+
+
+def fixed_loss(
+    module: torch.nn.Module,
+    inputs: Mapping[str, np.ndarray],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    weights: Mapping[str, np.ndarray],
+) -> torch.Tensor:
+    """``sum over the weighted outputs of sum(output * weight)`` in float64, computed on the
+    module's device (:func:`~pipeline.core.torch_runner.module_device`) with the inputs and
+    weights moved there."""
+    device = module_device(module)
+    result = module(*positional_args(inputs, input_names, device))
+    outputs = result if isinstance(result, tuple | list) else (result,)
+    loss = torch.zeros((), dtype=torch.float64, device=device)
+    for name, out in zip(output_names, outputs, strict=True):
+        if name in weights:
+            weight = torch.from_numpy(weights[name]).to(device, torch.float64)
+            loss = loss + (out.double() * weight).sum()
+    return loss
 
 
 def torch_gradients(
@@ -53,23 +133,31 @@ def torch_gradients(
     output_names: Sequence[str],
     weights: Mapping[str, np.ndarray],
 ) -> dict[str, np.ndarray]:
-    """Gradients of the fixed loss with respect to every parameter of ``module`` (CPU)."""
+    """Gradients of :func:`fixed_loss` with respect to every parameter of ``module``, on the
+    host; no entry for a parameter the loss does not reach (none at all when the loss
+    depends on no parameter, which :func:`compare_gradients` reads as zero gradients).
+
+    Frozen parameters are differentiated too (their gradient is still checked against TF's
+    where the table maps a TF variable to them); afterwards every ``requires_grad`` flag is
+    as it was and no ``.grad`` is left on the module."""
     module.zero_grad(set_to_none=True)
+    flags = {id(p): p.requires_grad for p in module.parameters()}
     for p in module.parameters():
         p.requires_grad_(True)
-    args = [torch.from_numpy(np.ascontiguousarray(inputs[n])) for n in input_names]
-    result = module(*args)
-    outputs = result if isinstance(result, tuple | list) else (result,)
-    loss = torch.zeros((), dtype=torch.float64)
-    for name, out in zip(output_names, outputs, strict=True):
-        if name in weights:
-            loss = loss + (out.double() * torch.from_numpy(weights[name]).double()).sum()
-    loss.backward()
-    return {
-        name: p.grad.detach().cpu().numpy()
-        for name, p in module.named_parameters()
-        if p.grad is not None
-    }
+    try:
+        loss = fixed_loss(module, inputs, input_names, output_names, weights)
+        if not loss.requires_grad:
+            return {}  # nothing trainable reaches the outputs
+        loss.backward()
+        return {
+            name: p.grad.detach().cpu().numpy()
+            for name, p in module.named_parameters()
+            if p.grad is not None
+        }
+    finally:
+        for p in module.parameters():
+            p.requires_grad_(flags[id(p)])
+            p.grad = None
 
 
 def compare_gradients(
@@ -77,13 +165,21 @@ def compare_gradients(
     tf_grads: Mapping[str, np.ndarray],
     torch_grads: Mapping[str, np.ndarray],
     tolerance: compare.Tolerance,
+    noise: Mapping[str, compare.Noise] | None = None,
 ) -> list[GradientComparison]:
     """Compare TF and torch gradients for every trainable TF variable through ``entries``.
 
-    ``tf_grads`` is keyed by TF name, ``torch_grads`` by torch name.  The tolerance is scaled
-    to the gradient's magnitude (``atol * max(1, max|g_tf|)``): a gradient sums over the
-    batch and over every output, so its size is set by the loss, not by the variable.
+    ``tf_grads`` is keyed by TF name, ``torch_grads`` by torch name.  The fixed
+    ``tolerance`` is scaled to the gradient's magnitude (``atol * max(1, max|g_tf|)``): a
+    gradient sums over the batch and over every output, so its size is set by the loss,
+    not by the variable.  Where the gradient's float32 noise floor (``noise``, by torch
+    name) allows more (:meth:`pipeline.core.compare.Noise.tolerance`), ``atol`` is that: deep
+    networks' float32 gradients are that far from the exact ones.  The floor is only ever a
+    widening because a gradient, unlike an output, jumps where float32 and float64 fall on
+    two sides of a ReLU or max-pool kink, so it can be far larger than TF and torch, which
+    decide those kinks alike, ever differ.
     """
+    noise = noise or {}
     results = []
     for entry in entries:
         if not entry.trainable or entry.tf_name is None:
@@ -121,16 +217,22 @@ def compare_gradients(
         if got is None:
             got = np.zeros_like(expected)  # no torch gradient: the parameter is unused
         scale = max(1.0, float(np.max(np.abs(expected))) if expected.size else 1.0)
+        tol = compare.Tolerance(tolerance.atol * scale, tolerance.rtol)
+        floor = noise.get(entry.torch_name)
+        if floor is not None:
+            tol = compare.Tolerance(max(tol.atol, floor.tolerance().atol), tol.rtol)
         c = compare.compare_pair(
-            "tf-torch",
-            entry.tf_name,
-            expected.astype(np.float32),
-            got.astype(np.float32),
-            compare.Tolerance(tolerance.atol * scale, tolerance.rtol),
+            "tf-torch", entry.tf_name, expected.astype(np.float32), got.astype(np.float32), tol
         )
         results.append(
             GradientComparison(
-                entry.tf_name, entry.torch_name, c.max_abs, c.max_rel, bool(c), c.note or ""
+                entry.tf_name,
+                entry.torch_name,
+                c.max_abs,
+                c.max_rel,
+                bool(c),
+                c.note or "",
+                noise_floor=floor.noise if floor is not None else None,
             )
         )
     return results

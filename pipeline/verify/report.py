@@ -1,12 +1,20 @@
 """The run report: ``report.json`` for machines, ``report.md`` and a terminal table for people.
 
-``report.json`` keys (schema ``tf2torch.report/1``; other tools read these names):
+``report.json`` keys (schema ``tf2torch.report/1.1``; other tools read these names):
 ``schema``, ``created``, ``source``, ``verdict`` (pass/fail/error), ``error``, ``stages``
 (name → ``status``, ``seconds``), ``providers`` (``onnxruntime``: the execution provider
 that ran, ``torch_device``), ``comparisons`` (see :class:`pipeline.core.compare.OutputComparison`),
 ``passes``, ``inputs``, ``tolerances``, ``artifacts`` (name → file in the run directory),
-``versions``, ``scaling`` (``--scale``: ``strategy``, ``spec`` and ``layers``, each with its
-``factor``; null without ``--scale``).
+``versions``, ``gradients`` (one row per trainable variable), ``gradient_check``
+(``status`` checked/skipped, ``reason`` when skipped, the ``outputs`` the loss sums and the
+integer/boolean ``excluded_outputs``), ``scaling`` (``--scale``: ``strategy``, ``spec``
+and ``layers``, each with its ``factor``; null without ``--scale``).
+
+Schema 1.1 adds, keeping every 1.0 key: ``tolerances.noise_floor`` (output → ``noise``,
+``scale``, ``dtype``, ``atol``: the measured float32 noise floor, see
+:class:`pipeline.core.compare.Noise`), ``tolerances.noise_model`` (its rule and factors),
+``tolerances.noise_unmeasured`` (why there is no floor, else null) and each comparison's
+``noise_floor`` (the floor that set its ``atol``; null for user or default tolerances).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from pipeline.core.compare import OutputComparison
 from pipeline.core.errors import Tf2TorchError
 from pipeline.core.run_dir import REPORT_NAME, atomic_write_bytes
 
-REPORT_SCHEMA = "tf2torch.report/1"
+REPORT_SCHEMA = "tf2torch.report/1.1"
 REPORT_JSON = REPORT_NAME
 REPORT_MD = "report.md"
 STAGES = ("export", "fixup", "import", "compare")
@@ -47,13 +55,13 @@ def verdict_of(
     parameter_count: Mapping[str, Any] | None = None,
 ) -> str:
     """``pass`` when there is at least one output comparison, every comparison and gradient
-    check passes, and the parameter count check did not fail; else ``fail``."""
+    check passes, and the parameter check passes (every trainable Keras variable is exactly
+    one trainable torch parameter, see :func:`pipeline.to_torch.parameters.count_trainable`);
+    else ``fail``.  ``parameter_count.pass: false`` never goes with a pass."""
     results = list(comparisons)
     ok = bool(results) and all(results) and all(g.passed for g in gradients)
     if parameter_count is not None:
-        # "partial" (variables folded away by tf2onnx) is reported, not failed: the outputs
-        # are still equivalent and every variable that has a torch tensor is checked.
-        ok = ok and parameter_count["status"] != "fail"
+        ok = ok and bool(parameter_count.get("pass")) and parameter_count.get("status") != "fail"
     return "pass" if ok else "fail"
 
 
@@ -70,7 +78,9 @@ class Report:
     passes: list[dict[str, Any]] = field(default_factory=list)
     parameters: list[dict[str, Any]] = field(default_factory=list)
     parameter_count: dict[str, Any] = field(default_factory=dict)
+    inference_only: bool = False
     gradients: list[dict[str, Any]] = field(default_factory=list)
+    gradient_check: dict[str, Any] | None = None
     inputs: list[dict[str, Any]] = field(default_factory=list)
     tolerances: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
@@ -78,6 +88,8 @@ class Report:
     scaling: dict[str, Any] | None = None
     static_dims: list[dict[str, Any]] = field(default_factory=list)
     """Input axes the model leaves dynamic that ``model.pt2`` had to fix, with the reason."""
+    torch_model: dict[str, Any] | None = None
+    """The generated ``torch_model/`` package: class, helper-emitted ops, transpose count."""
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @contextmanager
@@ -118,13 +130,16 @@ class Report:
             "passes": self.passes,
             "parameters": self.parameters,
             "parameter_count": self.parameter_count,
+            "inference_only": self.inference_only,
             "gradients": self.gradients,
+            "gradient_check": self.gradient_check,
             "inputs": self.inputs,
             "tolerances": self.tolerances,
             "artifacts": self.artifacts,
             "versions": self.versions,
             "scaling": self.scaling,
             "static_dims": self.static_dims,
+            "torch_model": self.torch_model,
         }
 
     def write(self, run_dir: Path) -> None:
@@ -196,6 +211,7 @@ def render_table(comparisons: Iterable[Mapping[str, Any]]) -> Table:
     rows = list(comparisons)
     with_notes = any(c.get("note") for c in rows)
     same_tol = all(c["atol"] == c["rtol"] for c in rows)
+    atol_only = not same_tol and all(c["rtol"] == 0 for c in rows)
     table = Table(
         title="TensorFlow vs ONNX Runtime vs PyTorch",
         box=box.SIMPLE_HEAD,
@@ -203,7 +219,7 @@ def render_table(comparisons: Iterable[Mapping[str, Any]]) -> Table:
         pad_edge=False,
         collapse_padding=True,
     )
-    tol_header = "tol" if same_tol else "atol/rtol"
+    tol_header = "tol" if same_tol else "atol" if atol_only else "atol/rtol"
     columns = ["pair", "output", "max abs", "max rel", "mismatch", "cosine", tol_header]
     for column in [*columns, "verdict", *(["note"] if with_notes else [])]:
         left = column in ("pair", "output", "note")
@@ -215,7 +231,8 @@ def render_table(comparisons: Iterable[Mapping[str, Any]]) -> Table:
         )
     for c in rows:
         mismatch = c["mismatch_fraction"]
-        tol = _tol(c["atol"]) if same_tol else f"{_tol(c['atol'])}/{_tol(c['rtol'])}"
+        one = same_tol or atol_only
+        tol = _tol(c["atol"]) if one else f"{_tol(c['atol'])}/{_tol(c['rtol'])}"
         cells = [
             c["pair"],
             c["output"],
@@ -259,6 +276,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "|" + "---|" * len(_COLUMNS),
     ]
     lines += ["| " + " | ".join(_row(c)) + " |" for c in report["comparisons"]]
+    lines += _noise_lines(report.get("tolerances") or {})
     if report["passes"]:
         lines += [
             "",
@@ -271,9 +289,67 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             f"| {p.get('name')} | {p.get('status')} | {p.get('check', '')} | {p.get('seconds', 0):.2f} |"
             for p in report["passes"]
         ]
+    scope = report.get("gradient_check") or {}
+    if scope.get("status") == "skipped":
+        lines += ["", f"Gradient check skipped: {scope.get('reason')}"]
+    for p in unchecked_passes(report["passes"]):
+        lines += ["", f"Pass {p['name']} not checked numerically: {p.get('note') or p['check']}"]
+    generated = report.get("torch_model")
+    if generated:
+        helpers = ", ".join(generated["helper_ops"]) or "none"
+        lines += [
+            "",
+            "## Generated code",
+            "",
+            f"`{generated['package']}/` with class `{generated['class']}`: "
+            f"{generated['transposes']} transpose/permute call(s) in `forward`, "
+            f"ops written through helper functions: {helpers}.",
+        ]
     lines += ["", "## Artifacts", ""]
     lines += [f"- {name}: `{path}`" for name, path in report["artifacts"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _noise_lines(tolerances: Mapping[str, Any]) -> list[str]:
+    floors = tolerances.get("noise_floor") or {}
+    if not floors and not tolerances.get("noise_unmeasured"):
+        return []
+    lines = ["", "## Float32 noise floor", ""]
+    if tolerances.get("noise_unmeasured"):
+        lines.append(f"Not measured ({tolerances['noise_unmeasured']}): fixed tolerances apply.")
+    if floors:
+        model = tolerances.get("noise_model") or {}
+        lines += [
+            f"max \\|float32 - float64\\| per output; a pair passes within "
+            f"`{model.get('rule', '')}` (k = {model.get('k')}, f = {model.get('f')}) "
+            "unless --atol/--rtol/--output-tol set the tolerance.",
+            "",
+            "| output | noise | scale | atol |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {_md_cell(name)} | {_fmt(n.get('noise'))} | {_fmt(n.get('scale'))} "
+            f"| {_fmt(n.get('atol'))} |"
+            for name, n in floors.items()
+        ]
+    return lines
+
+
+def _noise_summary(tolerances: Mapping[str, Any]) -> str | None:
+    floors = tolerances.get("noise_floor") or {}
+    if tolerances.get("noise_unmeasured"):
+        return f"float32 noise floor not measured ({tolerances['noise_unmeasured']})"
+    if not floors:
+        return None
+    shown = [f"{name} {n['noise']:.1e}" for name, n in list(floors.items())[:4]]
+    more = " ..." if len(floors) > 4 else ""
+    return "float32 noise floor (max |float32 - float64|): " + ", ".join(shown) + more
+
+
+def unchecked_passes(passes: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The passes that changed the graph but whose outputs could not be compared before and
+    after with ONNX Runtime (``check`` is ``validity`` or ``none``)."""
+    return [p for p in passes if p.get("status") == "applied" and p.get("check") != "numeric"]
 
 
 def print_summary(console: Console, report: Mapping[str, Any]) -> None:
@@ -286,6 +362,9 @@ def print_summary(console: Console, report: Mapping[str, Any]) -> None:
         markup=False,
     )
     console.print(render_table(report["comparisons"]))
+    noise = _noise_summary(report.get("tolerances") or {})
+    if noise:
+        console.print(noise, markup=False)
     for fixed in report.get("static_dims") or []:
         console.print(
             f"note: input {fixed['input']!r} axis {fixed['axis']} is dynamic in Keras but fixed to "
@@ -294,38 +373,62 @@ def print_summary(console: Console, report: Mapping[str, Any]) -> None:
         )
     count = report.get("parameter_count") or {}
     if count:
+        problems = count.get("problems") or []
         mark = {
             "full": "ok",
-            "fail": "MISMATCH",
-            "partial": f"{count['unmapped']} TF variables folded away by tf2onnx (BatchNorm?): "
-            "outputs match, those layers will not train like Keras",
-        }[count["status"]]
+            "inference-only": f"{count.get('folded', 0)} variables folded for inference: "
+            "the module is inference-only",
+        }.get(count["status"], "MISMATCH")
         console.print(
-            f"parameters: {len(report['parameters'])} TF variables; trainable elements "
+            f"parameters: {len(report['parameters'])} rows; trainable elements "
             f"TF {count['tf_trainable']:,} / torch {count['torch_trainable']:,} ({mark})",
             markup=False,
         )
+        for problem in problems[:10]:
+            console.print(f"  {problem['name']}: {problem['reason']}", markup=False)
+        if len(problems) > 10:
+            console.print(f"  ... and {len(problems) - 10} more (report.json)", markup=False)
     gradients = report.get("gradients") or []
-    if gradients:
+    scope = report.get("gradient_check") or {}
+    excluded = scope.get("excluded_outputs") or {}
+    left_out = (
+        f" (integer/boolean outputs left out of the loss: {', '.join(excluded)})"
+        if excluded
+        else ""
+    )
+    if scope.get("status") == "skipped":
+        console.print(f"gradients: not checked: {scope.get('reason')}", markup=False)
+    elif gradients:
         checked = [g for g in gradients if g.get("checked", True)]
         bad = [g["tf_name"] for g in checked if not g["pass"]]
         worst = max((g["max_abs"] or 0.0) for g in checked) if checked else 0.0
         console.print(
             f"gradients: {len(checked) - len(bad)}/{len(checked)} agree (worst abs {worst:.1e})"
-            + (f"; differ: {', '.join(bad[:5])}" + (" ..." if len(bad) > 5 else "") if bad else ""),
+            + (f"; differ: {', '.join(bad[:5])}" + (" ..." if len(bad) > 5 else "") if bad else "")
+            + left_out,
+            markup=False,
+        )
+    unchecked = unchecked_passes(report.get("passes") or [])
+    if unchecked:
+        console.print(
+            f"fixup: {len(unchecked)} pass(es) not checked numerically: "
+            + "; ".join(f"{p['name']} ({p.get('note') or p['check']})" for p in unchecked),
             markup=False,
         )
     verdict = report["verdict"]
     colour = "green" if verdict == "pass" else "red"
     failing = sum(1 for c in report["comparisons"] if not c["pass"])
-    partial = (report.get("parameter_count") or {}).get("status") == "partial"
+    folded = (report.get("parameter_count") or {}).get("status") == "inference-only"
+    skipped = scope.get("status") == "skipped"
     detail = (
-        "all pairs and the checked gradients agree; some variables were folded (see above)"
-        if verdict == "pass" and partial
+        "all pairs and the checked gradients agree; inference-only: variables were folded"
+        if verdict == "pass" and folded
+        else "all pairs and parameters agree; gradients not checked (see above)"
+        if verdict == "pass" and skipped
         else "all pairs, parameters and gradients agree"
         if verdict == "pass"
         else f"{failing} comparison(s) out of tolerance"
         if failing
-        else "outputs agree; the parameter count or gradients do not"
+        else "outputs agree; the parameters or gradients do not (see above)"
     )
     console.print(f"[bold {colour}]{verdict.upper()}[/]: {detail}")

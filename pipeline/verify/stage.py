@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
@@ -11,9 +11,10 @@ import torch
 
 from pipeline.core import compare
 from pipeline.core.ort_runner import OrtRunner
-from pipeline.core.torch_runner import run_torch, torch_device
+from pipeline.core.torch_runner import place_module, run_torch
 from pipeline.to_torch.parameters import ParameterEntry
 from pipeline.verify.gradients import GradientComparison, compare_gradients, torch_gradients
+from pipeline.verify.noise import measure_gradient_noise, measure_noise
 
 
 @dataclass
@@ -23,6 +24,8 @@ class Compared:
     comparisons: list[compare.OutputComparison]
     providers: dict[str, str]
     """``onnxruntime``: the execution provider that ran; ``torch_device``."""
+    tolerances: compare.Tolerances
+    """The tolerances the comparisons used, with the measured noise floors."""
 
 
 def compare_outputs(
@@ -35,18 +38,39 @@ def compare_outputs(
     tolerances: compare.Tolerances,
 ) -> Compared:
     """Run ``inputs`` through ONNX Runtime (``model``) and torch (``module``) and compare
-    them with TensorFlow's outputs and each other: tf-ort, tf-torch, ort-torch."""
+    them with TensorFlow's outputs and each other: tf-ort, tf-torch, ort-torch.
+
+    Unless the user set tolerances, each floating output is judged against the model's
+    float32 noise floor (:func:`pipeline.verify.noise.measure_noise` on ``model``).
+    ``module`` is moved to the torch device here and stays there: the gradient check that
+    follows runs on the module's device too.
+    """
+    tolerances = with_noise_floors(tolerances, model, inputs, input_names, output_names)
     ort = OrtRunner(model)
-    device = torch_device()
+    device = place_module(module)
     outputs = {
         "tf": dict(tf_outputs),
         "ort": ort.run(dict(inputs)),
-        "torch": run_torch(module, dict(inputs), list(input_names), list(output_names), device),
+        "torch": run_torch(module, dict(inputs), list(input_names), list(output_names)),
     }
     return Compared(
         compare.compare_all(outputs, tolerances),
         {"onnxruntime": ort.provider, "torch_device": str(device)},
+        tolerances,
     )
+
+
+def with_noise_floors(
+    tolerances: compare.Tolerances,
+    model: onnx.ModelProto,
+    inputs: Mapping[str, np.ndarray],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+) -> compare.Tolerances:
+    """``tolerances`` with the float32 noise floor of each of ``model``'s floating outputs
+    on ``inputs``.  Measured (and reported) even where a user tolerance overrides it."""
+    floors = measure_noise(model, inputs, input_names, output_names)
+    return replace(tolerances, noise=floors.floors, noise_unmeasured=floors.unmeasured)
 
 
 def check_gradients(
@@ -59,10 +83,16 @@ def check_gradients(
     loss_weights: Mapping[str, np.ndarray],
 ) -> list[GradientComparison]:
     """Differentiate the fixed loss ``sum(output * weight)`` in torch and compare each TF
-    variable's gradient (carried through its transform) with its parameter's."""
-    torch_grads = torch_gradients(
-        module, dict(inputs), list(input_names), list(output_names), dict(loss_weights)
-    )
+    variable's gradient (carried through its transform) with its parameter's, within the
+    fixed relative tolerance or, where larger, the gradient's float32 noise floor (a float64
+    copy of ``module`` differentiated alike)."""
+    args = (dict(inputs), list(input_names), list(output_names), dict(loss_weights))
+    torch_grads = torch_gradients(module, *args)
+    noise = measure_gradient_noise(module, *args, torch_grads)
     return compare_gradients(
-        list(parameters), dict(tf_gradients), torch_grads, compare.DTYPE_DEFAULTS["float32"]
+        list(parameters),
+        dict(tf_gradients),
+        torch_grads,
+        compare.DTYPE_DEFAULTS["float32"],
+        noise,
     )

@@ -15,6 +15,9 @@ import pytest
 
 from pipeline.core.compare import (
     EXACT,
+    NOISE_EPS_FACTOR,
+    NOISE_FACTOR,
+    Noise,
     Tolerance,
     Tolerances,
     compare_all,
@@ -83,6 +86,78 @@ def test_global_overrides_leave_integer_and_bool_outputs_exact() -> None:
     tols = Tolerances(atol=1.0, rtol=1.0)
     assert tols.for_output("y", np.int64) == Tolerance(0.0, 0.0)
     assert tols.for_output("y", np.bool_) == Tolerance(0.0, 0.0)
+
+
+# --- the float32 noise model -----------------------------------------------------------------
+
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def test_noise_tolerance_is_k_times_both_floors_plus_eps_floor() -> None:
+    # k = 2, f = 16: atol = 2·(1e-4 + 1e-4) + 16·eps32·2 = 4e-4 + 3.8e-6 → 4.1e-4 (2 digits, up).
+    assert (NOISE_FACTOR, NOISE_EPS_FACTOR) == (2.0, 16.0)
+    assert Noise(noise=1e-4, scale=2.0).tolerance() == Tolerance(4.1e-4, 0.0)
+    # No noise at all: the eps floor alone, 16·eps32·1 = 1.907e-6 → 2.0e-6.
+    assert Noise(noise=0.0, scale=1.0).tolerance() == Tolerance(2.0e-6, 0.0)
+    assert Noise(noise=0.0, scale=0.0).tolerance() == Tolerance(0.0, 0.0)
+
+
+def test_noise_tolerance_uses_the_outputs_epsilon() -> None:
+    # 16·eps16 = 16·2**-10 = 0.015625 → 0.016; float32 would give 1.9e-6.
+    assert Noise(0.0, 1.0, "float16").tolerance().atol == 0.016
+
+
+def test_measured_noise_sets_the_tolerance_of_its_floating_output() -> None:
+    tols = Tolerances(noise={"logits": Noise(1e-4, 2.0)})
+    assert tols.for_output("logits", np.float32) == Tolerance(4.1e-4, 0.0)
+    assert tols.noise_for("logits", np.float32) == Noise(1e-4, 2.0)
+    # Other outputs, float64 outputs and integer outputs keep their defaults.
+    assert tols.for_output("other", np.float32) == Tolerance(1e-4, 1e-4)
+    assert tols.for_output("logits", np.float64) == Tolerance(1e-7, 1e-7)
+    assert tols.for_output("logits", np.int64) == EXACT
+    assert tols.noise_for("logits", np.float64) is None
+
+
+@pytest.mark.parametrize(
+    ("user", "expected"),
+    [
+        ({"atol": 1e-2}, Tolerance(1e-2, 1e-4)),
+        ({"rtol": 1e-2}, Tolerance(1e-4, 1e-2)),
+        ({"per_output": {"logits": Tolerance(0.5, 0.0)}}, Tolerance(0.5, 0.0)),
+    ],
+)
+def test_user_tolerances_override_the_noise_floor(
+    user: dict[str, Any], expected: Tolerance
+) -> None:
+    tols = Tolerances(noise={"logits": Noise(1e-4, 2.0)}, **user)
+    assert tols.for_output("logits", np.float32) == expected
+    assert tols.noise_for("logits", np.float32) is None
+
+
+def test_noise_floor_decides_pass_and_is_recorded() -> None:
+    ref = np.zeros(4, np.float32)
+    tols = Tolerances(noise={"y": Noise(1e-4, 1.0)})  # atol = 4e-4 + 1.9e-6 → 4.1e-4
+    quiet = compare_all({"tf": {"y": ref}, "torch": {"y": ref + np.float32(3e-4)}}, tols)
+    loud = compare_all({"tf": {"y": ref}, "torch": {"y": ref + np.float32(5e-4)}}, tols)
+    assert [c.passed for c in quiet + loud] == [True, False]
+    assert quiet[0].noise_floor == 1e-4 and quiet[0].to_json()["noise_floor"] == 1e-4
+    assert "noise floor" in str(loud[0])
+    fixed = compare_all({"tf": {"y": ref}, "torch": {"y": ref + np.float32(3e-4)}}, Tolerances())
+    assert not fixed[0].passed and fixed[0].noise_floor is None
+
+
+def test_tolerances_json_round_trip_keeps_noise_floors() -> None:
+    tols = Tolerances(
+        rtol=1e-3,
+        per_output={"a": Tolerance(1.0, 0.0)},
+        noise={"y": Noise(1e-5, 3.0, "float16")},
+    )
+    data = strict_json(tols.to_json())
+    assert data["noise_floor"]["y"]["atol"] == Noise(1e-5, 3.0, "float16").tolerance().atol
+    assert data["noise_model"]["k"] == NOISE_FACTOR
+    assert Tolerances.from_json(data) == tols
+    # A report from before noise floors: none, and the rest as it was.
+    assert Tolerances.from_json({"atol": None, "rtol": 1e-3}) == Tolerances(rtol=1e-3)
 
 
 def test_per_output_override_wins_for_that_name_only() -> None:

@@ -399,6 +399,12 @@ _FACTORIES = textwrap.dedent(
     def gru_no_reset_after():
         x = keras.Input((7, 5), name="sequence")
         return _seeded(keras.Model(x, layers.GRU(8, reset_after=False)(x)))
+
+
+    def gru_two_units():
+        """GRU(2): its (2, 3H) bias has the shape of its (H, 3H) recurrent kernel."""
+        x = keras.Input((7, 5), name="sequence")
+        return _seeded(keras.Model(x, layers.GRU(2)(x)))
     '''
 )
 
@@ -432,7 +438,10 @@ def keras_gru_onnx(keras_rnn_dir: Path) -> Path:
     """tf2onnx exports of the GRU factories (one TensorFlow subprocess)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(
-        [sys.executable, "-c", _EXPORT, str(keras_rnn_dir), "gru_stack", "gru_no_reset_after"],
+        [
+            sys.executable, "-c", _EXPORT, str(keras_rnn_dir),
+            "gru_stack", "gru_no_reset_after", "gru_two_units",
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -456,6 +465,17 @@ def test_keras_gru_loops_become_gru_nodes(keras_gru_onnx: Path) -> None:
     np.testing.assert_allclose(after, data["y"], atol=1e-5, rtol=0)
     module = import_onnx(result.model)
     assert len([m for m in module.modules() if isinstance(m, nn.GRU)]) == 3
+    got = module(torch.from_numpy(data["x"])).detach().numpy()
+    np.testing.assert_allclose(got, data["y"], atol=1e-5, rtol=0)
+
+
+def test_keras_gru_with_two_units_is_not_confused_by_its_bias(keras_gru_onnx: Path) -> None:
+    """Found by the fuzzer: with H = 2 the bias and the recurrent kernel share a shape."""
+    model = onnx.load(keras_gru_onnx / "gru_two_units.onnx")
+    data = np.load(keras_gru_onnx / "gru_two_units.npz")
+    result = KerasGruLoopPass().apply(model)
+    assert result.changes == 1
+    module = import_onnx(result.model)
     got = module(torch.from_numpy(data["x"])).detach().numpy()
     np.testing.assert_allclose(got, data["y"], atol=1e-5, rtol=0)
 

@@ -168,7 +168,8 @@ def _swap_rows(array: np.ndarray, axis: int) -> np.ndarray:
 
 
 # scale_layer_net: x[16] -> dense_in (16->32, relu) -> ScaleLayer -> logits (32->4).
-# model.pt2 holds torch layouts (Linear weight [out, in]); model.onnx holds Keras's ([in, out]).
+# model.pt2 holds torch layouts (Linear weight [out, in]); model.onnx holds Keras's ([in, out]),
+# each variable an initializer named after its path.
 _PT2, _ONNX = "model.pt2", "model.onnx"
 MUTATIONS = {
     "weight_1e-3_pt2": (
@@ -177,12 +178,12 @@ MUTATIONS = {
     ),
     "weight_1e-3_onnx": (
         _ONNX,
-        lambda m: _edit_initializer(m, "dense_in_1/Cast/ReadVariableOp", lambda w: w * (1 + 1e-3)),
+        lambda m: _edit_initializer(m, "dense_in/kernel", lambda w: w * (1 + 1e-3)),
     ),
     "bias_dropped_pt2": (_PT2, lambda sd: sd["logits.bias"].zero_()),
     "bias_dropped_onnx": (
         _ONNX,
-        lambda m: _edit_initializer(m, "logits_1/BiasAdd/ReadVariableOp", np.zeros_like),
+        lambda m: _edit_initializer(m, "logits/bias", np.zeros_like),
     ),
     "input_channels_swapped_pt2": (
         _PT2,
@@ -190,9 +191,7 @@ MUTATIONS = {
     ),
     "input_channels_swapped_onnx": (
         _ONNX,
-        lambda m: _edit_initializer(
-            m, "dense_in_1/Cast/ReadVariableOp", lambda w: _swap_rows(w, axis=0)
-        ),
+        lambda m: _edit_initializer(m, "dense_in/kernel", lambda w: _swap_rows(w, axis=0)),
     ),
 }
 # Pairs that involve the mutated artifact must fail, the one that does not must still pass.

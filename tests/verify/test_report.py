@@ -195,7 +195,7 @@ def test_to_json_has_documented_keys() -> None:
     data = rep.to_json()
     assert set(data) >= REQUIRED_KEYS
     assert set(data) >= {"created", "error", "passes", "inputs", "tolerances", "versions"}
-    assert data["schema"] == "tf2torch.report/1"
+    assert data["schema"] == "tf2torch.report/1.1"
     assert data["source"] == "models/tiny.keras"
     assert data["verdict"] == "fail"
     assert data["stages"] == {"export": {"status": "ok", "seconds": 1.5}}
@@ -445,3 +445,42 @@ def test_print_summary_verdict_line() -> None:
     console = Console(record=True, width=200)
     print_summary(console, rep.to_json())
     assert "PASS: all pairs, parameters and gradients agree" in console.export_text()
+
+
+def _noisy_report() -> Report:
+    rep = sample_report()
+    rep.comparisons = [
+        comparison(atol=7.6e-4, rtol=0.0),
+        comparison("tf-torch", atol=7.6e-4, rtol=0.0),
+    ]
+    rep.tolerances = {
+        "noise_model": {"rule": "|a - b| <= k*(noise + noise) + f*eps*scale", "k": 2.0, "f": 16.0},
+        "noise_floor": {
+            "logits": {"noise": 1.87e-4, "scale": 5.9, "dtype": "float32", "atol": 7.6e-4}
+        },
+        "noise_unmeasured": None,
+    }
+    return rep
+
+
+def test_noise_floors_are_shown_in_report_md_and_the_terminal() -> None:
+    data = _noisy_report().to_json()
+    md = render_markdown(data)
+    assert "## Float32 noise floor" in md
+    assert "| logits | 1.87e-04 | 5.90e+00 | 7.60e-04 |" in md
+    console = Console(record=True, width=200)
+    print_summary(console, data)
+    text = console.export_text()
+    assert "float32 noise floor (max |float32 - float64|): logits 1.9e-04" in text
+    # Noise-floor tolerances have rtol 0: the column is atol alone.
+    assert "atol" in line_with(text, "pair") and "7.6e-04" in line_with(text, "tf-torch")
+
+
+def test_an_unmeasured_noise_floor_is_said() -> None:
+    rep = sample_report()
+    rep.tolerances = {"noise_floor": {}, "noise_unmeasured": "float64 run failed: X"}
+    data = rep.to_json()
+    assert "Not measured (float64 run failed: X)" in render_markdown(data)
+    console = Console(record=True, width=200)
+    print_summary(console, data)
+    assert "noise floor not measured (float64 run failed: X)" in console.export_text()

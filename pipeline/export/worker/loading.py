@@ -14,15 +14,21 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.errors import BadInputError
+from pipeline.core.messages import one_line  # re-exported: the worker's one-line errors
 from pipeline.core.signature import TensorSpec
 from pipeline.export.sources import Source, SourceKind
+from pipeline.export.worker.frozen_export import export_keras_frozen, export_saved_model_traced
 from pipeline.export.worker.initializers import (
     describe_initializer,
     layer_kind,
     recording_initializers,
     variable_owners,
 )
-from pipeline.export.worker.onnx_export import export_keras, export_saved_model
+from pipeline.export.worker.stateless_export import (
+    export_stateless,
+    flat_outputs,
+    pack_inputs,
+)
 
 
 @dataclass(frozen=True)
@@ -49,23 +55,25 @@ class LoadedModel:
 
     inputs: list[TensorSpec]
     call: Callable[[dict[str, Any]], list[Any]]
-    export: Callable[[list[TensorSpec], int], Any]  # -> onnx.ModelProto
+    export: Callable[..., Any]
+    """``export(specs, opset, fingerprint=True)`` → ``onnx.ModelProto`` with its provenance
+    record; ``fingerprint=False`` traces TF's own graph (real values everywhere, no record),
+    for ``tf2torch diff``."""
     output_names: list[str] | None = None
     description: str = ""
     variables: list[TfVariable] = field(default_factory=list)
     keras_model: Any = None  # the keras.Model, when the source is a Keras model
     scaling: dict[str, Any] | None = None  # what --scale did (report.json's ``scaling``)
+    variable_feeds: Callable[[], dict[str, np.ndarray]] = dict
+    """After :attr:`export` started: every placeholder of the traced graph that is not a
+    model input (a variable, a captured constant) → its value, by TF tensor name (what a
+    run of that graph must be fed besides the model's inputs)."""
 
     def run(self, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
         """The outputs for numpy inputs, as numpy arrays."""
         import tensorflow as tf
 
         return [np.asarray(t) for t in self.call({k: tf.constant(v) for k, v in arrays.items()})]
-
-
-def one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def _import_user_module(location: str) -> ModuleType:
@@ -113,23 +121,36 @@ def _keras_model(
 
     def call(tensors: dict[str, Any]) -> list[Any]:
         args = [tensors[s.name] for s in specs]
-        result = model(args[0] if len(args) == 1 else args, training=False)
-        if isinstance(result, dict):
-            result = list(result.values())
-        if not isinstance(result, list | tuple):
-            result = [result]
-        return list(result)
+        result = model(pack_inputs(model, args), training=False)
+        return flat_outputs(result)
 
-    def export(specs: list[TensorSpec], opset: int) -> Any:
-        return export_keras(model, specs, opset)
+    variables = _keras_variables(model, recorded or {})
+    paths = [v.path for v in variables]
+
+    last_feeds: dict[str, np.ndarray] = {}
+
+    def export(specs: list[TensorSpec], opset: int, fingerprint: bool = True) -> Any:
+        last_feeds.clear()
+        try:
+            return export_stateless(
+                model, specs, opset, paths, fingerprint=fingerprint, feeds=last_feeds
+            ).proto
+        except Exception as err:  # a model stateless_call cannot trace: the frozen route
+            print(f"stateless export failed ({one_line(err)}); exporting the frozen graph")
+            last_feeds.clear()
+            return export_keras_frozen(model, specs, opset, paths, fingerprint=fingerprint)
+
+    def feeds() -> dict[str, np.ndarray]:
+        return dict(last_feeds)
 
     return LoadedModel(
         inputs=specs,
         call=call,
         export=export,
         description=description,
-        variables=_keras_variables(model, recorded or {}),
+        variables=variables,
         keras_model=model,
+        variable_feeds=feeds,
     )
 
 
@@ -187,8 +208,26 @@ def _saved_model(path: str, override: list[TensorSpec]) -> LoadedModel:
         result = signature(**{s.name: tensors[s.name] for s in specs})
         return [result[name] for name in output_names]
 
-    def export(specs: list[TensorSpec], opset: int) -> Any:
-        return export_saved_model(loaded, specs, output_names, opset)
+    variables = []
+    taken: set[str] = set()
+    for v in getattr(loaded, "variables", []):
+        name = base = v.name.removesuffix(":0")
+        n = 0
+        while name in taken:  # the provenance record keys variables by path
+            n += 1
+            name = f"{base}_{n}"
+        taken.add(name)
+        variables.append(TfVariable(name, bool(v.trainable), v))
+
+    def export(specs: list[TensorSpec], opset: int, fingerprint: bool = True) -> Any:
+        return export_saved_model_traced(
+            loaded,
+            specs,
+            output_names,
+            opset,
+            [(v.path, v.variable) for v in variables],
+            fingerprint=fingerprint,
+        )
 
     return LoadedModel(
         inputs=specs,
@@ -196,10 +235,7 @@ def _saved_model(path: str, override: list[TensorSpec]) -> LoadedModel:
         export=export,
         output_names=output_names,
         description=f"SavedModel {path}",
-        variables=[
-            TfVariable(v.name.removesuffix(":0"), bool(v.trainable), v)
-            for v in getattr(loaded, "variables", [])
-        ],
+        variables=variables,
     )
 
 
@@ -239,7 +275,8 @@ def _load_model(request: dict[str, Any], recorded: dict[int, tuple[Any, Any, Any
         try:
             model = keras.models.load_model(
                 source.location,
-                compile=False,
+                # train-check reads the compiled optimizer and loss; export does not need them
+                compile=bool(request.get("compile", False)),
                 safe_mode=request.get("safe_mode", True),
                 custom_objects=custom_objects or None,
             )

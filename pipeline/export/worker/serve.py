@@ -29,6 +29,20 @@ def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
     finally:
         timings[key] = round(time.perf_counter() - start, 3)
 
+def model_names(model: Any) -> dict[str, Any]:
+    """The Keras model's name and its layers (nested ones too) as ``{"name", "class"}``, for
+    the generated code's class and attribute names; empty for a SavedModel."""
+    if model is None:
+        return {"model_name": None, "layers": []}
+    return {
+        "model_name": model.name,
+        "layers": [
+            {"name": layer.name, "class": type(layer).__name__}
+            for layer in model._flatten_layers(include_self=False, recursive=True)
+        ],
+    }
+
+
 def handle(request: dict[str, Any]) -> dict[str, Any]:
     """Do the request's work and return the JSON-ready result (see the module docstring)."""
     import onnx
@@ -72,7 +86,7 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
         )
     write_npz(work_dir / "tf_outputs.npz", dict(zip(output_names, outputs, strict=True)))
     with _timed(timings, "gradients"):
-        variables = write_variables_and_gradients(
+        variables, gradient_error = write_variables_and_gradients(
             loaded,
             arrays,
             dict(zip(output_names, outputs, strict=True)),
@@ -82,8 +96,10 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
     return {
         "inputs": [s.to_json() for s in specs],
         "outputs": output_names,
+        **model_names(loaded.keras_model),
         "timings": timings,
         "variables": variables,
+        "gradient_error": gradient_error,
         "scaling": loaded.scaling,
         "versions": {
             "tensorflow": tf.__version__,
@@ -105,6 +121,11 @@ def serve(handle: Callable[[dict[str, Any]], dict[str, Any]], argv: Sequence[str
         answer: dict[str, Any] = {"ok": True, **handle(request)}
         code = 0
     except Tf2TorchError as err:
+        # The answer carries one line; the log keeps the whole story (TF's multi-line
+        # "in user code" message and the traceback of the error behind this one).
+        print(f"tf2torch: {err}", file=sys.stderr)
+        if err.__context__ is not None:
+            traceback.print_exception(err.__context__)
         answer = {"ok": False, "kind": err.kind, "message": str(err)}
         code = EXIT_USER_ERROR
     except Exception as err:

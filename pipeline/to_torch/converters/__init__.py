@@ -15,13 +15,15 @@ Reshape, Slice, Squeeze, Unsqueeze, Expand, Tile, ConstantOfShape, Split, Resize
 Range, CumSum, TopK and the Reduce ops whose axes are an input.
 
 Also adds converters onnx2torch lacks: LSTM → ``nn.LSTM`` and GRU → ``nn.GRU``
-(:mod:`pipeline.to_torch.converters.recurrent`).
+(:mod:`pipeline.to_torch.converters.recurrent`), GlobalMaxPool.
 """
 
 from pipeline.to_torch.converters import (  # noqa: F401 -- imported to register the converters
+    comparisons,
     constant_of_shape,
     cumsum,
     expand,
+    global_max_pool,
     pad,
     range,
     recurrent,

@@ -1,0 +1,189 @@
+"""The float32 noise floor of a converted model: how far float32 itself is from the exact result.
+
+Outputs (:func:`measure_noise`):
+
+The ONNX graph is imported into torch twice over: as it is, and as a float64 copy (every
+floating parameter, buffer and input in float64, every ``Cast`` to a floating type made a
+``Cast`` to float64, every floating dtype in the FX graph float64).  Both run on the comparison inputs; for each floating output the noise
+floor is ``max |out_float32 - out_float64|`` and its scale ``max |out_float64|``.  Both runs
+go through the same converters, so a conversion fault moves them alike and cannot widen the
+floor; only rounding does.  :class:`pipeline.core.compare.Noise` turns the floor into each
+pair's tolerance.
+
+Gradients (:func:`measure_gradient_noise`): the fixed loss differentiated through a float64
+copy of the converted module, against the float32 gradients, per parameter.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import torch
+
+from pipeline.core import compare
+from pipeline.core.onnx_graph import all_nodes
+from pipeline.core.torch_runner import torch_device
+from pipeline.to_torch.importer import import_onnx
+from pipeline.verify.gradients import torch_gradients
+
+log = logging.getLogger(__name__)
+
+_FLOATING = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+
+
+@dataclass
+class NoiseFloors:
+    """The measured floors per floating output, or why they could not be measured."""
+
+    floors: dict[str, compare.Noise] = field(default_factory=dict)
+    unmeasured: str | None = None
+    """Why there are no floors (the comparison then uses the fixed per-dtype tolerances)."""
+
+
+def _float64_graph(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """A copy of ``model`` whose casts to a floating type cast to float64 instead, so the
+    float64 run does not drop back to float32 (or float16) half way; None if it has none."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    changed = False
+    for node in all_nodes(model.graph):
+        if node.op_type != "Cast":
+            continue
+        for attribute in node.attribute:
+            if attribute.name == "to" and attribute.i in _FLOATING:
+                attribute.i = onnx.TensorProto.DOUBLE
+                changed = True
+    return model if changed else None
+
+
+_NARROW = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _widened(value: object) -> object:
+    if isinstance(value, torch.dtype) and value in _NARROW:
+        return torch.float64
+    if isinstance(value, list | tuple):
+        return type(value)(_widened(v) for v in value)
+    return value
+
+
+def _float64_module(module: torch.nn.Module) -> torch.nn.Module:
+    """A float64 copy of ``module``: parameters and buffers in float64, and in every FX graph
+    (a ``torch.export`` module's) each floating dtype argument, e.g. of the ``zeros`` that
+    make an LSTM's initial state, made float64 so the copy does not fall back to float32."""
+    wide = copy.deepcopy(module).double()
+    for sub in wide.modules():
+        if not isinstance(sub, torch.fx.GraphModule):
+            continue
+        for node in sub.graph.nodes:
+            node.args = _widened(node.args)
+            node.kwargs = {k: _widened(v) for k, v in node.kwargs.items()}
+        sub.recompile()
+    return wide
+
+
+def _run(
+    module: torch.nn.Module,
+    inputs: Mapping[str, np.ndarray],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    device: torch.device,
+    dtype: torch.dtype | None,
+) -> dict[str, np.ndarray]:
+    args = []
+    for name in input_names:
+        tensor = torch.from_numpy(np.ascontiguousarray(inputs[name]))
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        args.append(tensor.to(device))
+    with torch.no_grad():
+        result = module.to(device)(*args)
+    tensors = list(result) if isinstance(result, list | tuple) else [result]
+    if len(tensors) != len(output_names):
+        raise ValueError(f"{len(tensors)} outputs, expected {len(output_names)}")
+    return {n: t.detach().cpu().numpy() for n, t in zip(output_names, tensors, strict=True)}
+
+
+def measure_noise(
+    model: onnx.ModelProto,
+    inputs: Mapping[str, np.ndarray],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+) -> NoiseFloors:
+    """The float32 noise floor of every floating, non-float64 output of ``model`` on
+    ``inputs`` (see the module docstring).
+
+    Never raises for a model that cannot run in float64 (a converter that insists on
+    float32, an op without a float64 kernel): the result then has no floors and
+    ``unmeasured`` says why, and the comparison falls back to the fixed tolerances.
+    """
+    device = torch_device()
+    try:
+        native = import_onnx(model).eval()
+        widened = _float64_graph(model)
+        # Without floating casts the float64 module is the same graph: copy, don't re-import.
+        wide = _float64_module(native if widened is None else import_onnx(widened).eval())
+        low = _run(native, inputs, input_names, output_names, device, None)
+        high = _run(wide, inputs, input_names, output_names, device, torch.float64)
+    except Exception as err:  # any failure only means "no floor": fixed tolerances apply
+        text = " ".join(str(err).split())[:200]
+        log.info("float32 noise floor not measured: %s", text)
+        return NoiseFloors(unmeasured=f"float64 run failed: {type(err).__name__}: {text}")
+    floors = {}
+    for name in output_names:
+        if low[name].dtype.kind == "f" and low[name].dtype != np.float64:
+            floor = _floor(low[name], high[name])
+            if floor is not None:
+                floors[name] = floor
+    return NoiseFloors(floors)
+
+
+def _floor(low: np.ndarray, high: np.ndarray) -> compare.Noise | None:
+    """``max |low - high|`` and ``max |high|`` over the elements finite on both sides."""
+    low64, high64 = low.astype(np.float64), high.astype(np.float64)
+    finite = np.isfinite(low64) & np.isfinite(high64)
+    if low.shape != high.shape or not finite.any():
+        return None
+    return compare.Noise(
+        noise=float(np.max(np.abs(low64 - high64)[finite])),
+        scale=float(np.max(np.abs(high64[finite]))),
+        dtype=low.dtype.name,
+    )
+
+
+def measure_gradient_noise(
+    module: torch.nn.Module,
+    inputs: Mapping[str, np.ndarray],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    weights: Mapping[str, np.ndarray],
+    float32_gradients: Mapping[str, np.ndarray],
+) -> dict[str, compare.Noise]:
+    """The float32 noise floor of each parameter's gradient of the fixed loss (``weights``,
+    :func:`pipeline.verify.gradients.torch_gradients`): ``float32_gradients`` against the
+    gradients of a float64 copy of ``module`` on the same inputs, keyed by parameter name.
+
+    Empty when the float64 copy cannot run (the gradient check then keeps its fixed
+    tolerance); ``module`` itself is left as it was.
+    """
+    try:
+        wide = _float64_module(module)
+        wide_inputs = {
+            k: v.astype(np.float64) if np.asarray(v).dtype.kind == "f" else v
+            for k, v in inputs.items()
+        }
+        high = torch_gradients(wide, wide_inputs, input_names, output_names, weights)
+    except Exception as err:  # any failure only means "no floor": fixed tolerances apply
+        log.info("gradient noise floor not measured: %s", " ".join(str(err).split())[:200])
+        return {}
+    floors = {}
+    for name, low in float32_gradients.items():
+        if name in high and low.dtype.kind == "f" and low.dtype != np.float64:
+            floor = _floor(low, high[name])
+            if floor is not None:
+                floors[name] = floor
+    return floors
