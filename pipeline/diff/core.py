@@ -29,7 +29,7 @@ from pipeline.diff.torch_side import (
     record_torch,
     run_onnx_in_torch,
 )
-from pipeline.diff.value_match import match_by_value, neighbourhoods
+from pipeline.diff.value_match import LAYOUT_OPS, match_by_value, neighbourhoods
 from pipeline.export.sources import parse_source
 
 DIFF_SCHEMA = "tf2torch.diff/1"
@@ -148,6 +148,15 @@ def decomposition_aliases(model: onnx.ModelProto) -> tuple[dict[str, str], dict[
     ``X`` leave the group through exactly one tensor, that tensor is TF's ``X:0`` and ONNX's
     ``X:0`` is an internal value with no TF counterpart.  Returns ``(aliases, internal)``:
     ONNX tensor → TF tensor name, and ONNX tensor → why it has no TF value.
+
+    A group whose extra nodes only move data (:data:`~pipeline.diff.value_match.LAYOUT_OPS`,
+    e.g. the ``Transpose`` back to NHWC after a convolution) is no decomposition: ``X``'s
+    output is TF's value in another layout, compared as such (and after our fusion passes
+    ``X`` may compute more than TF's ``X``, e.g. a depthwise ``Conv`` with the ``BiasAdd``
+    folded in and its output renamed ``val_<n>``), so nothing is aliased or hidden there; the
+    layout nodes get their TF tensor by value (:mod:`pipeline.diff.value_match`).  The alias
+    names TF's tensor ``X:0`` from the node's name, not from its output, which a pass may
+    have renamed.
     """
     consumers: dict[str, list[int]] = {}
     for index, node in enumerate(model.graph.node):
@@ -170,8 +179,8 @@ def decomposition_aliases(model: onnx.ModelProto) -> tuple[dict[str, str], dict[
                     if c not in group and nodes[c].name.startswith(prefix) and tail.isdigit():
                         group.add(c)
                         frontier.append(c)
-        if len(group) == 1:
-            continue
+        if all(nodes[g].op_type in LAYOUT_OPS for g in group - {index}):
+            continue  # a single group too: nothing split
         exits = [
             out
             for g in sorted(group)
@@ -179,10 +188,11 @@ def decomposition_aliases(model: onnx.ModelProto) -> tuple[dict[str, str], dict[
             if out and (out in graph_outputs or any(c not in group for c in consumers.get(out, [])))
         ]
         first = node.output[0]
+        tf_name = f"{node.name}:0"
         if len(exits) == 1 and exits[0] != first:
-            aliases[exits[0]] = first
+            aliases[exits[0]] = tf_name
             internal[first] = (
-                f"internal to tf2onnx's decomposition of TF {node.name} (TF's {first} is "
+                f"internal to tf2onnx's decomposition of TF {node.name} (TF's {tf_name} is "
                 f"{exits[0]} here)"
             )
     return aliases, internal

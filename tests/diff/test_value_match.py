@@ -1,14 +1,17 @@
 """diff names the culprit when tf2onnx invented its name: nameless nodes matched by value.
 
-A DepthwiseConv2D becomes ``Conv__<n>`` between layout Transposes that tf2onnx names itself;
-no TF tensor has those names.  A fault planted there must be the first divergence (not the
-next named node), shown with the TF op it came from; and the terminal table keeps each row
-on one line however long the names.
+On the stateless export route a DepthwiseConv2D keeps TF's op name (``depthwise_1/depthwise``)
+but not its tensor: our passes fold the ``BiasAdd`` into it and rename its output
+(``val_<n>``), and the layout ``Transpose`` back to NHWC after it is one tf2onnx made
+(``depthwise_1/depthwise__<n>``).  No TF tensor has those names.  A fault planted in either
+must be the first divergence (not the next named node), shown with the TF op it came from; and
+the terminal table keeps each row on one line however long the names.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import textwrap
 from pathlib import Path
@@ -21,6 +24,7 @@ from rich.console import Console
 
 import pipeline
 from pipeline.cli import main
+from pipeline.diff.core import decomposition_aliases
 from pipeline.diff.report import abbreviate, render_table
 from pipeline.diff.value_match import MAX_REL_ERROR, match_by_value, neighbourhoods
 
@@ -107,6 +111,24 @@ def test_neighbourhoods_reach_named_nodes_across_invented_ones() -> None:
     assert "model/flatten/Reshape" not in neighbourhoods(helper.make_model(graph), hops=1)["r"]
 
 
+def test_a_layout_transpose_after_a_node_is_no_decomposition() -> None:
+    """``X`` then ``X__18`` (a Transpose back to NHWC) is TF's ``X`` in two layouts: neither is
+    hidden as internal, so a fault in ``X`` is seen at ``X``.  ``Y`` then ``Y__4`` (a ``Not``)
+    is a decomposition: TF's ``Y:0`` is the ``Not``'s output, whatever ``Y``'s output is
+    called after the passes."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["val_1"], name="m/depthwise", group=3),
+        helper.make_node("Transpose", ["val_1"], ["m/depthwise__18:0"], name="m/depthwise__18"),
+        helper.make_node("Equal", ["m/depthwise__18:0", "z"], ["val_2"], name="m/NotEqual"),
+        helper.make_node("Not", ["val_2"], ["m/NotEqual__4:0"], name="m/NotEqual__4"),
+    ]
+    out = helper.make_tensor_value_info("m/NotEqual__4:0", TensorProto.BOOL, [1])
+    graph = helper.make_graph(nodes, "g", [], [out])
+    aliases, internal = decomposition_aliases(helper.make_model(graph))
+    assert aliases == {"m/NotEqual__4:0": "m/NotEqual:0"}
+    assert list(internal) == ["val_2"]
+
+
 def test_match_by_value_takes_the_closest_candidate_under_a_layout() -> None:
     rng = np.random.default_rng(0)
     tf_value = rng.normal(size=(2, 5, 5, 4)).astype(np.float32)  # NHWC
@@ -168,14 +190,20 @@ def depthwise_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return result.run_dir
 
 
+def _tf_style(tensor: str) -> bool:
+    """Whether ``tensor`` is named like a TF tensor (``op:index``), as tf2onnx names the
+    tensors it took from TF; tensors a pass or tf2onnx made are not (``val_3``)."""
+    return re.fullmatch(r".+:\d+", tensor) is not None
+
+
 def _invented_depthwise(model: onnx.ModelProto) -> onnx.NodeProto:
+    """The depthwise convolution (a grouped ``Conv``), whose output has no TF tensor name."""
     [conv] = [
         n
         for n in model.graph.node
-        if n.op_type == "Conv"
-        and "/" not in n.name
-        and any(a.name == "group" and a.i > 1 for a in n.attribute)
+        if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)
     ]
+    assert not _tf_style(conv.output[0]), conv  # else it would be matched by name
     return conv
 
 
@@ -188,14 +216,6 @@ def _broken_copy(run: Path, tmp_path: Path, edit: object) -> Path:
     return target
 
 
-STATELESS_EXPORT_GAP = (
-    "written against the from_keras graph (a depthwise conv renamed Conv__N with a Transpose "
-    "right after it); the stateless export of issue 10 names and lays out these nodes "
-    "differently and the planted fault is not localised there yet (open, issue 13)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=STATELESS_EXPORT_GAP)
 def test_a_fault_in_a_depthwise_conv_tf2onnx_renamed_is_the_first_divergence(
     depthwise_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -225,7 +245,6 @@ def test_a_fault_in_a_depthwise_conv_tf2onnx_renamed_is_the_first_divergence(
     assert f"tf-ort: first divergence at #{node['index']} {conv_name} (Conv, TF " in out
 
 
-@pytest.mark.xfail(strict=True, reason=STATELESS_EXPORT_GAP)
 def test_a_fault_in_an_invented_transpose_is_the_first_divergence(
     depthwise_run: Path, tmp_path: Path
 ) -> None:
@@ -234,7 +253,8 @@ def test_a_fault_in_an_invented_transpose_is_the_first_divergence(
     model = onnx.load(str(depthwise_run / "model.onnx"))
     conv_out = _invented_depthwise(model).output[0]
     [transpose] = [n for n in model.graph.node if n.op_type == "Transpose" and conv_out in n.input]
-    assert "/" not in transpose.name  # invented by tf2onnx
+    # invented by tf2onnx: named after the TF op it serves plus a counter, no TF tensor
+    assert re.fullmatch(r".+__\d+", transpose.name), transpose.name
 
     def swap_hw(m: onnx.ModelProto) -> None:
         node = next(n for n in m.graph.node if n.name == transpose.name)
