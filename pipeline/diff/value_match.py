@@ -1,9 +1,10 @@
 """Give a TF tensor to the nodes tf2onnx invented, by value, so diff can blame them.
 
-tf2onnx keeps TF's names on most nodes, but some it makes up: a ``DepthwiseConv2D`` becomes
-``Conv__37`` between two layout ``Transpose__n`` nodes, and no TF tensor has those names.
-Without a TF value such a node is "not comparable", and a fault in it surfaces one node
-later, at the next named node.
+tf2onnx keeps TF's names on most tensors, but some it makes up (the layout ``Transpose``
+back to NHWC after a ``DepthwiseConv2D``, ``depthwise_1/depthwise__18:0``), and our fixup
+passes rename the outputs of nodes they rewrite (the depthwise ``Conv`` with the ``BiasAdd``
+folded in writes ``val_1``): no TF tensor has those names.  Without a TF value such a node is
+"not comparable", and a fault in it surfaces one node later, at the next named node.
 
 For each floating ONNX tensor without a TF tensor of its name, the TF worker lists the
 computed TF tensors around the TF ops of its named ONNX neighbours (a few nodes up and down,
@@ -12,8 +13,9 @@ transform (:func:`pipeline.diff.localise.align_tf`: identity, NHWC→NCHW, a res
 closest to ONNX Runtime's value, if that closest one is within :data:`MAX_REL_ERROR`
 (relative L2 error).  A loose bound on purpose: the node being matched may be the faulty
 one, whose value is *near* TF's, not equal to it; an unrelated tensor is far.  A layout op
-tf2onnx added (a ``Transpose`` back to NHWC, a ``Reshape``) that matches nothing by value
-takes its input's TF tensor, when a layout maps it onto its shape.  Each match is recorded
+tf2onnx added (a ``Transpose`` back to NHWC, a ``Reshape``, the NHWC → NCHW ``Transpose`` of a
+graph input) that matches nothing by value takes its input's TF tensor, when a layout maps
+it onto its shape.  Each match is recorded
 with how it was made and its error (``matched_by_value``), so diff.json says so.
 """
 
