@@ -269,9 +269,7 @@ def run_diff(
                 inputs=inputs,
                 onnx_inputs=input_names,
                 onnx_outputs=output_names,
-                # the graph inputs too: a layout op tf2onnx put on an input (NHWC → NCHW
-                # before the first Conv) takes the input's TF tensor (value_match)
-                names=[*input_names, *(o for n in model.graph.node for o in n.output if o)],
+                names=[o for n in model.graph.node for o in n.output if o],
                 node_names=[n.name for n in model.graph.node],
                 consumers=_consumers(model),
                 aliases=aliases,

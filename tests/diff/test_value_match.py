@@ -269,35 +269,3 @@ def test_a_fault_in_an_invented_transpose_is_the_first_divergence(
         assert data["first_divergence"][pair]["onnx_node"] == transpose.name
     node = next(n for n in data["nodes"] if n["onnx_node"] == transpose.name)
     assert node["outputs"][0]["tf_match"]["by"] == "layout"
-
-
-def test_a_fault_in_the_invented_input_transpose_is_the_first_divergence(
-    depthwise_run: Path, tmp_path: Path
-) -> None:
-    """The Transpose tf2onnx puts on the NHWC input before the first Conv, given a wrong
-    permutation that keeps the shape: it takes the input's TF tensor (the worker answers the
-    graph inputs too), so it is the culprit, not the Conv after it."""
-    model = onnx.load(str(depthwise_run / "model.onnx"))
-    [graph_input] = [i.name for i in model.graph.input]
-    [transpose] = [
-        n for n in model.graph.node if n.op_type == "Transpose" and graph_input in n.input
-    ]
-    assert re.fullmatch(r".+__\d+", transpose.name), transpose.name
-
-    def swap_hw(m: onnx.ModelProto) -> None:
-        node = next(n for n in m.graph.node if n.name == transpose.name)
-        perm = next(a for a in node.attribute if a.name == "perm")
-        assert list(perm.ints) == [0, 3, 1, 2]
-        perm.ints[:] = [0, 3, 2, 1]
-
-    run = _broken_copy(depthwise_run, tmp_path, swap_hw)
-    assert main(["diff", str(run), "-q", "--no-repro"]) == 1
-    data = json.loads((run / "diff.json").read_text())
-    for pair in ("tf-ort", "tf-torch"):
-        first = data["first_divergence"][pair]
-        assert first["onnx_node"] == transpose.name, first
-        assert first["self_error"] is True
-    assert data["first_divergence"]["ort-torch"] is None
-    node = next(n for n in data["nodes"] if n["onnx_node"] == transpose.name)
-    assert node["outputs"][0]["tf_match"]["by"] == "layout"
-    assert node["outputs"][0]["tf_name"] == f"{graph_input}:0"
