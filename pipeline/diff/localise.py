@@ -108,7 +108,7 @@ class Values:
                 n
                 for n in (
                     note,
-                    f"tf2onnx made this tensor: matched to TF {self.tf_status[name]['tf_name']} "
+                    f"no TF tensor of this name: matched to TF {self.tf_status[name]['tf_name']} "
                     + (
                         f"by value (relative error {matched['rel_error']:.1e} among "
                         f"{matched['candidates']} nearby tensors)"

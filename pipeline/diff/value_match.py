@@ -13,9 +13,8 @@ transform (:func:`pipeline.diff.localise.align_tf`: identity, NHWC→NCHW, a res
 closest to ONNX Runtime's value, if that closest one is within :data:`MAX_REL_ERROR`
 (relative L2 error).  A loose bound on purpose: the node being matched may be the faulty
 one, whose value is *near* TF's, not equal to it; an unrelated tensor is far.  A layout op
-tf2onnx added (a ``Transpose`` back to NHWC, a ``Reshape``, the NHWC → NCHW ``Transpose`` of a
-graph input) that matches nothing by value takes its input's TF tensor, when a layout maps
-it onto its shape.  Each match is recorded
+tf2onnx added (a ``Transpose`` back to NHWC, a ``Reshape``) that matches nothing by value
+takes its input's TF tensor, when a layout maps it onto its shape.  Each match is recorded
 with how it was made and its error (``matched_by_value``), so diff.json says so.
 """
 
