@@ -17,6 +17,7 @@ Usage: python bench/bench_export.py [--repeats N] [--models a,b]
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -70,11 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         specs: list[TensorSpec] = loaded.inputs
         paths = [v.path for v in loaded.variables]
 
-        def frozen() -> object:
-            return export_keras(model, specs, OPSET)
-
-        def stateless() -> object:
-            return export_stateless(model, specs, OPSET, paths)
+        frozen = functools.partial(export_keras, model, specs, OPSET)
+        stateless = functools.partial(export_stateless, model, specs, OPSET, paths)
 
         frozen(), stateless()  # warm-up: TF's first trace of each path
         before = _median_seconds(frozen, args.repeats)
