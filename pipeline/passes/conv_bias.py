@@ -147,9 +147,12 @@ def fuse_conv_bias(model: ir.Model) -> int:
             name=conv.name,
         )
         graph.insert_before(conv, new)
-        # The layout ops after the Conv now carry the biased output; the Add goes.
+        # The layout ops after the Conv now carry the biased output; the Add goes.  With no
+        # layout op between them (tf2onnx adds a one-channel bias before its Transpose), the
+        # Add's readers take the new Conv's output itself.
+        direct = summand is conv.outputs[0]
         conv.outputs[0].replace_all_uses_with(new.outputs[0])
-        add.outputs[0].replace_all_uses_with(summand)
+        add.outputs[0].replace_all_uses_with(new.outputs[0] if direct else summand)
         graph.remove(add, safe=True)
         moved += 1
     if moved:
