@@ -69,8 +69,13 @@ def assert_trainable_with_tf_names(result: pipeline.ConversionResult) -> None:
     assert count["pass"] and count["tf_trainable"] == count["torch_trainable"] > 0, count
     loaded = pipeline.load_torch(result.run_dir)
     params = dict(loaded.named_parameters())
-    assert set(params) == {row["torch_name"] for row in table if row["torch_name"] in params}
-    assert set(params) >= {row["torch_name"] for row in table if row["trainable"]}
+    named = {row["torch_name"] for row in table}
+    # What trains is exactly the table's trainable rows; a parameter outside the table is a
+    # constant the torch class keeps as a parameter (BatchNorm's ones without Keras's
+    # ``scale``), frozen.
+    trainable = {n for n, p in params.items() if p.requires_grad}
+    assert trainable == {row["torch_name"] for row in table if row["trainable"]}
+    assert all(not params[n].requires_grad for n in set(params) - named)
     for row in table:
         if row["tf_name"] is None:  # a torch-only slot (nn.LSTM's second bias)
             assert not row["trainable"] and row["transform"] == "zeros", row
