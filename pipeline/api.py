@@ -192,6 +192,7 @@ def convert(
                 extra_patches,
                 staging / ONNX,
                 fold_for_inference=options.fold_for_inference,
+                reference=exported.tf_outputs,
             )
 
         notify("import")

@@ -40,15 +40,22 @@ def fix_graph(
     out: Path,
     *,
     fold_for_inference: bool = False,
+    reference: Mapping[str, np.ndarray] | None = None,
 ) -> Fixed:
     """Run every pass and patch on ``raw_onnx`` (each checked by ONNX Runtime on ``inputs``)
     and save the result to ``out``; with ``fold_for_inference``, BatchNorms are then folded
-    into their convolutions (recorded in the provenance record).  Raises
-    :class:`~pipeline.core.errors.PassError`."""
+    into their convolutions (recorded in the provenance record).  ``reference`` is
+    TensorFlow's outputs on ``inputs``: each pass may move ONNX Runtime's outputs by as much
+    as float32 already separates the two (see :func:`pipeline.passes.pass_tolerances`).
+    Raises :class:`~pipeline.core.errors.PassError`."""
     raw = onnx.load(str(raw_onnx))
     passes = builtin_passes() + (inference_passes() if fold_for_inference else [])
     fixed, records = run_passes(
-        raw, passes, dict(inputs), patches=[*builtin_patches(), *extra_patches]
+        raw,
+        passes,
+        dict(inputs),
+        patches=[*builtin_patches(), *extra_patches],
+        reference=reference,
     )
     onnx.save(fixed, str(out))
     return Fixed(fixed, [r.to_json() for r in records])

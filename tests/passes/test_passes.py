@@ -17,6 +17,7 @@ from pipeline.passes import (
     PassResult,
     default_passes,
     load_patch_dir,
+    pass_tolerances,
     run_passes,
 )
 from pipeline.passes.erfc import ErfcPass
@@ -114,6 +115,23 @@ def test_a_pass_that_keeps_the_numbers_is_checked_numerically() -> None:
 def test_a_pass_that_changes_the_numbers_stops_the_run_and_is_named() -> None:
     with pytest.raises(PassError, match=r"'perturb'.*changed ONNX Runtime's outputs"):
         run_passes(_scaled_model(), [ScaleWeight(1.001)], INPUTS)
+
+
+def test_a_pass_may_move_outputs_as_far_as_float32_already_does() -> None:
+    """With TensorFlow's outputs, a float output's check allows twice their distance from
+    the raw graph (a deep network's float32 disagreement), and not a bit more."""
+    model = _scaled_model()
+    raw = OrtRunner(model).run(INPUTS)
+    change = 1e-3 * float(np.max(np.abs(raw["y"])))  # what w x 1.001 moves y = f(x)·w by
+    assert change > 1e-4  # beyond the fixed default: without a reference the run stops
+    offset = np.full_like(raw["y"], 0.6 * change)  # TF 0.6·change away: 2·0.6 > 1
+    _, [record] = run_passes(
+        model, [ScaleWeight(1.001)], INPUTS, reference={"y": raw["y"] + offset}
+    )
+    assert record.check == "numeric" and record.max_abs_change > 1e-4
+    with pytest.raises(PassError, match=r"'perturb'.*changed ONNX Runtime's outputs"):
+        run_passes(model, [ScaleWeight(1.001)], INPUTS, reference={"y": raw["y"] + offset / 2})
+    assert pass_tolerances({"y": raw["y"]}, raw).per_output == {}  # no distance: defaults
 
 
 def test_a_pass_that_breaks_a_valid_graph_is_named() -> None:
