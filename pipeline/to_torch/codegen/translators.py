@@ -248,6 +248,7 @@ _ELEMENTWISE: dict[type, str] = {
     nn.Hardsigmoid: "F.hardsigmoid({x})",
     nn.Softsign: "F.softsign({x})",
     nn.Mish: "F.mish({x})",
+    nn.SELU: "F.selu({x})",
     nn.Identity: "{x}",
     nn.Dropout: "{x}",
     OnnxErf: "torch.erf({x})",
