@@ -22,6 +22,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 import pipeline
+import pipeline.api
 from pipeline.cli import main
 from pipeline.verify.check import check_run
 from pipeline.verify.noise import measure_gradient_noise, measure_noise
@@ -150,6 +151,41 @@ def test_noise_far_above_1e4_passes_where_a_fixed_tolerance_cries_wolf(
         result = check_run(run, golden_only=True)
         assert result, [str(c) for c in result.failures]
     assert [c["verdict"] for c in _report(run)["checks"]] == ["pass"] * 3
+
+
+def test_tf_measures_its_own_gradient_floor_and_the_report_records_it(
+    deep_tanh_run: Path,
+) -> None:
+    report = _report(deep_tanh_run)
+    assert report["gradient_check"]["tf_noise_unmeasured"] is None
+    checked = [g for g in report["gradients"] if g["checked"]]
+    assert checked and all(g["noise_floor_tf"] is not None for g in checked)
+    # 24 chaotic tanh layers: TF's float32 gradients are far from its float64 twin's too.
+    assert max(g["noise_floor_tf"] for g in checked) > 1e-3
+
+
+def test_a_gradient_fault_fails_even_against_both_frameworks_floors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The torch module's logits kernel times 1.5 after the outputs were compared: every hidden
+    layer's backward signal is off by half, far beyond TF's and torch's floors combined."""
+    real = pipeline.api.check_gradients
+
+    def faulty(module: torch.nn.Module, *args: Any) -> Any:
+        [weight] = [p for n, p in module.named_parameters() if "logits" in n and p.ndim == 2]
+        with torch.no_grad():
+            weight.mul_(1.5)
+        return real(module, *args)
+
+    monkeypatch.setattr(pipeline.api, "check_gradients", faulty)
+    result = pipeline.convert(f"{NOISY}:deep_tanh_mlp", tmp_path / "run")
+    assert result.verdict == "fail"
+    assert all(c["pass"] for c in result.report["comparisons"])
+    assert result.report["gradient_check"]["tf_noise_unmeasured"] is None
+    rows = {g["tf_name"]: g for g in result.report["gradients"]}
+    assert rows["dense_23/bias"]["noise_floor_tf"] is not None
+    assert not rows["dense_23/bias"]["pass"] and not rows["dense_23/kernel"]["pass"]
+    assert rows["logits/bias"]["pass"]  # d(loss)/d(bias) = sum(w): the kernel does not enter
 
 
 def _first_dense_onnx(
