@@ -38,7 +38,7 @@ from pipeline.to_torch.codegen import MODEL_PY, PACKAGE, WEIGHTS
 from pipeline.to_torch.parameters import ParameterEntry, count_trainable
 from pipeline.to_torch.stage import PT2, import_torch, load_run_module
 from pipeline.verify import report
-from pipeline.verify.gradients import gradient_scope
+from pipeline.verify.gradients import GradientComparison, gradient_scope
 from pipeline.verify.stage import check_gradients, compare_outputs
 
 RAW_ONNX, ONNX, GOLDEN = "model.raw.onnx", "model.onnx", "golden.npz"
@@ -230,11 +230,12 @@ def convert(
             exported.gradient_error,
         )
         with rep.stage("gradients") as gradient_stage:
+            tf_noise_unmeasured: str | None = None
             if scope.skipped:
                 gradient_stage["skipped"] = scope.skipped
-                gradient_checks = []
+                gradient_checks: list[GradientComparison] = []
             else:
-                gradient_checks = check_gradients(
+                gradient_checks, tf_noise_unmeasured = check_gradients(
                     imported.module,
                     imported.parameters,
                     exported.inputs,
@@ -242,7 +243,13 @@ def convert(
                     exported.output_names,
                     exported.tf_gradients,
                     exported.loss_weights,
+                    exported.tf_gradient_noise,
+                    exported.tf_outputs64,
+                    exported.tf_gradient_noise_unmeasured,
+                    compared.tolerances.noise,
                 )
+                if tf_noise_unmeasured:
+                    gradient_stage["tf_noise_unmeasured"] = tf_noise_unmeasured
 
         notify("report")
         rep.scaling = exported.scaling
@@ -251,7 +258,10 @@ def convert(
         rep.passes = fixed.passes
         rep.parameters = imported.table
         rep.gradients = [g.to_json() for g in gradient_checks]
-        rep.gradient_check = scope.to_json()
+        rep.gradient_check = {
+            **scope.to_json(),
+            "tf_noise_unmeasured": tf_noise_unmeasured,
+        }
         rep.providers = compared.providers
         rep.comparisons = [c.to_json() for c in compared.comparisons]
         rep.inputs = [

@@ -44,6 +44,9 @@ class TfExport:
     gradient_error: str | None = None
     """Why TensorFlow could not differentiate the fixed loss (then no variable has a
     gradient), or None."""
+    gradient_noise_unmeasured: str | None = None
+    """Why TF's own gradient noise floor (its float64 twin, ``grad_noise/<i>`` in
+    :attr:`variables_npz`) was not measured, or None."""
     scaling: dict[str, Any] | None = None
     """What ``scale`` did to the model before export (report.json's ``scaling``), or None."""
     model_name: str | None = None
@@ -228,6 +231,7 @@ def export_with_tf(
         variables=answer["variables"],
         variables_npz=work_dir / "tf_variables.npz",
         gradient_error=answer.get("gradient_error"),
+        gradient_noise_unmeasured=answer.get("gradient_noise_unmeasured"),
         scaling=answer.get("scaling"),
         model_name=answer.get("model_name"),
         layers=list(answer.get("layers", [])),

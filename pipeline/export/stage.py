@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.core import compare
 from pipeline.core.run_dir import read_npz
 from pipeline.core.signature import TensorSpec
 from pipeline.export.client import export_with_tf
@@ -66,6 +67,12 @@ class Exported:
     """The Keras model's name (None for a SavedModel): the generated class is named after it."""
     layers: list[dict[str, str]] = field(default_factory=list)
     """Every Keras layer as ``{"name", "class"}``: the generated attributes follow them."""
+    tf_gradient_noise: dict[str, compare.Noise] = field(default_factory=dict)
+    """TF's own float32 noise floor per gradient (its float64 twin), keyed by variable path."""
+    tf_outputs64: dict[str, np.ndarray] = field(default_factory=dict)
+    """TF's float64 twin's outputs (the floor is trusted only where they match torch's)."""
+    tf_gradient_noise_unmeasured: str | None = None
+    """Why :attr:`tf_gradient_noise` is empty, or None."""
 
 
 def export_model(source: Source, work_dir: Path, settings: ExportSettings) -> Exported:
@@ -122,6 +129,21 @@ def export_model(source: Source, work_dir: Path, settings: ExportSettings) -> Ex
             if k.startswith("loss_weight/")
         },
         gradient_error=done.gradient_error,
+        tf_gradient_noise={
+            meta["path"]: compare.Noise(
+                float(tf_variables[f"grad_noise/{i}"][0]),
+                float(tf_variables[f"grad_noise/{i}"][1]),
+                tf_variables[f"grad/{i}"].dtype.name,
+            )
+            for i, meta in enumerate(done.variables)
+            if f"grad_noise/{i}" in tf_variables
+        },
+        tf_outputs64={
+            k.removeprefix("output64/"): v
+            for k, v in tf_variables.items()
+            if k.startswith("output64/")
+        },
+        tf_gradient_noise_unmeasured=done.gradient_noise_unmeasured,
         scaling=done.scaling,
         versions=done.versions,
         model_name=done.model_name,

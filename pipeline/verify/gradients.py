@@ -11,7 +11,7 @@ weights: two swapped parameters give the wrong gradients.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -34,8 +34,10 @@ class GradientComparison:
     note: str = ""
     checked: bool = True
     noise_floor: float | None = None
-    """The gradient's measured float32 noise floor (see :func:`compare_gradients`), else
-    None."""
+    """The gradient's measured float32 noise floor on the torch side (see
+    :func:`compare_gradients`), else None."""
+    noise_floor_tf: float | None = None
+    """TF's own float32 noise floor of the gradient (its float64 twin), else None."""
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (the report's ``gradients`` rows)."""
@@ -48,6 +50,7 @@ class GradientComparison:
             "checked": self.checked,
             "note": self.note,
             "noise_floor": self.noise_floor,
+            "noise_floor_tf": self.noise_floor_tf,
         }
 
 
@@ -166,20 +169,24 @@ def compare_gradients(
     torch_grads: Mapping[str, np.ndarray],
     tolerance: compare.Tolerance,
     noise: Mapping[str, compare.Noise] | None = None,
+    tf_noise: Mapping[str, compare.Noise] | None = None,
 ) -> list[GradientComparison]:
     """Compare TF and torch gradients for every trainable TF variable through ``entries``.
 
     ``tf_grads`` is keyed by TF name, ``torch_grads`` by torch name.  The fixed
     ``tolerance`` is scaled to the gradient's magnitude (``atol * max(1, max|g_tf|)``): a
     gradient sums over the batch and over every output, so its size is set by the loss,
-    not by the variable.  Where the gradient's float32 noise floor (``noise``, by torch
-    name) allows more (:meth:`pipeline.core.compare.Noise.tolerance`), ``atol`` is that: deep
-    networks' float32 gradients are that far from the exact ones.  The floor is only ever a
-    widening because a gradient, unlike an output, jumps where float32 and float64 fall on
-    two sides of a ReLU or max-pool kink, so it can be far larger than TF and torch, which
-    decide those kinks alike, ever differ.
+    not by the variable.  Where the gradient pair's float32 noise floor allows more, ``atol``
+    is that: deep networks' float32 gradients are that far from the exact ones.  The pair's
+    floor combines each side's own (:meth:`pipeline.core.compare.Noise.tolerance` with
+    ``noise`` = torch's, by torch name, and ``noise_other`` = TF's, ``tf_noise`` by TF name,
+    its float64 twin's): ``k·(n_torch + n_tf) + f·eps·scale``; with one side unmeasured the
+    other stands for both.  The floor is only ever a widening because a gradient, unlike an
+    output, jumps where float32 and float64 fall on two sides of a ReLU or max-pool kink;
+    where the two frameworks decide a kink alike, their gradients are much closer than that.
     """
     noise = noise or {}
+    tf_noise = tf_noise or {}
     results = []
     for entry in entries:
         if not entry.trainable or entry.tf_name is None:
@@ -218,7 +225,10 @@ def compare_gradients(
             got = np.zeros_like(expected)  # no torch gradient: the parameter is unused
         scale = max(1.0, float(np.max(np.abs(expected))) if expected.size else 1.0)
         tol = compare.Tolerance(tolerance.atol * scale, tolerance.rtol)
-        floor = noise.get(entry.torch_name)
+        own, tf_floor = noise.get(entry.torch_name), tf_noise.get(entry.tf_name)
+        floor = own or tf_floor
+        if own is not None and tf_floor is not None:
+            floor = replace(own, noise_other=tf_floor.noise)
         if floor is not None:
             tol = compare.Tolerance(max(tol.atol, floor.tolerance().atol), tol.rtol)
         c = compare.compare_pair(
@@ -232,7 +242,8 @@ def compare_gradients(
                 c.max_rel,
                 bool(c),
                 c.note or "",
-                noise_floor=floor.noise if floor is not None else None,
+                noise_floor=own.noise if own is not None else None,
+                noise_floor_tf=tf_floor.noise if tf_floor is not None else None,
             )
         )
     return results

@@ -27,7 +27,7 @@ import torch
 
 from pipeline.core import compare
 from pipeline.core.onnx_graph import all_nodes
-from pipeline.core.torch_runner import torch_device
+from pipeline.core.torch_runner import module_device, torch_device
 from pipeline.to_torch.importer import import_onnx
 from pipeline.verify.gradients import torch_gradients
 
@@ -162,13 +162,15 @@ def measure_gradient_noise(
     output_names: Sequence[str],
     weights: Mapping[str, np.ndarray],
     float32_gradients: Mapping[str, np.ndarray],
+    outputs: dict[str, np.ndarray] | None = None,
 ) -> dict[str, compare.Noise]:
     """The float32 noise floor of each parameter's gradient of the fixed loss (``weights``,
     :func:`pipeline.verify.gradients.torch_gradients`): ``float32_gradients`` against the
     gradients of a float64 copy of ``module`` on the same inputs, keyed by parameter name.
 
     Empty when the float64 copy cannot run (the gradient check then keeps its fixed
-    tolerance); ``module`` itself is left as it was.
+    tolerance); ``module`` itself is left as it was.  ``outputs``, if given, receives the
+    float64 copy's outputs by name (what TF's float64 twin is held against).
     """
     try:
         wide = _float64_module(module)
@@ -180,6 +182,12 @@ def measure_gradient_noise(
     except Exception as err:  # any failure only means "no floor": fixed tolerances apply
         log.info("gradient noise floor not measured: %s", " ".join(str(err).split())[:200])
         return {}
+    if outputs is not None:
+        try:
+            device = module_device(wide)
+            outputs.update(_run(wide, wide_inputs, input_names, output_names, device, None))
+        except Exception as err:  # no outputs: TF's twin cannot be held against them
+            log.info("float64 outputs not computed: %s", " ".join(str(err).split())[:200])
     floors = {}
     for name, low in float32_gradients.items():
         if name in high and low.dtype.kind == "f" and low.dtype != np.float64:

@@ -15,6 +15,9 @@ Schema 1.1 adds, keeping every 1.0 key: ``tolerances.noise_floor`` (output → `
 :class:`pipeline.core.compare.Noise`), ``tolerances.noise_model`` (its rule and factors),
 ``tolerances.noise_unmeasured`` (why there is no floor, else null) and each comparison's
 ``noise_floor`` (the floor that set its ``atol``; null for user or default tolerances).
+Within 1.1, added later: each gradient row's ``noise_floor_tf`` (TF's own float32 floor of
+that gradient, from its float64 twin; null when unmeasured) and
+``gradient_check.tf_noise_unmeasured`` (why TF's floor was not measured or not trusted).
 """
 
 from __future__ import annotations
@@ -408,6 +411,12 @@ def print_summary(console: Console, report: Mapping[str, Any]) -> None:
             + left_out,
             markup=False,
         )
+        if scope.get("tf_noise_unmeasured"):
+            console.print(
+                f"gradients: TF's own float32 floor not measured ({scope['tf_noise_unmeasured']});"
+                " torch's stands for both sides",
+                markup=False,
+            )
     unchecked = unchecked_passes(report.get("passes") or [])
     if unchecked:
         console.print(

@@ -81,18 +81,70 @@ def check_gradients(
     output_names: Sequence[str],
     tf_gradients: Mapping[str, np.ndarray],
     loss_weights: Mapping[str, np.ndarray],
-) -> list[GradientComparison]:
+    tf_noise: Mapping[str, compare.Noise] | None = None,
+    tf_outputs64: Mapping[str, np.ndarray] | None = None,
+    tf_noise_unmeasured: str | None = None,
+    output_noise: Mapping[str, compare.Noise] | None = None,
+) -> tuple[list[GradientComparison], str | None]:
     """Differentiate the fixed loss ``sum(output * weight)`` in torch and compare each TF
     variable's gradient (carried through its transform) with its parameter's, within the
-    fixed relative tolerance or, where larger, the gradient's float32 noise floor (a float64
-    copy of ``module`` differentiated alike)."""
+    fixed relative tolerance or, where larger, the gradient pair's float32 noise floor: the
+    torch floor (a float64 copy of ``module`` differentiated alike) combined with TF's own
+    (``tf_noise`` by variable path, from TF's float64 twin; :meth:`compare.Noise.tolerance`).
+
+    TF's floor is used only where its twin is the same function: each of the twin's outputs
+    (``tf_outputs64``) must match the float64 copy's within that output's own tolerance
+    (``output_noise``, else the float32 default).  Returns the comparisons and why TF's floor
+    was not used (None when it was), in which case torch's floor stands for both sides."""
     args = (dict(inputs), list(input_names), list(output_names), dict(loss_weights))
     torch_grads = torch_gradients(module, *args)
-    noise = measure_gradient_noise(module, *args, torch_grads)
-    return compare_gradients(
+    outputs64: dict[str, np.ndarray] = {}
+    noise = measure_gradient_noise(module, *args, torch_grads, outputs64)
+    unmeasured = tf_noise_unmeasured
+    if unmeasured is None and not tf_noise:
+        unmeasured = "TF measured no gradient floor"
+    if unmeasured is None:
+        unmeasured = _twin_mismatch(tf_outputs64 or {}, outputs64, output_noise or {})
+    tf_floors = dict(tf_noise or {}) if unmeasured is None else {}
+    checks = compare_gradients(
         list(parameters),
         dict(tf_gradients),
         torch_grads,
         compare.DTYPE_DEFAULTS["float32"],
         noise,
+        tf_floors,
     )
+    return checks, unmeasured
+
+
+def _twin_mismatch(
+    tf64: Mapping[str, np.ndarray],
+    torch64: Mapping[str, np.ndarray],
+    output_noise: Mapping[str, compare.Noise],
+) -> str | None:
+    """Why TF's float64 twin is not taken for the same function as torch's float64 copy
+    (an output missing or further apart than the output's tolerance), or None."""
+    if not tf64 or not torch64:
+        return "no float64 outputs to hold TF's twin against torch's float64 copy"
+    for name, ours in torch64.items():
+        if name not in tf64:
+            if name in output_noise:
+                return f"TF's float64 twin has no output {name}"
+            continue
+        floor = output_noise.get(name)
+        tol = floor.tolerance() if floor is not None else compare.DTYPE_DEFAULTS["float32"]
+        pair = compare.compare_pair(
+            "tf64-torch64",
+            name,
+            np.asarray(tf64[name], np.float64),
+            np.asarray(ours, np.float64),
+            tol,
+        )
+        if not pair:
+            apart = "?" if pair.max_abs is None else f"{pair.max_abs:.3g}"
+            return (
+                f"TF's float64 twin differs from torch's float64 copy on {name} by {apart} "
+                f"(tolerance {tol.atol:.3g}{', ' + pair.note if pair.note else ''}): "
+                "not the same function"
+            )
+    return None

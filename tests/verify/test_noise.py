@@ -9,6 +9,7 @@ change, a zeroed bias or swapped input channels still fail.  The slow tests do t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Callable
@@ -22,6 +23,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 import pipeline
+import pipeline.api
 from pipeline.cli import main
 from pipeline.verify.check import check_run
 from pipeline.verify.noise import measure_gradient_noise, measure_noise
@@ -150,6 +152,69 @@ def test_noise_far_above_1e4_passes_where_a_fixed_tolerance_cries_wolf(
         result = check_run(run, golden_only=True)
         assert result, [str(c) for c in result.failures]
     assert [c["verdict"] for c in _report(run)["checks"]] == ["pass"] * 3
+
+
+def test_tf_measures_its_own_gradient_floor_and_the_report_records_it(
+    deep_tanh_run: Path,
+) -> None:
+    report = _report(deep_tanh_run)
+    assert report["gradient_check"]["tf_noise_unmeasured"] is None
+    checked = [g for g in report["gradients"] if g["checked"]]
+    assert checked and all(g["noise_floor_tf"] is not None for g in checked)
+    # 24 chaotic tanh layers: TF's float32 gradients are far from its float64 twin's too.
+    assert max(g["noise_floor_tf"] for g in checked) > 1e-3
+
+
+def test_gradient_faults_fail_even_against_both_frameworks_floors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two faults planted after the outputs were compared, in one conversion:
+
+    - two hidden kernels' torch names swapped in the parameter table: the module is intact,
+      so TF's float64 twin matches its float64 copy and TF's floor is used, yet the
+      gradients land on the wrong parameters and fail;
+    - the torch module's logits kernel times 1.5: every hidden layer's backward signal is off
+      by half.  The module is then another function than TF's twin, so TF's floor is
+      dropped (the report says why) and the gradients fail against torch's floor.
+    """
+    real = pipeline.api.check_gradients
+    swapped_checks = []
+
+    def faulty(module: torch.nn.Module, parameters: list[Any], *args: Any) -> Any:
+        by_tf = {e.tf_name: e for e in parameters}
+        a, b = by_tf["dense_20/kernel"], by_tf["dense_21/kernel"]
+        swapped = [
+            dataclasses.replace(e, torch_name=b.torch_name)
+            if e is a
+            else dataclasses.replace(e, torch_name=a.torch_name)
+            if e is b
+            else e
+            for e in parameters
+        ]
+        swapped_checks.append(real(module, swapped, *args))
+        [weight] = [p for n, p in module.named_parameters() if "logits" in n and p.ndim == 2]
+        with torch.no_grad():
+            weight.mul_(1.5)
+        return real(module, parameters, *args)
+
+    monkeypatch.setattr(pipeline.api, "check_gradients", faulty)
+    result = pipeline.convert(f"{NOISY}:deep_tanh_mlp", tmp_path / "run")
+
+    [(swap_rows, swap_unmeasured)] = swapped_checks
+    assert swap_unmeasured is None  # TF's floor measured and trusted
+    rows = {g.tf_name: g for g in swap_rows}
+    for name in ("dense_20/kernel", "dense_21/kernel"):
+        assert rows[name].noise_floor_tf is not None and not rows[name].passed
+    assert rows["dense_22/kernel"].passed and rows["dense_19/kernel"].passed
+
+    assert result.verdict == "fail"
+    assert all(c["pass"] for c in result.report["comparisons"])
+    why = result.report["gradient_check"]["tf_noise_unmeasured"]
+    assert why is not None and "not the same function" in why
+    rows_json = {g["tf_name"]: g for g in result.report["gradients"]}
+    assert rows_json["dense_23/bias"]["noise_floor_tf"] is None
+    assert not rows_json["dense_23/bias"]["pass"] and not rows_json["dense_23/kernel"]["pass"]
+    assert rows_json["logits/bias"]["pass"]  # d(loss)/d(bias) = sum(w): the kernel is not in it
 
 
 def _first_dense_onnx(

@@ -25,17 +25,104 @@ def loss_weights(outputs: dict[str, np.ndarray], seed: int) -> dict[str, np.ndar
     }
 
 
+def _loss(results: list[Any], outputs: dict[str, np.ndarray], weights: dict[str, np.ndarray]) -> Any:
+    """The fixed loss ``sum over weighted outputs of sum(output * weight)`` in float64."""
+    import tensorflow as tf
+
+    return tf.add_n(
+        [
+            tf.reduce_sum(tf.cast(r, tf.float64) * tf.constant(weights[name], tf.float64))
+            for name, r in zip(outputs, results, strict=True)
+            if name in weights
+        ]
+        or [tf.constant(0.0, tf.float64)]
+    )
+
+
+def float64_twin(model: Any) -> Any:
+    """A float64 copy of the Keras ``model``: every layer rebuilt from its config with
+    ``dtype="float64"`` and every variable's value copied (floating ones widened).  Raises
+    where that cannot be done faithfully (a subclassed model, a layer that ignores the dtype
+    or whose config does not rebuild it, variables that do not line up)."""
+    import keras
+
+    def widen(layer: Any) -> Any:
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float64"})
+
+    twin = keras.models.clone_model(model, clone_function=widen, recursive=True)
+    src, dst = list(model.weights), list(twin.weights)
+    if len(src) != len(dst):
+        raise ValueError(f"the twin has {len(dst)} variables, the model {len(src)}")
+    for a, b in zip(src, dst, strict=True):
+        value = np.asarray(a.value)
+        if tuple(value.shape) != tuple(b.shape):
+            raise ValueError(f"{a.path}: twin variable {b.path} has shape {tuple(b.shape)}")
+        if value.dtype.kind == "f":
+            if np.dtype(b.dtype) != np.float64:
+                raise ValueError(f"{a.path}: twin variable {b.path} is {b.dtype}, not float64")
+            b.assign(value.astype(np.float64))
+        else:
+            b.assign(value.astype(np.dtype(b.dtype)))
+    return twin
+
+
+def _float64_gradients(
+    loaded: LoadedModel,
+    arrays: dict[str, np.ndarray],
+    outputs: dict[str, np.ndarray],
+    weights: dict[str, np.ndarray],
+) -> tuple[dict[int, np.ndarray], dict[str, np.ndarray]]:
+    """The fixed loss's gradients through the model's float64 twin (:func:`float64_twin`),
+    by index into ``loaded.variables``, and the twin's floating outputs by name."""
+    import tensorflow as tf
+
+    from pipeline.export.worker.stateless_export import flat_outputs, pack_inputs
+
+    if loaded.keras_model is None:
+        raise ValueError("not a Keras model (no float64 twin can be built)")
+    twin = float64_twin(loaded.keras_model)
+    tensors = {
+        k: tf.constant(v.astype(np.float64) if v.dtype.kind == "f" else v)
+        for k, v in arrays.items()
+    }
+    args = [tensors[s.name] for s in loaded.inputs]
+    twin_variables = list(twin.weights)
+    trainable = [i for i, v in enumerate(loaded.variables) if v.trainable]
+    with tf.GradientTape() as tape:
+        results = flat_outputs(twin(pack_inputs(twin, args), training=False))
+        if len(results) != len(outputs):
+            raise ValueError(f"the twin has {len(results)} outputs, the model {len(outputs)}")
+        loss = _loss(results, outputs, weights)
+    grads = tape.gradient(loss, [twin_variables[i] for i in trainable])
+    high = {
+        i: np.asarray(tf.convert_to_tensor(g)) for i, g in zip(trainable, grads, strict=True)
+        if g is not None
+    }
+    out64 = {
+        name: np.asarray(r)
+        for name, r in zip(outputs, results, strict=True)
+        if name in weights
+    }
+    return high, out64
+
+
 def write_variables_and_gradients(
     loaded: LoadedModel,
     arrays: dict[str, np.ndarray],
     outputs: dict[str, np.ndarray],
     seed: int,
     path: Path,
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[dict[str, Any]], str | None, str | None]:
     """Write every variable's value and every trainable one's gradient of the fixed loss to
     ``path`` (keys ``value/<i>``, ``grad/<i>``, ``loss_weight/<output>``); return the
-    variables' metadata in the same order, and why TF could not differentiate the model
-    (None when it could; then no variable has a gradient)."""
+    variables' metadata in the same order, why TF could not differentiate the model (None
+    when it could; then no variable has a gradient), and why TF's own gradient noise floor
+    was not measured (None when it was).
+
+    TF's floor: the same loss differentiated through a float64 twin of the Keras model
+    (:func:`float64_twin`); ``grad_noise/<i>`` = ``[max |g32 - g64|, max |g64|]`` per
+    gradient, and ``output64/<output>`` the twin's outputs, which the verify stage holds
+    against torch's float64 copy before it trusts the floor."""
     import tensorflow as tf
 
     weights = loss_weights(outputs, seed)
@@ -45,14 +132,7 @@ def write_variables_and_gradients(
     try:
         with tf.GradientTape() as tape:
             results = loaded.call({k: tf.constant(v) for k, v in arrays.items()})
-            loss = tf.add_n(
-                [
-                    tf.reduce_sum(tf.cast(r, tf.float64) * tf.constant(weights[name], tf.float64))
-                    for name, r in zip(outputs, results, strict=True)
-                    if name in weights
-                ]
-                or [tf.constant(0.0, tf.float64)]
-            )
+            loss = _loss(results, outputs, weights)
         if trainable:
             grads = dict(
                 zip(
@@ -66,13 +146,24 @@ def write_variables_and_gradients(
         # tape: the outputs were already compared; the gradient check is skipped, saying why.
         error = one_line(err)
     npz: dict[str, np.ndarray] = {f"loss_weight/{k}": w for k, w in weights.items()}
+    high: dict[int, np.ndarray] = {}
+    noise_unmeasured = None
+    if error is None and grads:
+        try:
+            high, out64 = _float64_gradients(loaded, arrays, outputs, weights)
+            npz.update({f"output64/{k}": v for k, v in out64.items()})
+        except Exception as err:  # no twin: the check keeps torch's floor alone, saying why
+            noise_unmeasured = f"TF's float64 twin failed: {type(err).__name__}: {one_line(err)}"
     meta = []
     for i, v in enumerate(loaded.variables):
         value = np.asarray(v.variable)
         npz[f"value/{i}"] = value
         grad = grads.get(id(v))
         if grad is not None:
-            npz[f"grad/{i}"] = np.asarray(tf.convert_to_tensor(grad))
+            npz[f"grad/{i}"] = low = np.asarray(tf.convert_to_tensor(grad))
+            floor = _gradient_floor(low, high.get(i))
+            if floor is not None:
+                npz[f"grad_noise/{i}"] = floor
         meta.append(
             {
                 "path": v.path,
@@ -85,6 +176,20 @@ def write_variables_and_gradients(
             }
         )
     write_npz(path, npz)
-    return meta, error
+    return meta, error, noise_unmeasured
+
+
+def _gradient_floor(low: np.ndarray, high: np.ndarray | None) -> np.ndarray | None:
+    """TF's own float32 noise floor of one gradient: ``[max |low - high|, max |high|]``
+    over the elements finite on both sides (float64), or None without a twin gradient."""
+    if high is None or low.shape != high.shape or low.dtype.kind != "f":
+        return None
+    low64, high64 = low.astype(np.float64), high.astype(np.float64)
+    finite = np.isfinite(low64) & np.isfinite(high64)
+    if not finite.any():
+        return None
+    return np.array(
+        [np.max(np.abs(low64 - high64)[finite]), np.max(np.abs(high64[finite]))], np.float64
+    )
 
 

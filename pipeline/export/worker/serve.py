@@ -86,7 +86,7 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
         )
     write_npz(work_dir / "tf_outputs.npz", dict(zip(output_names, outputs, strict=True)))
     with _timed(timings, "gradients"):
-        variables, gradient_error = write_variables_and_gradients(
+        variables, gradient_error, gradient_noise_unmeasured = write_variables_and_gradients(
             loaded,
             arrays,
             dict(zip(output_names, outputs, strict=True)),
@@ -100,6 +100,7 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
         "timings": timings,
         "variables": variables,
         "gradient_error": gradient_error,
+        "gradient_noise_unmeasured": gradient_noise_unmeasured,
         "scaling": loaded.scaling,
         "versions": {
             "tensorflow": tf.__version__,
