@@ -152,7 +152,15 @@ def fuse_conv_bias(model: ir.Model) -> int:
         # Add's readers take the new Conv's output itself.
         direct = summand is conv.outputs[0]
         conv.outputs[0].replace_all_uses_with(new.outputs[0])
-        add.outputs[0].replace_all_uses_with(new.outputs[0] if direct else summand)
+        target = new.outputs[0] if direct else summand
+        summed = add.outputs[0]
+        if summed.is_graph_output():  # the model's output keeps its name
+            name = summed.name
+            summed.replace_all_uses_with(target, replace_graph_outputs=True)
+            summed.name, target.name = f"{name}__bias_add", name
+            target.type, target.shape = summed.type, summed.shape  # a graph output's own
+        else:
+            summed.replace_all_uses_with(target)
         graph.remove(add, safe=True)
         moved += 1
     if moved:
