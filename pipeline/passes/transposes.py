@@ -112,6 +112,8 @@ class _Rewriter:
                 old.replace_all_uses_with(new, replace_graph_outputs=True)
                 old.name = f"{name}__replaced"
                 new.name = name
+                if new.type is None:  # a graph output needs its type (a new node's has none)
+                    new.type, new.shape = old.type, old.shape
             else:
                 old.replace_all_uses_with(new)
         self.graph.remove(node, safe=True)

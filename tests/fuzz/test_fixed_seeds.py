@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fuzz.outcome import SILENT
+from fuzz.outcome import PASS, SILENT
 from fuzz.run import FIXED_SEEDS, ModelResult, run_fuzz
 
 KNOWN_SILENT: dict[int, str] = {}
@@ -37,3 +37,25 @@ def fixed_results(tmp_path_factory: pytest.TempPathFactory) -> dict[int, ModelRe
 def test_fixed_seed_passes_or_fails_loudly(seed: int, fixed_results: dict[int, ModelResult]) -> None:
     result = fixed_results[seed]
     assert result.status != SILENT, f"{result.kind}: {result.detail} ({result.factory})"
+
+
+REGRESSION_SEEDS: dict[int, str] = {
+    1143: "transposes: a graph output replaced by a new node's value lost its type",
+    1001: "conv_bias: an Add straight after the Conv dropped the bias (pass check)",
+    1020: "conv_bias: the same, seen as an unmapped depthwise bias",
+    1049: "codegen: SELU had no readable form",
+    1104: "conv_bias: a bias sum that is the model's output raised ValueError",
+}
+"""Fuzz seeds that failed loudly on a bug this tree fixed: each must now pass in full.  The
+first runs by default; the rest are in the slow suite (the fixes have unit tests too)."""
+
+
+@pytest.mark.parametrize(
+    "seed",
+    [s if i == 0 else pytest.param(s, marks=pytest.mark.slow) for i, s in enumerate(REGRESSION_SEEDS)],
+)
+def test_fixed_fuzz_failure_now_passes_in_full(seed: int, tmp_path: Path) -> None:
+    [result] = run_fuzz([seed], tmp_path, timeout=300, jobs=1, echo=False)
+    assert result.status == PASS and result.kind == "full pass", (
+        f"{REGRESSION_SEEDS[seed]}: now {result.kind}: {result.detail}"
+    )
