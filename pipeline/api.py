@@ -220,6 +220,7 @@ def convert(
                 exported.output_names,
                 exported.tf_outputs,
                 tolerances,
+                exported.tf_outputs64,
             )
 
         notify("gradients")

@@ -43,6 +43,8 @@ class NoiseFloors:
     floors: dict[str, compare.Noise] = field(default_factory=dict)
     unmeasured: str | None = None
     """Why there are no floors (the comparison then uses the fixed per-dtype tolerances)."""
+    float64_outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    """The float64 run's outputs (what TF's own float64 twin is held against)."""
 
 
 def _float64_graph(model: onnx.ModelProto) -> onnx.ModelProto | None:
@@ -139,7 +141,7 @@ def measure_noise(
             floor = _floor(low[name], high[name])
             if floor is not None:
                 floors[name] = floor
-    return NoiseFloors(floors)
+    return NoiseFloors(floors, float64_outputs={k: np.asarray(v) for k, v in high.items()})
 
 
 def _floor(low: np.ndarray, high: np.ndarray) -> compare.Noise | None:

@@ -11,7 +11,8 @@ import torch
 from pipeline.core import compare
 from pipeline.to_torch.parameters import ParameterEntry
 from pipeline.verify.gradients import compare_gradients, torch_gradients
-from pipeline.verify.stage import check_gradients
+from pipeline.verify.noise import NoiseFloors
+from pipeline.verify.stage import check_gradients, tf_output_floors
 
 ENTRY = ParameterEntry(
     tf_name="dense/kernel", torch_name="weight", shape=[4], trainable=True, transform="identity"
@@ -117,3 +118,22 @@ def test_the_tf_floor_is_used_only_where_its_twin_matches_torchs_float64_copy() 
     assert why is not None and "not the same function" in why
     passed, floor_tf, why = _check(module, inputs, weights, wrong, {})
     assert (passed, floor_tf) == (False, None) and why is not None
+
+
+def _floors(noise: float, exact: np.ndarray) -> NoiseFloors:
+    return NoiseFloors({"y": compare.Noise(noise, float(np.max(np.abs(exact))))}, None, {"y": exact})
+
+
+def test_tf_s_own_output_floor_widens_the_tf_pairs_only_where_tf_is_noisier() -> None:
+    exact = np.linspace(-3.0, 3.0, 12)
+    tf64 = exact + 1e-7  # TF's float64 twin: the same function as torch's float64 run
+    noisy_tf32 = exact + 4e-4
+    [(name, noise)] = tf_output_floors({"y": noisy_tf32}, {"y": tf64}, _floors(1e-5, exact)).items()
+    assert name == "y" and noise.noise_other == pytest.approx(4e-4 - 1e-7)
+    wide = noise.tolerance().atol
+    assert wide == pytest.approx(compare.Noise(1e-5, 3.0, noise_other=4e-4 - 1e-7).tolerance().atol)
+    assert wide > compare.Noise(1e-5, 3.0).tolerance().atol
+    # TF quieter than torch: torch's floor stands (no narrowing)
+    assert tf_output_floors({"y": exact + 1e-6}, {"y": tf64}, _floors(1e-5, exact)) == {}
+    # a twin that is not the same function is not trusted, however noisy TF looks
+    assert tf_output_floors({"y": noisy_tf32}, {"y": exact + 0.1}, _floors(1e-5, exact)) == {}
