@@ -8,16 +8,15 @@ still ends with one line and exit code 2, never a traceback on the terminal:
 
 The stage is the last one announced with :func:`enter_stage` (the API, ``check`` and
 ``diff`` announce theirs as they start; the CLI announces the command first).  The traceback
-goes to a log file in ``$TF2TORCH_LOG_DIR`` (default ``<temp dir>/tf2torch-logs``), where a
-crashed TF worker's log is also kept (:func:`keep_log`): the run directory it was written
-in is removed with the failed run.
+goes to a log file in ``$TF2TORCH_LOG_DIR`` (default ``<temp dir>/tf2torch-logs``).  A failed
+TF worker's log is kept beside the run instead (``<out>.failed/tf_worker.log``, see
+:mod:`pipeline.core.run_dir`).
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import traceback
@@ -64,20 +63,6 @@ def write_internal_log(err: BaseException, stage: str, argv: list[str]) -> Path:
     )
     path.write_text(text)
     return path
-
-
-def keep_log(path: Path, label: str) -> Path | None:
-    """Copy ``path`` (a worker's log inside a run directory that is about to be removed) to
-    :func:`log_dir` as ``<label>-<time>-<pid>.log`` and return the copy; None if it cannot
-    be read or written."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    target = log_dir() / f"{label}-{stamp}-{os.getpid()}.log"
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
-    except OSError:
-        return None
-    return target
 
 
 def describe(err: BaseException) -> str:

@@ -123,11 +123,7 @@ def export_model(source: Source, work_dir: Path, settings: ExportSettings) -> Ex
             for i, meta in enumerate(done.variables)
             if f"grad/{i}" in tf_variables
         },
-        loss_weights={
-            k.removeprefix("loss_weight/"): v
-            for k, v in tf_variables.items()
-            if k.startswith("loss_weight/")
-        },
+        loss_weights=_prefixed(tf_variables, "loss_weight/"),
         gradient_error=done.gradient_error,
         tf_gradient_noise={
             meta["path"]: compare.Noise(
@@ -138,14 +134,15 @@ def export_model(source: Source, work_dir: Path, settings: ExportSettings) -> Ex
             for i, meta in enumerate(done.variables)
             if f"grad_noise/{i}" in tf_variables
         },
-        tf_outputs64={
-            k.removeprefix("output64/"): v
-            for k, v in tf_variables.items()
-            if k.startswith("output64/")
-        },
+        tf_outputs64=_prefixed(tf_variables, "output64/"),
         tf_gradient_noise_unmeasured=done.gradient_noise_unmeasured,
         scaling=done.scaling,
         versions=done.versions,
         model_name=done.model_name,
         layers=done.layers,
     )
+
+
+def _prefixed(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """The arrays whose key starts with ``prefix``, keyed by the rest of it."""
+    return {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}

@@ -23,7 +23,7 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from pipeline.passes import variables
 from pipeline.passes.base import PassResult
-from pipeline.passes.custom_ops import const_array
+from pipeline.passes.custom_ops import const_array, hand_over_uses
 
 _CONVS = {"Conv", "ConvTranspose"}
 
@@ -152,15 +152,7 @@ def fuse_conv_bias(model: ir.Model) -> int:
         # Add's readers take the new Conv's output itself.
         direct = summand is conv.outputs[0]
         conv.outputs[0].replace_all_uses_with(new.outputs[0])
-        target = new.outputs[0] if direct else summand
-        summed = add.outputs[0]
-        if summed.is_graph_output():  # the model's output keeps its name
-            name = summed.name
-            summed.replace_all_uses_with(target, replace_graph_outputs=True)
-            summed.name, target.name = f"{name}__bias_add", name
-            target.type, target.shape = summed.type, summed.shape  # a graph output's own
-        else:
-            summed.replace_all_uses_with(target)
+        hand_over_uses(add.outputs[0], new.outputs[0] if direct else summand)
         graph.remove(add, safe=True)
         moved += 1
     if moved:

@@ -55,6 +55,20 @@ DOMAIN_VERSION = 1
 _VARIABLE_READ = re.compile(r"(?:^|/)(?:ReadVariableOp(?:_\d+)?|read)(?::\d+)?$")
 
 
+def hand_over_uses(old: ir.Value, new: ir.Value) -> None:
+    """Every reader of ``old`` reads ``new`` instead.  A graph output keeps its name,
+    position and type: ``new`` takes them over (a new node's value has no type of its own),
+    ``old`` is renamed out of the way."""
+    if not old.is_graph_output():
+        old.replace_all_uses_with(new)
+        return
+    name = old.name
+    old.replace_all_uses_with(new, replace_graph_outputs=True)
+    old.name, new.name = f"{name}__replaced", name
+    if new.type is None:
+        new.type, new.shape = old.type, old.shape
+
+
 def is_variable_read(value: ir.Value, record: provenance.Provenance | None = None) -> bool:
     """Whether initializer ``value`` is a TF variable as read (not a constant, not folded).
 

@@ -35,7 +35,7 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 from pipeline.core import provenance
 from pipeline.passes import variables
 from pipeline.passes.base import PassResult
-from pipeline.passes.custom_ops import const_array
+from pipeline.passes.custom_ops import const_array, hand_over_uses
 
 _UNARY = {
     "Abs", "Ceil", "Cast", "Clip", "Celu", "Elu", "Erf", "Exp", "Floor", "Gelu", "HardSigmoid",
@@ -107,15 +107,7 @@ class _Rewriter:
         """Replace ``node`` by the values computing its outputs (a graph output keeps its
         name and position)."""
         for old, new in zip(node.outputs, new_outputs, strict=True):
-            if old.is_graph_output():
-                name = old.name
-                old.replace_all_uses_with(new, replace_graph_outputs=True)
-                old.name = f"{name}__replaced"
-                new.name = name
-                if new.type is None:  # a graph output needs its type (a new node's has none)
-                    new.type, new.shape = old.type, old.shape
-            else:
-                old.replace_all_uses_with(new)
+            hand_over_uses(old, new)
         self.graph.remove(node, safe=True)
         self.changes += 1
 

@@ -49,7 +49,7 @@ def compare_outputs(
     follows runs on the module's device too.
     """
     floors = measure_noise(model, inputs, input_names, output_names)
-    tolerances = replace(tolerances, noise=floors.floors, noise_unmeasured=floors.unmeasured)
+    tolerances = _with_floors(tolerances, floors)
     ort = OrtRunner(model)
     device = place_module(module)
     outputs = {
@@ -111,7 +111,10 @@ def with_noise_floors(
 ) -> compare.Tolerances:
     """``tolerances`` with the float32 noise floor of each of ``model``'s floating outputs
     on ``inputs``.  Measured (and reported) even where a user tolerance overrides it."""
-    floors = measure_noise(model, inputs, input_names, output_names)
+    return _with_floors(tolerances, measure_noise(model, inputs, input_names, output_names))
+
+
+def _with_floors(tolerances: compare.Tolerances, floors: NoiseFloors) -> compare.Tolerances:
     return replace(tolerances, noise=floors.floors, noise_unmeasured=floors.unmeasured)
 
 
