@@ -1,5 +1,6 @@
 """Render ``runs/corpus.jsonl`` (rows written by ``tests/test_corpus.py``) as the README's
-markdown table: one row per network, max abs error per pair, variables mapped, seconds."""
+markdown table: one row per network, max abs error per pair, variables mapped, planted faults
+caught (and the smallest margin: max error / tolerance of the weakest catch), seconds."""
 
 from __future__ import annotations
 
@@ -16,9 +17,18 @@ COLUMNS = (
     "ort-torch",
     "variables",
     "gradients",
+    "mutations",
     "export_s",
     "total_s",
 )
+
+
+def _mutations(margins: object) -> str:
+    """``caught/planted (weakest margin)``; a margin above 1 is a failed check."""
+    if not isinstance(margins, dict) or not margins:
+        return ""
+    caught = sum(1 for m in margins.values() if m > 1)
+    return f"{caught}/{len(margins)} (min {min(margins.values()):.3g}x)"
 
 
 def render(rows: list[dict[str, object]]) -> str:
@@ -28,7 +38,11 @@ def render(rows: list[dict[str, object]]) -> str:
     for name in sorted(latest):
         row = latest[name]
         cells = [
-            f"{row[c]:.1e}" if isinstance(row.get(c), float) and "-" in c else str(row.get(c, ""))
+            _mutations(row.get(c))
+            if c == "mutations"
+            else f"{row[c]:.1e}"
+            if isinstance(row.get(c), float) and "-" in c
+            else str(row.get(c, ""))
             for c in COLUMNS
         ]
         lines.append("| " + " | ".join(cells) + " |")

@@ -9,10 +9,17 @@ so its moving statistics are real batch statistics and activations stay O(1) to 
 With fresh statistics (mean 0, variance 1) the logits of some networks barely depend on the
 input (MobileNetV3Small's move by ~1e-7 between two inputs), which would make a weak test.
 
+Before that, every trainable variable the constructor set to a constant is redrawn around it
+(:func:`randomize_constants`): biases and norm offsets are zeros in a fresh network, so a bias
+that went to the wrong place, or nowhere, would not change a single output (a zeroed-bias
+mutation would be no mutation at all), and VGG's logits would be ~1e-8.
+
 The list itself, :data:`models.catalog.CORPUS`, imports no TensorFlow.
 """
 
 from __future__ import annotations
+
+import os
 
 import keras
 import numpy as np
@@ -20,14 +27,34 @@ import numpy as np
 # The worker imports a factory file with its folder on sys.path, so the sibling is `catalog`.
 from catalog import CORPUS
 
-SEED = 1234
+SEED = int(os.environ.get("TF2TORCH_CORPUS_SEED", "1234"))
+"""Weights and calibration; ``TF2TORCH_CORPUS_SEED`` draws another network of the same
+architecture (the corpus reruns for false alarms)."""
+
+
+def randomize_constants(model: keras.Model, rng: np.random.Generator) -> None:
+    """Redraw every trainable variable whose elements are all one constant ``c`` (biases,
+    BatchNorm/LayerNorm ``gamma`` and ``beta``, layer scales): ``c = 0`` becomes N(0, 0.1²),
+    any other ``c`` becomes ``c`` times U(0.5, 1.5)."""
+    for variable in model.trainable_variables:
+        values = keras.ops.convert_to_numpy(variable)
+        if values.size == 0 or not np.all(values == values.flat[0]):
+            continue
+        constant = float(values.flat[0])
+        if constant == 0.0:
+            drawn = rng.normal(0.0, 0.1, values.shape)
+        else:
+            drawn = constant * rng.uniform(0.5, 1.5, values.shape)
+        variable.assign(drawn.astype(values.dtype))
 
 
 def calibrate_batchnorm(model: keras.Model, size: int, seed: int = SEED) -> keras.Model:
-    """Give every BatchNormalization random ``gamma`` ~ U(0.5, 1.5) and ``beta`` ~ N(0, 0.1²),
-    then set its moving statistics to the statistics of one random batch (a training-mode
-    call with ``momentum`` 0); momentum is restored afterwards."""
+    """Redraw the constant variables (:func:`randomize_constants`: BatchNorm ``gamma`` ~
+    U(0.5, 1.5), ``beta`` ~ N(0, 0.1²), biases ~ N(0, 0.1²)), then set every
+    BatchNormalization's moving statistics to the statistics of one random batch (a
+    training-mode call with ``momentum`` 0); momentum is restored afterwards."""
     rng = np.random.default_rng(seed)
+    randomize_constants(model, rng)
     norms = [
         layer
         for layer in model._flatten_layers(include_self=False, recursive=True)
@@ -35,10 +62,6 @@ def calibrate_batchnorm(model: keras.Model, size: int, seed: int = SEED) -> kera
     ]
     momenta = [layer.momentum for layer in norms]
     for layer in norms:
-        if layer.gamma is not None:
-            layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape).astype("float32"))
-        if layer.beta is not None:
-            layer.beta.assign(rng.normal(0.0, 0.1, layer.beta.shape).astype("float32"))
         layer.momentum = 0.0
     # Standard normal, as the inputs tf2torch draws from the signature.
     batch = rng.standard_normal((8, size, size, 3)).astype("float32")
@@ -65,7 +88,9 @@ def _factory(name: str) -> object:
         return build(name)
 
     factory.__name__ = name
-    factory.__doc__ = f"``keras.applications.{name}`` at {CORPUS[name]}x{CORPUS[name]} (see module)."
+    factory.__doc__ = (
+        f"``keras.applications.{name}`` at {CORPUS[name]}x{CORPUS[name]} (see module)."
+    )
     return factory
 
 

@@ -2,8 +2,9 @@
 ``weights=None`` with calibrated BatchNorm, converted with default options.
 
 Each must pass three ways with every trainable variable mapped and every gradient checked,
-and run at batch 1 and 7.  Slow: ``make test-slow`` (or ``make corpus``, which also writes
-the README's table to ``runs/corpus.md``).  The keras-hub-style text backbones
+run at batch 1 and 7, and still fail on each planted fault of ``tests/mutations.py``.  Slow:
+``make test-slow`` (or ``make corpus``, which also writes the README's table to
+``runs/corpus.md``).  The keras-hub-style text backbones
 (``models/text.py``: dict inputs, masks, dynamic sequence length) are small and run by default.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from mutations import MUTATIONS, plant
 from test_end_to_end import assert_dynamic_batch, assert_three_way_pass
 
 import pipeline
@@ -27,6 +29,7 @@ from pipeline.core.torch_runner import run_torch
 REPO = Path(__file__).resolve().parents[1]
 APPLICATIONS = REPO / "models" / "applications.py"
 CORPUS = load_catalog().CORPUS
+SEED = int(os.environ.get("TF2TORCH_CORPUS_SEED", "0"))
 TABLE = Path(os.environ.get("TF2TORCH_CORPUS_TABLE", REPO / "runs" / "corpus.jsonl"))
 
 
@@ -40,12 +43,15 @@ def _worst(report: dict[str, object], pair: str) -> float:
 @pytest.mark.parametrize("name", list(CORPUS))
 def test_corpus_network_converts(name: str, tmp_path: Path) -> None:
     start = time.perf_counter()
-    result = pipeline.convert(f"{APPLICATIONS}:{name}", tmp_path / name)
+    # A rerun (``TF2TORCH_CORPUS_SEED``) draws other weights and other inputs.
+    options = pipeline.ConvertOptions(seed=SEED)
+    result = pipeline.convert(f"{APPLICATIONS}:{name}", tmp_path / name, options)
     seconds = time.perf_counter() - start
     report = result.report
     count = report["parameter_count"]
     row = {
         "network": name,
+        "seed": os.environ.get("TF2TORCH_CORPUS_SEED", "default"),
         "size": CORPUS[name],
         "verdict": result.verdict,
         "tf-ort": _worst(report, "tf-ort"),
@@ -58,13 +64,20 @@ def test_corpus_network_converts(name: str, tmp_path: Path) -> None:
         "export_s": round(report["stages"]["export"]["seconds"], 1),
         "total_s": round(seconds, 1),
     }
+    # Still sharp: each planted fault must fail the golden check (margin: how far past the
+    # tolerance it landed, on the worst pair that reads the mutated artifact).
+    outcomes = [plant(result.run_dir, m) for m in MUTATIONS] if result.verdict == "pass" else []
+    row["mutations"] = {o.mutation: round(o.margin, 2) for o in outcomes}
     TABLE.parent.mkdir(parents=True, exist_ok=True)
     with TABLE.open("a") as table:
         table.write(json.dumps(row) + "\n")
     assert_three_way_pass(result)
     assert count["status"] == "full", count
+    assert all(o.caught and o.untouched_passes for o in outcomes), outcomes
     with np.load(result.run_dir / "golden.npz") as golden:
-        inputs = {k.removeprefix("input/"): golden[k] for k in golden.files if k.startswith("input/")}
+        inputs = {
+            k.removeprefix("input/"): golden[k] for k in golden.files if k.startswith("input/")
+        }
     names = [s["name"] for s in report["inputs"]]
     outputs = sorted({c["output"] for c in report["comparisons"]})
     assert_dynamic_batch(result.run_dir, result.module, inputs, names, outputs)
