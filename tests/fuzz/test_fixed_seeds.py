@@ -45,6 +45,7 @@ REGRESSION_SEEDS: dict[int, str] = {
     1020: "conv_bias: the same, seen as an unmapped depthwise bias",
     1049: "codegen: SELU had no readable form",
     1104: "conv_bias: a bias sum that is the model's output raised ValueError",
+    1036: "export: an input returned as an output named an Identity like the input (SerdeError)",
 }
 """Fuzz seeds that failed loudly on a bug this tree fixed: each must now pass in full.  The
 first runs by default; the rest are in the slow suite (the fixes have unit tests too)."""

@@ -56,6 +56,9 @@ def rename_outputs(proto: Any, names: Sequence[str]) -> None:
     graph = proto.graph
     if len(names) != len(graph.output):
         return
+    inputs = {i.name for i in graph.input}
+    passed_through = {o.name for o, new in zip(graph.output, names, strict=True) if new in inputs}
+    _output_inputs_directly(graph, passed_through)
     renames = {o.name: new for o, new in zip(graph.output, names, strict=True) if o.name != new}
     if not renames:
         return
@@ -66,6 +69,25 @@ def rename_outputs(proto: Any, names: Sequence[str]) -> None:
             node.input[i] = renames.get(name, name)
     for value in graph.output:
         value.name = renames.get(value.name, value.name)
+
+
+def _output_inputs_directly(graph: Any, outputs: set[str]) -> None:
+    """A model that returns an input unchanged: tf2onnx writes an ``Identity`` of the graph
+    input, which the TF name would then give the input's own name (two values, one name: an
+    invalid graph).  Drop the Identity nodes that only feed these outputs, so the graph
+    output is the graph input itself."""
+    producers = {out: node for node in graph.node for out in node.output}
+    read = {name for node in graph.node for name in node.input}
+    for output in outputs:
+        node = producers.get(output)
+        while node is not None and node.op_type == "Identity" and node.output[0] not in read:
+            graph.node.remove(node)
+            read = {name for n in graph.node for name in n.input}
+            source = node.input[0]
+            for value in graph.output:
+                if value.name == node.output[0]:
+                    value.name = source
+            node = producers.get(source)
 
 
 
