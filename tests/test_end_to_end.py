@@ -62,9 +62,9 @@ def assert_trainable_with_tf_names(result: pipeline.ConversionResult) -> None:
     # Every variable has its tensor; only a non-float state (Normalization's sample count)
     # stays a constant of the graph, and it never trains.
     constants = [r for r in table if not r["torch_name"]]
-    assert table and all(
-        r["transform"] == "constant" and not r["trainable"] for r in constants
-    ), constants
+    assert table and all(r["transform"] == "constant" and not r["trainable"] for r in constants), (
+        constants
+    )
     count = report["parameter_count"]
     assert count["pass"] and count["tf_trainable"] == count["torch_trainable"] > 0, count
     loaded = pipeline.load_torch(result.run_dir)
@@ -81,6 +81,8 @@ def assert_trainable_with_tf_names(result: pipeline.ConversionResult) -> None:
             assert not row["trainable"] and row["transform"] == "zeros", row
             assert not params[row["torch_name"]].requires_grad
             assert not params[row["torch_name"]].detach().any(), row
+            continue
+        if row["torch_name"] is None:  # a non-float constant of the graph (checked above)
             continue
         # the name leads back to the TF layer: its top path part is in the torch name
         layer = row["tf_name"].split("/")[0]
@@ -134,7 +136,9 @@ def assert_dynamic_batch(
     tolerance (its float32 noise model: another batch size sums in another order)."""
     report = json.loads((run_dir / "report.json").read_text())
     tolerance = {
-        c["output"]: (c["atol"], c["rtol"]) for c in report["comparisons"] if c["pair"] == "ort-torch"
+        c["output"]: (c["atol"], c["rtol"])
+        for c in report["comparisons"]
+        if c["pair"] == "ort-torch"
     }
     loaded = pipeline.load_torch(run_dir)
     ort = OrtRunner(onnx.load(str(run_dir / "model.onnx")))
