@@ -24,10 +24,14 @@ test-slow: $(VENV_STAMP)
 	$(PY) -m pytest -q -m slow
 
 # Every keras.applications network through convert (part of test-slow), then the README table.
+# CORPUS_SEED=N draws other weights and inputs (the false-alarm reruns; table
+# runs/corpus-seedN.md); CORPUS_JOBS=2 converts two networks at a time.
+CORPUS_TABLE := runs/corpus$(if $(CORPUS_SEED),-seed$(CORPUS_SEED))
 corpus: $(VENV_STAMP)
-	rm -f runs/corpus.jsonl
-	$(PY) -m pytest -q -m slow tests/test_corpus.py; status=$$?; \
-	$(PY) bench/corpus_table.py runs/corpus.jsonl runs/corpus.md; exit $$status
+	rm -f $(CORPUS_TABLE).jsonl
+	$(if $(CORPUS_SEED),TF2TORCH_CORPUS_SEED=$(CORPUS_SEED)) TF2TORCH_CORPUS_TABLE=$(CORPUS_TABLE).jsonl \
+	$(PY) -m pytest -q -m slow -n $(or $(CORPUS_JOBS),1) tests/test_corpus.py; status=$$?; \
+	$(PY) bench/corpus_table.py $(CORPUS_TABLE).jsonl $(CORPUS_TABLE).md; exit $$status
 
 lint: $(VENV_STAMP)
 	$(PY) -m ruff check pipeline patches models tests bench fuzz

@@ -6,6 +6,13 @@ zeroed bias or swapped input channels in ``model.onnx`` or ``model.pt2`` must st
 *first* and *last* layers with a kernel are read off ``report.json`` (in the Keras model's
 variable order), their ONNX initializers are the variable paths (provenance export) and
 their torch tensors the table's ``torch_name``s, both in torch layout (``O, I, ...``).
+
+A fault in the last layer changes the output by an amount known exactly, with no float32 in
+it: ``1e-3 * |y - b|`` for the kernel x 1.001, ``|b|`` for the zeroed bias (``y`` the TF
+output, ``b`` the bias).  Where that is below the tolerance, float32 itself moves the outputs
+as much on that network, and no output check can tell the fault from rounding: such a fault
+is *below resolution* and is reported, not expected to fail.  A fault in the first layer
+passes through the whole network and has no such bound: it must always fail.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from pipeline.verify.check import check_run
+from pipeline.verify.check import check_run, read_golden
 
 ONNX, PT2 = "model.onnx", "model.pt2"
 # The pair that does not read the mutated artifact must still pass.
@@ -95,6 +102,34 @@ class Outcome:
     """The pair that does not read the mutated artifact still passed."""
     margin: float
     """max_abs / atol on the worst pair that reads the mutated artifact (> 1: caught)."""
+    effect: float | None
+    """The exact change of the output a last-layer fault makes (None for the first layer)."""
+    atol: float
+    """The largest tolerance among the pairs that read the mutated artifact."""
+
+    @property
+    def below_resolution(self) -> bool:
+        """The fault moves the output by less than 1.5x the tolerance: rounding may hide it."""
+        return self.effect is not None and self.effect < 1.5 * self.atol
+
+
+def exact_effect(run_dir: Path, mutation: Mutation) -> float | None:
+    """The change of the (single) output a last-layer ``mutation`` makes, from TF's golden
+    output and the bias; None for a first-layer fault or a model with several outputs."""
+    if mutation.target == "first_kernel":
+        return None
+    outputs = read_golden(run_dir / "golden.npz").outputs
+    if len(outputs) != 1:
+        return None
+    (output,) = outputs.values()
+    report = json.loads((run_dir / "report.json").read_text())
+    model = onnx.load(str(run_dir / ONNX))
+    name = targets(report)["last_bias"]["tf_name"]
+    (init,) = [i for i in model.graph.initializer if i.name == name]
+    bias = numpy_helper.to_array(init).astype(np.float64)
+    if mutation.target == "last_bias":
+        return float(np.abs(bias).max())
+    return float(1e-3 * np.abs(output.astype(np.float64) - bias).max())
 
 
 def plant(run_dir: Path, mutation: Mutation) -> Outcome:
@@ -102,6 +137,7 @@ def plant(run_dir: Path, mutation: Mutation) -> Outcome:
     artifact.  The run is left as it was (the report is not rewritten)."""
     report = json.loads((run_dir / "report.json").read_text())
     row = targets(report)[mutation.target]
+    effect = exact_effect(run_dir, mutation)
     path = run_dir / mutation.artifact
     backup = path.with_name(path.name + ".orig")
     shutil.copy2(path, backup)
@@ -122,4 +158,6 @@ def plant(run_dir: Path, mutation: Mutation) -> Outcome:
             c.passed for c in result.comparisons if c.pair == UNTOUCHED[mutation.artifact]
         ),
         margin=margin,
+        effect=effect,
+        atol=max(c.atol for c in reading),
     )

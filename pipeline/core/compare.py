@@ -68,6 +68,12 @@ noise floors (see :class:`Noise`)."""
 NOISE_EPS_FACTOR = 16.0
 """``f`` of the float32 noise model: the floor below which no tolerance goes, in units of
 ``eps · scale`` (``eps`` the output dtype's machine epsilon, ``scale`` max |output|)."""
+UNSTABLE_NOISE = 1e-2
+"""A noise floor above this fraction of the output's scale means float32 cannot compute the
+model reproducibly (rounding changes the answer itself), and a tolerance wide enough for that
+noise would pass anything: such a comparison fails instead of passing on noise.  On the
+corpus the largest stable floor is 1.1e-3 of scale (EfficientNetB6); a badly calibrated
+EfficientNetB7 had 0.52, with a tolerance of 1.7e5 on logits of 5e4."""
 
 
 def _round_up(value: float) -> float:
@@ -109,6 +115,18 @@ class Noise:
         other = self.noise if self.noise_other is None else self.noise_other
         atol = NOISE_FACTOR * (self.noise + other) + NOISE_EPS_FACTOR * eps * self.scale
         return Tolerance(_round_up(atol), 0.0)
+
+    def unstable(self) -> str | None:
+        """Why float32 cannot compute this output reproducibly (a floor above
+        :data:`UNSTABLE_NOISE` of the scale, on either side), or None."""
+        worst = max(self.noise, self.noise_other or 0.0)
+        if not self.scale > 0 or worst <= UNSTABLE_NOISE * self.scale:
+            return None
+        return (
+            f"float32 noise {worst:.2g} is {100 * worst / self.scale:.2g}% of the output's scale "
+            f"{self.scale:.2g}: float32 cannot compute this model reproducibly, so no tolerance "
+            "can judge it (check the model's numerics, or judge it with --atol/--rtol)"
+        )
 
     def to_json(self) -> dict[str, Any]:
         """``noise``, ``scale``, ``dtype`` (and ``noise_other`` when measured) and the
@@ -498,7 +516,8 @@ def compare_all(
 
     ``outputs`` maps framework name → output name → array.  Output names and tolerances
     follow the pair's reference framework; an output missing on the other side fails.  A
-    comparison whose tolerance came from a measured noise floor records it (``noise_floor``).
+    comparison whose tolerance came from a measured noise floor records it (``noise_floor``),
+    and fails when that floor says float32 cannot compute the output (:meth:`Noise.unstable`).
     """
     results = []
     for ref_name, other_name in pairs:
@@ -514,5 +533,9 @@ def compare_all(
                 result = compare_pair(pair, output, ref, outputs[other_name][output], tol)
             noise = tolerances.noise_for(output, dtype)
             result.noise_floor = noise.noise if noise is not None else None
+            unstable = noise.unstable() if noise is not None else None
+            if unstable and result.passed:
+                result.passed = False
+                result.note = "; ".join(n for n in (result.note, unstable) if n)
             results.append(result)
     return results

@@ -118,6 +118,27 @@ def test_measured_noise_sets_the_tolerance_of_its_floating_output() -> None:
     assert tols.noise_for("logits", np.float64) is None
 
 
+def test_noise_that_is_a_large_part_of_the_output_fails_instead_of_passing_anything() -> None:
+    """EfficientNetB7 calibrated on 8 images: float32 off float64 by 4.2e4 on logits of 8.1e4,
+    a tolerance of 1.7e5 that any output would pass.  Such a comparison fails, and says why."""
+    logits = np.array([[51281.3, -2.0]], np.float32)
+    wrong = np.array([[-9000.0, 7.0]], np.float32)
+    unstable = Tolerances(noise={"logits": Noise(42027.5, 81138.2)})
+    [result] = compare_all({"tf": {"logits": logits}, "ort": {"logits": wrong}}, unstable)
+    assert result.max_abs is not None and result.max_abs < result.atol  # within the tolerance
+    assert not result.passed and "cannot compute this model" in (result.note or "")
+    # TF's own floor counts too (the tf-* pairs' ``noise_other``).
+    assert Noise(1e-3, 1.0, noise_other=0.5).unstable() is not None
+    # A stable deep network (EfficientNetB6: 0.89 on 827, 0.11 %) is judged as before.
+    stable = Tolerances(noise={"logits": Noise(0.89, 827.0)})
+    [result] = compare_all({"tf": {"logits": logits}, "ort": {"logits": logits + 1}}, stable)
+    assert result.passed and result.note is None
+    # A user's tolerance decides on its own terms.
+    forced = Tolerances(atol=2e5, noise={"logits": Noise(42027.5, 81138.2)})
+    [result] = compare_all({"tf": {"logits": logits}, "ort": {"logits": wrong}}, forced)
+    assert result.passed
+
+
 @pytest.mark.parametrize(
     ("user", "expected"),
     [
