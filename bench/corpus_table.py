@@ -1,6 +1,7 @@
 """Render ``runs/corpus.jsonl`` (rows written by ``tests/test_corpus.py``) as the README's
 markdown table: one row per network, max abs error per pair, variables mapped, planted faults
-caught (and the smallest margin: max error / tolerance of the weakest catch), seconds."""
+caught (and the smallest margin: max error / tolerance of the weakest catch), the check's
+resolution (its largest tolerance over the output's scale), seconds."""
 
 from __future__ import annotations
 
@@ -18,17 +19,24 @@ COLUMNS = (
     "variables",
     "gradients",
     "mutations",
+    "resolution",
     "export_s",
     "total_s",
 )
 
 
-def _mutations(margins: object) -> str:
-    """``caught/planted (weakest margin)``; a margin above 1 is a failed check."""
+def _mutations(row: dict[str, object]) -> str:
+    """``caught/planted (weakest margin)``, and how many were below the check's resolution
+    (their exact effect under 1.5x the tolerance: not expected to be caught)."""
+    margins = row.get("mutations")
     if not isinstance(margins, dict) or not margins:
         return ""
     caught = sum(1 for m in margins.values() if m > 1)
-    return f"{caught}/{len(margins)} (min {min(margins.values()):.3g}x)"
+    text = f"{caught}/{len(margins)} (min {min(margins.values()):.3g}x)"
+    below = row.get("below_resolution") or []
+    if isinstance(below, list) and below:
+        text += f", {len(below)} below resolution"
+    return text
 
 
 def render(rows: list[dict[str, object]]) -> str:
@@ -38,8 +46,10 @@ def render(rows: list[dict[str, object]]) -> str:
     for name in sorted(latest):
         row = latest[name]
         cells = [
-            _mutations(row.get(c))
+            _mutations(row)
             if c == "mutations"
+            else f"{row[c]:.1e}"
+            if c == "resolution" and isinstance(row.get(c), float)
             else f"{row[c]:.1e}"
             if isinstance(row.get(c), float) and "-" in c
             else str(row.get(c, ""))
