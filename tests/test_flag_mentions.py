@@ -57,8 +57,7 @@ def test_every_flag_a_message_mentions_exists() -> None:
     unknown = [
         f"{path}:{line}: {flag}"
         for path, line, flag in mentions
-        if flag not in real
-        and not (path.endswith("training/script.py") and flag in script_flags)
+        if flag not in real and not (path.endswith("training/script.py") and flag in script_flags)
     ]
     assert not unknown, "messages name flags the CLI does not have:\n" + "\n".join(unknown)
 

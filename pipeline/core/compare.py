@@ -35,12 +35,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 DEFAULT_PAIRS: tuple[tuple[str, str], ...] = (("tf", "ort"), ("tf", "torch"), ("ort", "torch"))
+_SAME_ROUNDING = {"golden": "tf"}
+"""Frameworks whose outputs another framework computed (golden outputs are TF's)."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,13 @@ class Tolerances:
     per_output: Mapping[str, Tolerance] = field(default_factory=dict)
     noise: Mapping[str, Noise] = field(default_factory=dict)
     noise_unmeasured: str | None = None
+    own_noise: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    """Framework → output → that framework's own float32 floor, where it was measured
+    against its own float64 run of the same graph, trusted, and above :attr:`noise`'s
+    (torch's) floor: ``tf`` from TF's float64 twin, ``ort`` from ONNX Runtime running the
+    graph in float64.  A framework absent here is taken to round as torch does."""
+    own_unmeasured: Mapping[str, str] = field(default_factory=dict)
+    """Framework → why its own floor could not be measured (e.g. no float64 kernel)."""
 
     def noise_for(self, name: str, dtype: np.dtype[Any] | str) -> Noise | None:
         """The noise floor that sets output ``name``'s tolerance, or None when a user
@@ -188,6 +197,27 @@ class Tolerances:
         if _finfo(kind) is None or kind == np.float64:
             return None
         return self.noise.get(name)
+
+    def pair_noise(
+        self, name: str, dtype: np.dtype[Any] | str, ref: str, other: str
+    ) -> Noise | None:
+        """The noise floor of output ``name`` for the pair ``ref``-``other``: each side's
+        own floor (:attr:`own_noise`; torch's where unmeasured), ``other``'s as
+        :attr:`Noise.noise` and ``ref``'s as :attr:`Noise.noise_other`; None as for
+        :meth:`noise_for`.  ``golden`` outputs are TF's."""
+        noise = self.noise_for(name, dtype)
+        if noise is None:
+            return None
+        sides = []
+        for framework in (ref, other):
+            own = self.own_noise.get(_SAME_ROUNDING.get(framework, framework), {}).get(name)
+            sides.append(max(noise.noise, own) if own is not None else noise.noise)
+        ref_noise, other_noise = sides
+        return replace(
+            noise,
+            noise=other_noise,
+            noise_other=ref_noise if ref_noise != other_noise else None,
+        )
 
     def for_output(self, name: str, dtype: np.dtype[Any] | str) -> Tolerance:
         """The tolerance that applies to output ``name`` of dtype ``dtype``."""
@@ -215,13 +245,15 @@ class Tolerances:
             "per_output": {k: {"atol": v.atol, "rtol": v.rtol} for k, v in self.per_output.items()},
             "noise_model": {
                 "rule": "|a - b| <= k*(noise + noise_other) + f*eps*scale",
-                "noise_other": "the other side's own floor where measured (TF's gradients), "
-                "else noise",
+                "noise_other": "the other side's own floor where measured (TF's float64 "
+                "twin, ONNX Runtime's float64 run: noise_own), else noise",
                 "k": NOISE_FACTOR,
                 "f": NOISE_EPS_FACTOR,
             },
             "noise_floor": {k: v.to_json() for k, v in self.noise.items()},
             "noise_unmeasured": self.noise_unmeasured,
+            "noise_own": {k: dict(v) for k, v in self.own_noise.items()},
+            "noise_own_unmeasured": dict(self.own_unmeasured),
         }
 
     @classmethod
@@ -237,6 +269,11 @@ class Tolerances:
             },
             {name: Noise.from_json(n) for name, n in (data.get("noise_floor") or {}).items()},
             data.get("noise_unmeasured"),
+            {
+                framework: {name: float(v) for name, v in floors.items()}
+                for framework, floors in (data.get("noise_own") or {}).items()
+            },
+            {k: str(v) for k, v in (data.get("noise_own_unmeasured") or {}).items()},
         )
 
 
@@ -317,8 +354,10 @@ class OutputComparison:
     worst_ref: float | None = None
     worst_other: float | None = None
     noise_floor: float | None = None
-    """The measured float32 noise floor that set ``atol`` (:class:`Noise`); None when a user
-    tolerance or a dtype default applied."""
+    """The measured float32 noise floor that set ``atol`` (:class:`Noise`: the pair's second
+    framework's); None when a user tolerance or a dtype default applied."""
+    noise_floor_other: float | None = None
+    """The pair's first framework's own floor, where it differs from :attr:`noise_floor`."""
 
     def __bool__(self) -> bool:
         return self.passed
@@ -363,6 +402,7 @@ class OutputComparison:
             "worst_ref": _finite_or_none(self.worst_ref),
             "worst_other": _finite_or_none(self.worst_other),
             "noise_floor": self.noise_floor,
+            "noise_floor_other": self.noise_floor_other,
         }
 
 
@@ -526,13 +566,15 @@ def compare_all(
         pair = f"{ref_name}-{other_name}"
         for output, ref in outputs[ref_name].items():
             dtype = np.asarray(ref).dtype
-            tol = tolerances.for_output(output, dtype)
+            noise = tolerances.pair_noise(output, dtype, ref_name, other_name)
+            tol = noise.tolerance() if noise is not None else tolerances.for_output(output, dtype)
             if output not in outputs[other_name]:
                 result = missing_output(pair, output, tol)
             else:
                 result = compare_pair(pair, output, ref, outputs[other_name][output], tol)
-            noise = tolerances.noise_for(output, dtype)
-            result.noise_floor = noise.noise if noise is not None else None
+            if noise is not None:
+                result.noise_floor = noise.noise
+                result.noise_floor_other = noise.noise_other
             unstable = noise.unstable() if noise is not None else None
             if unstable and result.passed:
                 result.passed = False

@@ -38,5 +38,6 @@ class TensorSpec:
         dynamic dimension (a sequence length) set to ``dynamic``.  Those dimensions stay
         dynamic in the exported models; this is only the size the comparison inputs get."""
         return tuple(
-            (batch if i == 0 else dynamic) if d is None else int(d) for i, d in enumerate(self.shape)
+            (batch if i == 0 else dynamic) if d is None else int(d)
+            for i, d in enumerate(self.shape)
         )

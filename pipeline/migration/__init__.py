@@ -40,6 +40,7 @@ custom-objects module, stored in ``ROOT/<name>/.migrate.json`` once the run is i
 Importing this module is cheap: it imports neither torch nor TensorFlow (the conversions
 run in child processes).
 """
+
 from pipeline.migration.child import child_main
 from pipeline.migration.fingerprint import fingerprint
 from pipeline.migration.manifest import (

@@ -93,5 +93,3 @@ def child_main(request_path: str) -> int:
 _CHILD_CODE = (
     "import sys; from pipeline.migration import child_main; sys.exit(child_main(sys.argv[1]))"
 )
-
-

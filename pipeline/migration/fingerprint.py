@@ -77,5 +77,3 @@ def fingerprint(spec: ModelSpec) -> str:
         digest.update(str(path).encode() + b"\0")
         _hash_path(digest, path)
     return digest.hexdigest()
-
-

@@ -270,5 +270,3 @@ def load_manifest(path: str | Path) -> Manifest:
         timeout = settings.pop("timeout", None)  # not a convert option, not fingerprinted
         models.append(ModelSpec(name, _resolve_source(source, base), settings, timeout))
     return Manifest(path, models)
-
-

@@ -129,5 +129,3 @@ def _resumable(spec: ModelSpec, run_dir: Path, expected: str) -> ModelResult | N
         worst=worst_per_pair(report),
         resumed=True,
     )
-
-

@@ -245,9 +245,7 @@ def _run_one(
         ) from err
     if before is None:
         record.check = "validity"
-        record.note = (
-            f"no ONNX Runtime outputs to compare before it: the raw graph is {unrunnable}"
-        )
+        record.note = f"no ONNX Runtime outputs to compare before it: the raw graph is {unrunnable}"
     else:
         record.check = "numeric"
         for c in compare.compare_all(

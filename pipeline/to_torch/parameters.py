@@ -106,7 +106,6 @@ class ParameterEntry:
         }
 
 
-
 _Held = list[tuple[Slot, np.ndarray]]
 """Where one variable's fingerprints are: each torch tensor holding only that variable, with
 the flat TF index of each of its elements."""

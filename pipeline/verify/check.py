@@ -171,9 +171,20 @@ def resolve_tolerances(
     )
 
 
+_MEASURED_KEYS = (
+    "noise_model",
+    "noise_floor",
+    "noise_unmeasured",
+    "noise_own",
+    "noise_own_unmeasured",
+)
+
+
 def _measured_before(rep: Mapping[str, Any]) -> bool:
-    """Whether convert measured the noise floors (reports from before they existed did not)."""
-    return "noise_floor" in (rep.get("tolerances") or {})
+    """Whether convert measured the noise floors, each framework's own included (reports
+    from before they existed did not)."""
+    tolerances = rep.get("tolerances") or {}
+    return "noise_floor" in tolerances and "noise_own" in tolerances
 
 
 def check_golden_outputs(golden: Golden, output_names: Sequence[str], path: Path) -> None:
@@ -213,10 +224,16 @@ def _run_ort(model: onnx.ModelProto, golden: Golden, path: Path) -> tuple[dict[s
         ) from None
 
 
+def _release_torch_memory(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
 def _run_torch(
     run_dir: Path, golden: Golden, input_names: Sequence[str], output_names: Sequence[str]
-) -> tuple[dict[str, Any], str]:
-    import torch
+) -> tuple[Any, dict[str, Any], str]:
 
     from pipeline.core.torch_runner import place_module, run_torch
     from pipeline.to_torch.stage import load_run_module
@@ -244,11 +261,7 @@ def _run_torch(
         raise BadInputError(
             f"PyTorch cannot run {path} on the golden inputs: {_one_line(err)}"
         ) from None
-    finally:
-        del module
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    return outputs, str(device)
+    return module, outputs, str(device)
 
 
 def _run_tf(
@@ -359,27 +372,36 @@ def check_run(
         raise BadInputError(f"{run_dir / GOLDEN} lacks the model input(s) {', '.join(missing)}")
     check_golden_outputs(golden, output_names, run_dir / GOLDEN)
     tolerances = resolve_tolerances(rep, atol, rtol, output_tolerances)
+    enter_stage("onnxruntime")
+    ort_outputs, provider = _run_ort(model, golden, onnx_path)
+    enter_stage("torch")
+    module, torch_outputs, device = _run_torch(run_dir, golden, input_names, output_names)
     if not _measured_before(rep):
-        # A run converted before noise floors were recorded: measure them now, on the same
-        # graph and inputs convert would have used (and keep them in the report).
+        # A run converted before the noise floors were recorded: measure them now, on the
+        # same graph and inputs convert would have used (and keep them in the report).
         from pipeline.verify.stage import with_noise_floors
 
-        tolerances = with_noise_floors(tolerances, model, golden.inputs, input_names, output_names)
-        measured = compare.Tolerances(
-            noise=tolerances.noise, noise_unmeasured=tolerances.noise_unmeasured
-        ).to_json()
+        tolerances = with_noise_floors(
+            tolerances,
+            model,
+            golden.inputs,
+            input_names,
+            output_names,
+            ort_outputs,
+            module,
+            torch_outputs,
+        )
+        measured = replace(tolerances, atol=None, rtol=None, per_output={}).to_json()
         rep = {
             **rep,
             "tolerances": {
                 **(rep.get("tolerances") or {}),
-                **{k: measured[k] for k in ("noise_model", "noise_floor", "noise_unmeasured")},
+                **{k: measured[k] for k in _MEASURED_KEYS},
             },
         }
 
-    enter_stage("onnxruntime")
-    ort_outputs, provider = _run_ort(model, golden, onnx_path)
-    enter_stage("torch")
-    torch_outputs, device = _run_torch(run_dir, golden, input_names, output_names)
+    del module  # the TF worker may want the GPU memory
+    _release_torch_memory(device)
     outputs: dict[str, Mapping[str, Any]] = {"ort": ort_outputs, "torch": torch_outputs}
     if golden_only:
         outputs["tf"] = golden.outputs

@@ -157,6 +157,66 @@ def _floor(low: np.ndarray, high: np.ndarray) -> compare.Noise | None:
     )
 
 
+def own_floor(
+    float32: np.ndarray, float64: np.ndarray, exact: np.ndarray, floor: compare.Noise
+) -> float | None:
+    """A framework's own floor of one output, ``max |float32 - float64|`` of its own two
+    runs, where it is above the graph's ``floor`` (never a narrowing) and its float64 run is
+    trusted: it agrees with the graph's float64 run (``exact``) within ``floor``'s tolerance
+    (a float64 run that computes something else would report a huge "noise"); else None."""
+    low, high, ref = (np.asarray(a, np.float64) for a in (float32, float64, exact))
+    if low.shape != high.shape or high.shape != ref.shape:
+        return None
+    finite = np.isfinite(low) & np.isfinite(high) & np.isfinite(ref)
+    if not finite.any():
+        return None
+    if float(np.max(np.abs(high - ref)[finite])) > floor.tolerance().atol:
+        return None
+    own = float(np.max(np.abs(low - high)[finite]))
+    return own if own > floor.noise else None
+
+
+def own_floors(
+    float32_outputs: Mapping[str, np.ndarray],
+    float64_outputs: Mapping[str, np.ndarray],
+    floors: NoiseFloors,
+) -> dict[str, float]:
+    """:func:`own_floor` of every output with a graph floor and both runs."""
+    found = {}
+    for name, floor in floors.floors.items():
+        low, high = float32_outputs.get(name), float64_outputs.get(name)
+        exact = floors.float64_outputs.get(name)
+        if low is None or high is None or exact is None:
+            continue
+        own = own_floor(low, high, exact, floor)
+        if own is not None:
+            found[name] = own
+    return found
+
+
+def module_own_floors(
+    module: torch.nn.Module,
+    inputs: Mapping[str, np.ndarray],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    float32_outputs: Mapping[str, np.ndarray],
+    floors: NoiseFloors,
+) -> dict[str, float]:
+    """The compared torch module's own floor per output (:func:`own_floors`: its float32
+    outputs against a float64 copy of it).  The graph's floor comes from onnx2torch's plain
+    import; the module the user gets rounds otherwise (``nn.Linear``'s fused ``addmm`` on a
+    chaotic MLP: 2.8x the import's floor).  Empty when the copy cannot run in float64."""
+    if not floors.floors:
+        return {}
+    try:
+        wide = _float64_module(module)
+        high = _run(wide, inputs, input_names, output_names, module_device(module), torch.float64)
+    except Exception as err:  # no float64 copy: the graph's floor stands for the module's
+        log.info("the module's own float64 run failed: %s", " ".join(str(err).split())[:200])
+        return {}
+    return own_floors(float32_outputs, high, floors)
+
+
 def measure_gradient_noise(
     module: torch.nn.Module,
     inputs: Mapping[str, np.ndarray],

@@ -17,7 +17,11 @@ Schema 1.1 adds, keeping every 1.0 key: ``tolerances.noise_floor`` (output → `
 ``noise_floor`` (the floor that set its ``atol``; null for user or default tolerances).
 Within 1.1, added later: each gradient row's ``noise_floor_tf`` (TF's own float32 floor of
 that gradient, from its float64 twin; null when unmeasured) and
-``gradient_check.tf_noise_unmeasured`` (why TF's floor was not measured or not trusted).
+``gradient_check.tf_noise_unmeasured`` (why TF's floor was not measured or not trusted);
+``tolerances.noise_own`` (framework → output → that framework's own float32 floor where
+measured above ``noise_floor``'s), ``tolerances.noise_own_unmeasured`` (framework → why
+not) and each comparison's ``noise_floor_other`` (the pair's first side's floor where it
+differs from ``noise_floor``, the second side's).
 """
 
 from __future__ import annotations
@@ -335,6 +339,25 @@ def _noise_lines(tolerances: Mapping[str, Any]) -> list[str]:
             f"| {_fmt(n.get('atol'))} |"
             for name, n in floors.items()
         ]
+        lines += ["", *_own_noise_lines(tolerances)]
+    return lines
+
+
+def _own_noise_lines(tolerances: Mapping[str, Any]) -> list[str]:
+    """The table's floors are torch's; one line per framework whose own floor was measured
+    above them (it replaces torch's on that framework's side of a pair), or not measured."""
+    own = tolerances.get("noise_own") or {}
+    names = {"tf": "TensorFlow", "ort": "ONNX Runtime"}
+    lines = [
+        f"{names.get(framework, framework)}'s own floor (its float32 run against its float64 "
+        "run), used for its side of each pair: "
+        + ", ".join(f"{_md_cell(name)} {_fmt(value)}" for name, value in floors.items())
+        for framework, floors in own.items()
+    ]
+    lines += [
+        f"{names.get(framework, framework)}'s own floor not measured ({why}): torch's stands in."
+        for framework, why in (tolerances.get("noise_own_unmeasured") or {}).items()
+    ]
     return lines
 
 
@@ -346,7 +369,16 @@ def _noise_summary(tolerances: Mapping[str, Any]) -> str | None:
         return None
     shown = [f"{name} {n['noise']:.1e}" for name, n in list(floors.items())[:4]]
     more = " ..." if len(floors) > 4 else ""
-    return "float32 noise floor (max |float32 - float64|): " + ", ".join(shown) + more
+    own = [
+        f"{framework} {', '.join(f'{v:.1e}' for v in list(values.values())[:4])}"
+        for framework, values in (tolerances.get("noise_own") or {}).items()
+    ]
+    return (
+        "float32 noise floor (max |float32 - float64|): "
+        + ", ".join(shown)
+        + more
+        + (f"; own floors above it: {'; '.join(own)}" if own else "")
+    )
 
 
 def unchecked_passes(passes: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

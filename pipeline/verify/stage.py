@@ -14,7 +14,14 @@ from pipeline.core.ort_runner import OrtRunner
 from pipeline.core.torch_runner import place_module, run_torch
 from pipeline.to_torch.parameters import ParameterEntry
 from pipeline.verify.gradients import GradientComparison, compare_gradients, torch_gradients
-from pipeline.verify.noise import NoiseFloors, measure_gradient_noise, measure_noise
+from pipeline.verify.noise import (
+    NoiseFloors,
+    measure_gradient_noise,
+    measure_noise,
+    module_own_floors,
+    own_floors,
+)
+from pipeline.verify.ort_noise import OrtFloors, ort_own_floors
 
 
 @dataclass
@@ -41,15 +48,17 @@ def compare_outputs(
     """Run ``inputs`` through ONNX Runtime (``model``) and torch (``module``) and compare
     them with TensorFlow's outputs and each other: tf-ort, tf-torch, ort-torch.
 
-    Unless the user set tolerances, each floating output is judged against the model's
-    float32 noise floor (:func:`pipeline.verify.noise.measure_noise` on ``model``).  With
-    TensorFlow's float64 twin's outputs (``tf_outputs64``), the tf-* pairs use TF's own
-    floor for TF's side (:func:`tf_output_floors`); ort-torch keeps torch's for both.
+    Unless the user set tolerances, each floating output is judged against the float32
+    noise floors of the pair's two sides (:meth:`compare.Tolerances.pair_noise`): the
+    graph's (:func:`pipeline.verify.noise.measure_noise`: onnx2torch's import of ``model``
+    against its float64 copy) and, where measured above it, each framework's own: ONNX
+    Runtime's (:func:`pipeline.verify.ort_noise.ort_own_floors`), ``module``'s
+    (:func:`pipeline.verify.noise.module_own_floors`) and, with TensorFlow's float64 twin's
+    outputs (``tf_outputs64``), TF's (:func:`pipeline.verify.noise.own_floors`).
     ``module`` is moved to the torch device here and stays there: the gradient check that
     follows runs on the module's device too.
     """
     floors = measure_noise(model, inputs, input_names, output_names)
-    tolerances = _with_floors(tolerances, floors)
     ort = OrtRunner(model)
     device = place_module(module)
     outputs = {
@@ -57,49 +66,19 @@ def compare_outputs(
         "ort": ort.run(dict(inputs)),
         "torch": run_torch(module, dict(inputs), list(input_names), list(output_names)),
     }
-    tf_floors = tf_output_floors(tf_outputs, tf_outputs64 or {}, floors)
-    if tf_floors:
-        with_tf = replace(tolerances, noise={**tolerances.noise, **tf_floors})
-        comparisons = compare.compare_all(outputs, with_tf, [("tf", "ort"), ("tf", "torch")])
-        comparisons += compare.compare_all(outputs, tolerances, [("ort", "torch")])
-    else:
-        comparisons = compare.compare_all(outputs, tolerances)
+    ort_floors = ort_own_floors(model, inputs, output_names, outputs["ort"], floors)
+    own = {
+        "tf": own_floors(tf_outputs, tf_outputs64 or {}, floors),
+        "torch": module_own_floors(
+            module, inputs, input_names, output_names, outputs["torch"], floors
+        ),
+    }
+    tolerances = _with_floors(tolerances, floors, ort_floors, own)
     return Compared(
-        comparisons,
+        compare.compare_all(outputs, tolerances),
         {"onnxruntime": ort.provider, "torch_device": str(device)},
         tolerances,
     )
-
-
-def tf_output_floors(
-    tf_outputs: Mapping[str, np.ndarray],
-    tf_outputs64: Mapping[str, np.ndarray],
-    floors: NoiseFloors,
-) -> dict[str, compare.Noise]:
-    """Per floating output where TF rounds more than torch, torch's floor with TF's own beside
-    it (``noise_other`` = ``max |tf_float32 - tf_float64|``; never a narrowing, as ONNX
-    Runtime's side of tf-ort is taken from torch's floor), where TF's float64 twin is
-    trusted: its outputs agree
-    with torch's float64 run within the output's torch-floor tolerance (a twin that computes
-    something else would report a huge "noise")."""
-    found: dict[str, compare.Noise] = {}
-    for name, floor in floors.floors.items():
-        low, high = tf_outputs.get(name), tf_outputs64.get(name)
-        exact = floors.float64_outputs.get(name)
-        if low is None or high is None or exact is None:
-            continue
-        low, high, exact = (np.asarray(a, np.float64) for a in (low, high, exact))
-        if low.shape != high.shape or high.shape != exact.shape:
-            continue
-        finite = np.isfinite(low) & np.isfinite(high) & np.isfinite(exact)
-        if not finite.any():
-            continue
-        if float(np.max(np.abs(high - exact)[finite])) > floor.tolerance().atol:
-            continue  # the twin is not the same function: TF's floor is not trusted
-        tf_noise = float(np.max(np.abs(low - high)[finite]))
-        if tf_noise > floor.noise:  # only ever a widening: ONNX Runtime's floor is torch's
-            found[name] = replace(floor, noise_other=tf_noise)
-    return found
 
 
 def with_noise_floors(
@@ -108,14 +87,36 @@ def with_noise_floors(
     inputs: Mapping[str, np.ndarray],
     input_names: Sequence[str],
     output_names: Sequence[str],
+    ort_outputs: Mapping[str, np.ndarray],
+    module: torch.nn.Module,
+    torch_outputs: Mapping[str, np.ndarray],
 ) -> compare.Tolerances:
     """``tolerances`` with the float32 noise floor of each of ``model``'s floating outputs
-    on ``inputs``.  Measured (and reported) even where a user tolerance overrides it."""
-    return _with_floors(tolerances, measure_noise(model, inputs, input_names, output_names))
+    on ``inputs``, and ONNX Runtime's and ``module``'s own where above it (``ort_outputs``,
+    ``torch_outputs``: their float32 runs on ``inputs``).  Measured (and reported) even
+    where a user tolerance overrides it."""
+    floors = measure_noise(model, inputs, input_names, output_names)
+    ort_floors = ort_own_floors(model, inputs, output_names, ort_outputs, floors)
+    own = {
+        "torch": module_own_floors(module, inputs, input_names, output_names, torch_outputs, floors)
+    }
+    return _with_floors(tolerances, floors, ort_floors, own)
 
 
-def _with_floors(tolerances: compare.Tolerances, floors: NoiseFloors) -> compare.Tolerances:
-    return replace(tolerances, noise=floors.floors, noise_unmeasured=floors.unmeasured)
+def _with_floors(
+    tolerances: compare.Tolerances,
+    floors: NoiseFloors,
+    ort_floors: OrtFloors,
+    own: Mapping[str, Mapping[str, float]],
+) -> compare.Tolerances:
+    own_noise = {k: dict(v) for k, v in {**own, "ort": ort_floors.floors}.items() if v}
+    return replace(
+        tolerances,
+        noise=floors.floors,
+        noise_unmeasured=floors.unmeasured,
+        own_noise=own_noise,
+        own_unmeasured={"ort": ort_floors.unmeasured} if ort_floors.unmeasured else {},
+    )
 
 
 def check_gradients(

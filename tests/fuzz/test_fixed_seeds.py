@@ -34,7 +34,9 @@ def fixed_results(tmp_path_factory: pytest.TempPathFactory) -> dict[int, ModelRe
         for s in FIXED_SEEDS
     ],
 )
-def test_fixed_seed_passes_or_fails_loudly(seed: int, fixed_results: dict[int, ModelResult]) -> None:
+def test_fixed_seed_passes_or_fails_loudly(
+    seed: int, fixed_results: dict[int, ModelResult]
+) -> None:
     result = fixed_results[seed]
     assert result.status != SILENT, f"{result.kind}: {result.detail} ({result.factory})"
 
@@ -53,7 +55,10 @@ first runs by default; the rest are in the slow suite (the fixes have unit tests
 
 @pytest.mark.parametrize(
     "seed",
-    [s if i == 0 else pytest.param(s, marks=pytest.mark.slow) for i, s in enumerate(REGRESSION_SEEDS)],
+    [
+        s if i == 0 else pytest.param(s, marks=pytest.mark.slow)
+        for i, s in enumerate(REGRESSION_SEEDS)
+    ],
 )
 def test_fixed_fuzz_failure_now_passes_in_full(seed: int, tmp_path: Path) -> None:
     [result] = run_fuzz([seed], tmp_path, timeout=300, jobs=1, echo=False)

@@ -180,7 +180,9 @@ def test_twin_variables_with_equal_values_are_two_parameters(tmp_path: Path) -> 
     record = provenance.Provenance({k: [provenance.Part(k)] for k in values})
     meta, arrays = _variables(values)
     x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
-    imported = import_torch(_mlp(values, record), meta, arrays, [x], X_SPEC, ["y"], tmp_path / "m.pt2")
+    imported = import_torch(
+        _mlp(values, record), meta, arrays, [x], X_SPEC, ["y"], tmp_path / "m.pt2"
+    )
     rows = {e.tf_name: e for e in imported.parameters}
     assert rows["d1/kernel"].torch_name == "d1.weight"
     assert rows["d2/kernel"].torch_name == "d2.weight"

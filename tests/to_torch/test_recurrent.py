@@ -439,8 +439,13 @@ def keras_gru_onnx(keras_rnn_dir: Path) -> Path:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(
         [
-            sys.executable, "-c", _EXPORT, str(keras_rnn_dir),
-            "gru_stack", "gru_no_reset_after", "gru_two_units",
+            sys.executable,
+            "-c",
+            _EXPORT,
+            str(keras_rnn_dir),
+            "gru_stack",
+            "gru_no_reset_after",
+            "gru_two_units",
         ],
         capture_output=True,
         text=True,

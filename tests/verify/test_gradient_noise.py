@@ -11,8 +11,8 @@ import torch
 from pipeline.core import compare
 from pipeline.to_torch.parameters import ParameterEntry
 from pipeline.verify.gradients import compare_gradients, torch_gradients
-from pipeline.verify.noise import NoiseFloors
-from pipeline.verify.stage import check_gradients, tf_output_floors
+from pipeline.verify.noise import NoiseFloors, own_floors
+from pipeline.verify.stage import check_gradients
 
 ENTRY = ParameterEntry(
     tf_name="dense/kernel", torch_name="weight", shape=[4], trainable=True, transform="identity"
@@ -121,19 +121,34 @@ def test_the_tf_floor_is_used_only_where_its_twin_matches_torchs_float64_copy() 
 
 
 def _floors(noise: float, exact: np.ndarray) -> NoiseFloors:
-    return NoiseFloors({"y": compare.Noise(noise, float(np.max(np.abs(exact))))}, None, {"y": exact})
+    return NoiseFloors(
+        {"y": compare.Noise(noise, float(np.max(np.abs(exact))))}, None, {"y": exact}
+    )
 
 
-def test_tf_s_own_output_floor_widens_the_tf_pairs_only_where_tf_is_noisier() -> None:
+def test_a_framework_s_own_output_floor_widens_only_its_side_of_each_pair() -> None:
     exact = np.linspace(-3.0, 3.0, 12)
     tf64 = exact + 1e-7  # TF's float64 twin: the same function as torch's float64 run
     noisy_tf32 = exact + 4e-4
-    [(name, noise)] = tf_output_floors({"y": noisy_tf32}, {"y": tf64}, _floors(1e-5, exact)).items()
-    assert name == "y" and noise.noise_other == pytest.approx(4e-4 - 1e-7)
-    wide = noise.tolerance().atol
-    assert wide == pytest.approx(compare.Noise(1e-5, 3.0, noise_other=4e-4 - 1e-7).tolerance().atol)
-    assert wide > compare.Noise(1e-5, 3.0).tolerance().atol
+    floors = _floors(1e-5, exact)
+    own = own_floors({"y": noisy_tf32}, {"y": tf64}, floors)
+    assert own == {"y": pytest.approx(4e-4 - 1e-7)}
+    tolerances = compare.Tolerances(noise=floors.floors, own_noise={"tf": own})
+    tf_ort = tolerances.pair_noise("y", "float32", "tf", "ort")
+    ort_torch = tolerances.pair_noise("y", "float32", "ort", "torch")
+    golden_tf = tolerances.pair_noise("y", "float32", "golden", "tf")
+    assert tf_ort is not None and ort_torch is not None and golden_tf is not None
+    assert (tf_ort.noise, tf_ort.noise_other) == (1e-5, own["y"])
+    assert tf_ort.tolerance() == compare.Noise(1e-5, 3.0, noise_other=own["y"]).tolerance()
+    assert ort_torch.tolerance() == compare.Noise(1e-5, 3.0).tolerance()
+    assert tf_ort.tolerance().atol > ort_torch.tolerance().atol
+    assert golden_tf.tolerance() == compare.Noise(own["y"], 3.0).tolerance()  # TF both sides
+    # A user tolerance wins over every floor.
+    assert (
+        compare.Tolerances(atol=1e-3, noise=floors.floors).pair_noise("y", "float32", "tf", "ort")
+        is None
+    )
     # TF quieter than torch: torch's floor stands (no narrowing)
-    assert tf_output_floors({"y": exact + 1e-6}, {"y": tf64}, _floors(1e-5, exact)) == {}
+    assert own_floors({"y": exact + 1e-6}, {"y": tf64}, floors) == {}
     # a twin that is not the same function is not trusted, however noisy TF looks
-    assert tf_output_floors({"y": noisy_tf32}, {"y": exact + 0.1}, _floors(1e-5, exact)) == {}
+    assert own_floors({"y": noisy_tf32}, {"y": exact + 0.1}, floors) == {}

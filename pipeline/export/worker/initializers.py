@@ -1,6 +1,7 @@
 """Keras initializers and layer kinds, recorded while the model is built: each variable's
 initializer (for :func:`pipeline.init.reset_parameters`) and whether its layer is a Conv or a
 Dense (for ``--scale``)."""
+
 from __future__ import annotations
 
 import json
@@ -122,5 +123,3 @@ def layer_kind(layer: Any) -> str | None:
     if isinstance(layer, keras.layers.Dense):
         return DENSE
     return None
-
-

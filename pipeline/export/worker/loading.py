@@ -1,5 +1,6 @@
 """Loading a TF model in the worker: Keras files, factories and SavedModels behind one
 interface (:class:`LoadedModel`), with their signatures and variables."""
+
 from __future__ import annotations
 
 import importlib
@@ -94,7 +95,6 @@ def _import_user_module(location: str) -> ModuleType:
     return importlib.import_module(location)
 
 
-
 def _keras_model(
     model: Any,
     description: str,
@@ -177,7 +177,6 @@ def _keras_variables(model: Any, recorded: dict[int, tuple[Any, Any, Any]]) -> l
         }
         found.append(TfVariable(v.path, bool(v.trainable), v.value, batchnorm.get(id(v)), info))
     return found
-
 
 
 def _saved_model(path: str, override: list[TensorSpec]) -> LoadedModel:
@@ -300,5 +299,3 @@ def _load_model(request: dict[str, Any], recorded: dict[int, tuple[Any, Any, Any
     except Exception as err:
         raise BadInputError(f"factory {source} raised {one_line(err)}") from None
     return _keras_model(model, str(source), override, recorded)
-
-

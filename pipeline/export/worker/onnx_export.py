@@ -1,4 +1,5 @@
 """Export with tf2onnx: the call for each kind of source, and the ONNX output names."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -51,6 +52,7 @@ def _grouped_convolutions_without_xla() -> Iterator[None]:
     finally:
         tf_nn.conv = original
 
+
 def rename_outputs(proto: Any, names: Sequence[str]) -> None:
     """Give the ONNX graph outputs the TF signature's output names, in place."""
     graph = proto.graph
@@ -90,13 +92,10 @@ def _output_inputs_directly(graph: Any, outputs: set[str]) -> None:
             node = producers.get(source)
 
 
-
-
 def _tf_specs(specs: Sequence[TensorSpec]) -> list[Any]:
     import tensorflow as tf
 
     return [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in specs]
-
 
 
 def export_keras(model: Any, specs: list[TensorSpec], opset: int) -> Any:

@@ -1,5 +1,6 @@
 """The TF reference: outputs on the comparison inputs, and every variable's value and
 gradient of the fixed loss that the gradient check compares."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,7 +26,9 @@ def loss_weights(outputs: dict[str, np.ndarray], seed: int) -> dict[str, np.ndar
     }
 
 
-def _loss(results: list[Any], outputs: dict[str, np.ndarray], weights: dict[str, np.ndarray]) -> Any:
+def _loss(
+    results: list[Any], outputs: dict[str, np.ndarray], weights: dict[str, np.ndarray]
+) -> Any:
     """The fixed loss ``sum over weighted outputs of sum(output * weight)`` in float64."""
     import tensorflow as tf
 
@@ -95,13 +98,12 @@ def _float64_gradients(
         loss = _loss(results, outputs, weights)
     grads = tape.gradient(loss, [twin_variables[i] for i in trainable])
     high = {
-        i: np.asarray(tf.convert_to_tensor(g)) for i, g in zip(trainable, grads, strict=True)
+        i: np.asarray(tf.convert_to_tensor(g))
+        for i, g in zip(trainable, grads, strict=True)
         if g is not None
     }
     out64 = {
-        name: np.asarray(r)
-        for name, r in zip(outputs, results, strict=True)
-        if name in weights
+        name: np.asarray(r) for name, r in zip(outputs, results, strict=True) if name in weights
     }
     return high, out64
 
@@ -191,5 +193,3 @@ def _gradient_floor(low: np.ndarray, high: np.ndarray | None) -> np.ndarray | No
     return np.array(
         [np.max(np.abs(low64 - high64)[finite]), np.max(np.abs(high64[finite]))], np.float64
     )
-
-

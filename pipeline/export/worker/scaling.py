@@ -1,5 +1,6 @@
 """The TF half of ``--scale``: scale the loaded Keras model's Conv/Dense weights before export,
 so TensorFlow, ONNX Runtime and torch are all compared on the scaled model."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -137,7 +138,6 @@ def apply_scaling(loaded: LoadedModel, scale: dict[str, Any] | None) -> dict[str
         scaled.append(entry)
     record["layers"] = scaled
     return record
-
 
 
 def load_and_scale(request: dict[str, Any]) -> LoadedModel:

@@ -1,4 +1,5 @@
 """The export worker's request loop: one JSON request in, one JSON answer out."""
+
 from __future__ import annotations
 
 import json
@@ -21,6 +22,8 @@ from pipeline.export.worker.scaling import load_and_scale
 
 EXIT_USER_ERROR = 3
 EXIT_CRASH = 4
+
+
 @contextmanager
 def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
     start = time.perf_counter()
@@ -28,6 +31,7 @@ def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
         yield
     finally:
         timings[key] = round(time.perf_counter() - start, 3)
+
 
 def model_names(model: Any) -> dict[str, Any]:
     """The Keras model's name and its layers (nested ones too) as ``{"name", "class"}``, for
@@ -140,4 +144,3 @@ def serve(handle: Callable[[dict[str, Any]], dict[str, Any]], argv: Sequence[str
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m pipeline.export.worker REQUEST.json``."""
     return serve(handle, argv)
-

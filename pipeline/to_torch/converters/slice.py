@@ -27,7 +27,9 @@ def _open(bound: object, is_start: bool) -> object:
     # A literal 0 start or a huge end slices nothing away: write it as an open bound, because
     # comparing a symbolic (dynamic batch) size with 2**31 - 1 makes torch.export add the guard
     # `batch < 2147483647`, which then violates the unbounded `batch` Dim.
-    if isinstance(bound, int) and ((is_start and bound == 0) or (not is_start and bound >= OPEN_END)):
+    if isinstance(bound, int) and (
+        (is_start and bound == 0) or (not is_start and bound >= OPEN_END)
+    ):
         return None
     return bound
 
