@@ -1,6 +1,7 @@
 """Render ``runs/corpus.jsonl`` (rows written by ``tests/test_corpus.py``) as the README's
 markdown table: one row per network, max abs error per pair, variables mapped, planted faults
-caught (and the smallest margin: max error / tolerance of the weakest catch), the check's
+caught (and the smallest margin: max error / tolerance of the weakest catch), the worst
+unplanted comparison's max error over its tolerance (a false alarm is above 1), the check's
 resolution (its largest tolerance over the output's scale), seconds."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ COLUMNS = (
     "ort-torch",
     "variables",
     "gradients",
+    "worst_over_atol",
     "mutations",
     "resolution",
     "export_s",
@@ -50,6 +52,8 @@ def render(rows: list[dict[str, object]]) -> str:
             if c == "mutations"
             else f"{row[c]:.1e}"
             if c == "resolution" and isinstance(row.get(c), float)
+            else f"{row[c]:.2f}"
+            if c == "worst_over_atol" and isinstance(row.get(c), float)
             else f"{row[c]:.1e}"
             if isinstance(row.get(c), float) and "-" in c
             else str(row.get(c, ""))

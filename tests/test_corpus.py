@@ -47,6 +47,12 @@ def _resolution(report: dict[str, Any]) -> float:
     )
 
 
+def _headroom(report: dict[str, Any]) -> float | None:
+    """The worst comparison's max error over its tolerance (a false alarm is above 1)."""
+    ratios = [c["max_abs"] / c["atol"] for c in report["comparisons"] if c["atol"] > 0]
+    return max(ratios) if ratios else None
+
+
 def _worst(report: dict[str, object], pair: str) -> float:
     comparisons = report["comparisons"]
     assert isinstance(comparisons, list)
@@ -84,6 +90,7 @@ def test_corpus_network_converts(name: str, tmp_path: Path) -> None:
     row["mutations"] = {o.mutation: round(o.margin, 2) for o in outcomes}
     row["below_resolution"] = [o.mutation for o in outcomes if o.below_resolution]
     row["resolution"] = _resolution(report)
+    row["worst_over_atol"] = _headroom(report)
     TABLE.parent.mkdir(parents=True, exist_ok=True)
     with TABLE.open("a") as table:
         table.write(json.dumps(row) + "\n")
