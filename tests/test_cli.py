@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -56,8 +55,7 @@ def test_help_lists_commands_and_options() -> None:
         assert option in sub.stdout
 
 
-@pytest.fixture
-def bad_inputs(tmp_path: Path) -> dict[str, list[str]]:
+def _bad_inputs(tmp_path: Path) -> dict[str, list[str]]:
     """CLI argument lists that must each fail cleanly, keyed by the message they must give."""
     not_a_model = tmp_path / "just_a_dir"
     not_a_model.mkdir()
@@ -81,20 +79,31 @@ def bad_inputs(tmp_path: Path) -> dict[str, list[str]]:
     }
 
 
-def test_bad_input_is_one_line_exit_2_and_leaves_nothing(
-    tmp_path: Path, bad_inputs: dict[str, list[str]]
-) -> None:
-    for message, args in bad_inputs.items():
-        out = tmp_path / "runs" / "x"
-        proc = tf2torch(*args, "-o", str(out), "-q")
-        assert_clean_error(proc, message)
-        # Nothing but the TF worker's log of the failure, which the error line names.
-        left = sorted(p.relative_to(tmp_path) for p in tmp_path.glob("runs/**/*"))
-        kept = [Path("runs/x.failed"), Path("runs/x.failed/tf_worker.log")]
-        assert left in ([], kept), (message, left)
-        if left:
-            assert str(tmp_path / kept[1]) in proc.stderr, message
-        shutil.rmtree(tmp_path / "runs", ignore_errors=True)
+BAD_INPUT_MESSAGES = [
+    "model not found",
+    "not a SavedModel",
+    "cannot load",
+    "raised RuntimeError: weights file missing",
+    "has shape [2, 11]",
+    "is float64, the model expects float32",
+    "unknown --input-range name(s) nope",
+]
+
+
+@pytest.mark.parametrize("message", BAD_INPUT_MESSAGES)
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing(message: str, tmp_path: Path) -> None:
+    bad_inputs = _bad_inputs(tmp_path)
+    assert sorted(bad_inputs) == sorted(BAD_INPUT_MESSAGES)  # every case is a parameter
+    args = bad_inputs[message]
+    out = tmp_path / "runs" / "x"
+    proc = tf2torch(*args, "-o", str(out), "-q")
+    assert_clean_error(proc, message)
+    # Nothing but the TF worker's log of the failure, which the error line names.
+    left = sorted(p.relative_to(tmp_path) for p in tmp_path.glob("runs/**/*"))
+    kept = [Path("runs/x.failed"), Path("runs/x.failed/tf_worker.log")]
+    assert left in ([], kept), (message, left)
+    if left:
+        assert str(tmp_path / kept[1]) in proc.stderr, message
 
 
 def test_error_keeps_the_previous_run(tmp_path: Path) -> None:

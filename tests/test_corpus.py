@@ -113,7 +113,14 @@ TEXT_MODELS = REPO / "models" / "text.py"
 TEXT_OUTPUTS = {"bert_encoder": {"sequence_output", "pooled_output"}, "gpt_decoder": {"logits"}}
 
 
-@pytest.mark.parametrize("name", list(load_catalog().TEXT))
+@pytest.mark.parametrize(
+    "name",
+    [
+        # The encoder by default; the decoder (causal mask, the same dict inputs) is slow.
+        pytest.param(n, marks=[pytest.mark.slow] if n != "bert_encoder" else [])
+        for n in load_catalog().TEXT
+    ],
+)
 def test_text_backbone_converts_with_dict_inputs(name: str, tmp_path: Path) -> None:
     """keras-hub-style backbones: dict inputs and outputs keep their names, the sequence
     length stays dynamic (two lengths, neither the traced one), masks and all."""

@@ -193,6 +193,7 @@ def test_altered_initializer_is_named_with_self_error(
     assert "tensorflow" not in proc.stdout.lower() or "TensorFlow vs" in proc.stdout
 
 
+@pytest.mark.slow  # one more diff run; the default suite localises three other faults
 def test_altered_attribute_is_named(dense_mlp_run: Path, tmp_path: Path) -> None:
     run = _copy(dense_mlp_run, tmp_path)
 
@@ -242,6 +243,7 @@ def test_wrong_torch_converter_is_named(runs: Path, patch_dir: Path, capsys) -> 
     assert data["convert_verdict"] == "fail"
 
 
+@pytest.mark.slow  # one more diff run, of a float16 copy of the model
 def test_float16_path_is_reported_with_its_size(dense_mlp_run: Path, tmp_path: Path) -> None:
     run = _copy(dense_mlp_run, tmp_path)
     hidden = "dense_1_1/Relu:0"

@@ -425,6 +425,7 @@ def test_depthwise_conv_with_depth_multiplier_4(tmp_path: Path) -> None:
     assert rows["dw/bias"]["torch_name"] == "dw.bias"
 
 
+@pytest.mark.slow  # the corpus's ConvNeXt networks have it too
 def test_fresh_convnext_block_with_layer_scale(tmp_path: Path) -> None:
     rows = assert_trainable_like_keras(_convert(f"{CASES}:convnext_block", tmp_path / "r"))
     assert rows["ln/gamma"]["torch_name"] == "ln.weight"
@@ -433,6 +434,7 @@ def test_fresh_convnext_block_with_layer_scale(tmp_path: Path) -> None:
     assert rows["layer_scale/scale"]["torch_name"] == "layer_scale.scale"
 
 
+@pytest.mark.slow  # the corpus's DenseNets have it too
 def test_densenet_style_batchnorm_relu_conv(tmp_path: Path) -> None:
     rows = assert_trainable_like_keras(_convert(f"{CASES}:densenet_block", tmp_path / "r"))
     assert rows["bn/gamma"]["torch_name"] == "bn.weight"
@@ -515,6 +517,7 @@ def test_dict_inputs_as_keras_hub_models_have_them(tmp_path: Path) -> None:
     assert {i["name"] for i in result.report["inputs"]} == {"token_ids", "padding_mask"}
 
 
+@pytest.mark.slow  # --keep-batchnorm is the default: the zoo covers it
 def test_keep_batchnorm_is_accepted_and_changes_nothing(tmp_path: Path) -> None:
     result = _convert(f"{CASES}:densenet_block", tmp_path / "r", keep_batchnorm=True)
     assert_trainable_like_keras(result)
@@ -551,9 +554,14 @@ def test_saved_model_variables_folded_by_tf_fail_by_name(
     assert all(g["pass"] for g in result.report["gradients"] if g["checked"])
 
 
+FRESH_DEFAULT = ("cnn", "bidirectional_lstm", "multi_head_attention")
+"""Fresh twins the default suite converts (a convolution, fingerprinted recurrent weights,
+einsum kernels); every other zoo model's twin is in the slow suite."""
+
+
 def _fresh(name: str) -> list[Any]:
-    entry = ZOO[name]
-    return [pytest.param(name, marks=[pytest.mark.slow] if entry.slow else [], id=name)]
+    slow = ZOO[name].slow or name not in FRESH_DEFAULT
+    return [pytest.param(name, marks=[pytest.mark.slow] if slow else [], id=name)]
 
 
 @pytest.mark.parametrize(
