@@ -10,6 +10,7 @@ Accepted forms:
 from __future__ import annotations
 
 import re
+import zipfile
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -45,7 +46,7 @@ def parse_source(text: str) -> Source:
     """Parse and sanity-check a model source given on the command line or to :func:`convert`.
 
     Raises :class:`BadInputError` for a missing path, a directory that is not a SavedModel,
-    or an unrecognised file type.  Whether the model really loads is the TF worker's job.
+    a ``.keras`` file that is not a zip archive, or an unrecognised file type.  Whether the model really loads is the TF worker's job.
     """
     if not text:
         raise BadInputError("no model source given")
@@ -75,6 +76,13 @@ def parse_source(text: str) -> Source:
         return Source(SourceKind.SAVED_MODEL, str(path.resolve()))
     suffix = path.suffix.lower()
     if suffix == ".keras":
+        if not zipfile.is_zipfile(path):
+            # Checked here, not in the TF worker: Keras says "File not found" for a
+            # truncated archive, after the seconds TensorFlow takes to start.
+            raise BadInputError(
+                f"cannot load {text}: not a zip archive, which a .keras file is "
+                "(truncated or not a Keras 3 file? save it again with model.save)"
+            )
         return Source(SourceKind.KERAS, str(path.resolve()))
     if suffix in (".h5", ".hdf5"):
         return Source(SourceKind.H5, str(path.resolve()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,8 @@ def test_factory_file_and_module(tmp_path: Path) -> None:
 
 
 def test_files_and_saved_model(tmp_path: Path) -> None:
-    (tmp_path / "m.keras").write_bytes(b"x")
+    with zipfile.ZipFile(tmp_path / "m.keras", "w") as archive:
+        archive.writestr("config.json", "{}")
     (tmp_path / "m.h5").write_bytes(b"x")
     (tmp_path / "sm").mkdir()
     (tmp_path / "sm" / "saved_model.pb").write_bytes(b"x")
@@ -42,6 +44,11 @@ def test_files_and_saved_model(tmp_path: Path) -> None:
             "unrecognised model file",
         ),
         (lambda d: "not a/module:fn", "cannot read"),
+        (
+            # A truncated .keras: refused here, before TensorFlow starts.
+            lambda d: (d / "t.keras").write_bytes(b"PK\x03\x04 cut") and str(d / "t.keras"),
+            "cannot load .*t.keras: not a zip archive",
+        ),
     ],
 )
 def test_bad_sources(tmp_path: Path, make: object, message: str) -> None:
