@@ -182,9 +182,10 @@ class Tolerances:
     noise_unmeasured: str | None = None
     own_noise: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     """Framework → output → that framework's own float32 floor, where it was measured
-    against its own float64 run of the same graph, trusted, and above :attr:`noise`'s
-    (torch's) floor: ``tf`` from TF's float64 twin, ``ort`` from ONNX Runtime running the
-    graph in float64.  A framework absent here is taken to round as torch does."""
+    against its own float64 run of the same graph, trusted, and above :attr:`noise`'s (the
+    graph's, from onnx2torch's import): ``tf`` from TF's float64 twin, ``ort`` from ONNX
+    Runtime running the graph in float64, ``torch`` from a float64 copy of the compared
+    module.  A framework absent here rounds as :attr:`noise` says."""
     own_unmeasured: Mapping[str, str] = field(default_factory=dict)
     """Framework → why its own floor could not be measured (e.g. no float64 kernel)."""
 

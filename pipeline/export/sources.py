@@ -46,7 +46,8 @@ def parse_source(text: str) -> Source:
     """Parse and sanity-check a model source given on the command line or to :func:`convert`.
 
     Raises :class:`BadInputError` for a missing path, a directory that is not a SavedModel,
-    a ``.keras`` file that is not a zip archive, or an unrecognised file type.  Whether the model really loads is the TF worker's job.
+    a ``.keras`` file that is not a zip archive, or an unrecognised file type.  Whether the
+    model really loads is the TF worker's job.
     """
     if not text:
         raise BadInputError("no model source given")

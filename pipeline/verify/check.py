@@ -234,7 +234,6 @@ def _release_torch_memory(device: str) -> None:
 def _run_torch(
     run_dir: Path, golden: Golden, input_names: Sequence[str], output_names: Sequence[str]
 ) -> tuple[Any, dict[str, Any], str]:
-
     from pipeline.core.torch_runner import place_module, run_torch
     from pipeline.to_torch.stage import load_run_module
 
@@ -387,9 +386,8 @@ def check_run(
             golden.inputs,
             input_names,
             output_names,
-            ort_outputs,
+            {"ort": ort_outputs, "torch": torch_outputs},
             module,
-            torch_outputs,
         )
         measured = replace(tolerances, atol=None, rtol=None, per_output={}).to_json()
         rep = {

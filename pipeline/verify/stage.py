@@ -58,7 +58,6 @@ def compare_outputs(
     ``module`` is moved to the torch device here and stays there: the gradient check that
     follows runs on the module's device too.
     """
-    floors = measure_noise(model, inputs, input_names, output_names)
     ort = OrtRunner(model)
     device = place_module(module)
     outputs = {
@@ -66,14 +65,9 @@ def compare_outputs(
         "ort": ort.run(dict(inputs)),
         "torch": run_torch(module, dict(inputs), list(input_names), list(output_names)),
     }
-    ort_floors = ort_own_floors(model, inputs, output_names, outputs["ort"], floors)
-    own = {
-        "tf": own_floors(tf_outputs, tf_outputs64 or {}, floors),
-        "torch": module_own_floors(
-            module, inputs, input_names, output_names, outputs["torch"], floors
-        ),
-    }
-    tolerances = _with_floors(tolerances, floors, ort_floors, own)
+    tolerances = with_noise_floors(
+        tolerances, model, inputs, input_names, output_names, outputs, module, tf_outputs64
+    )
     return Compared(
         compare.compare_all(outputs, tolerances),
         {"onnxruntime": ort.provider, "torch_device": str(device)},
@@ -87,18 +81,22 @@ def with_noise_floors(
     inputs: Mapping[str, np.ndarray],
     input_names: Sequence[str],
     output_names: Sequence[str],
-    ort_outputs: Mapping[str, np.ndarray],
+    outputs: Mapping[str, Mapping[str, np.ndarray]],
     module: torch.nn.Module,
-    torch_outputs: Mapping[str, np.ndarray],
+    tf_outputs64: Mapping[str, np.ndarray] | None = None,
 ) -> compare.Tolerances:
     """``tolerances`` with the float32 noise floor of each of ``model``'s floating outputs
-    on ``inputs``, and ONNX Runtime's and ``module``'s own where above it (``ort_outputs``,
-    ``torch_outputs``: their float32 runs on ``inputs``).  Measured (and reported) even
-    where a user tolerance overrides it."""
+    on ``inputs``, and each framework's own where measured above it: ONNX Runtime's and
+    ``module``'s (``outputs["ort"]``, ``outputs["torch"]``: their float32 runs on
+    ``inputs``) and, given ``outputs["tf"]`` and its float64 twin's ``tf_outputs64``,
+    TensorFlow's.  Measured (and reported) even where a user tolerance overrides it."""
     floors = measure_noise(model, inputs, input_names, output_names)
-    ort_floors = ort_own_floors(model, inputs, output_names, ort_outputs, floors)
+    ort_floors = ort_own_floors(model, inputs, output_names, outputs["ort"], floors)
     own = {
-        "torch": module_own_floors(module, inputs, input_names, output_names, torch_outputs, floors)
+        "tf": own_floors(outputs.get("tf", {}), tf_outputs64 or {}, floors),
+        "torch": module_own_floors(
+            module, inputs, input_names, output_names, outputs["torch"], floors
+        ),
     }
     return _with_floors(tolerances, floors, ort_floors, own)
 
