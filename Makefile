@@ -25,11 +25,12 @@ test-slow: $(VENV_STAMP)
 
 # Every keras.applications network through convert (part of test-slow), then the README table.
 # CORPUS_SEED=N draws other weights and inputs (the false-alarm reruns; table
-# runs/corpus-seedN.md); CORPUS_JOBS=2 converts two networks at a time.
+# runs/corpus-seedN.md); CORPUS_FAULTS=0 skips the planted faults (a false-alarm rerun only);
+# CORPUS_JOBS=2 converts two networks at a time.
 CORPUS_TABLE := runs/corpus$(if $(CORPUS_SEED),-seed$(CORPUS_SEED))
 corpus: $(VENV_STAMP)
 	rm -f $(CORPUS_TABLE).jsonl
-	$(if $(CORPUS_SEED),TF2TORCH_CORPUS_SEED=$(CORPUS_SEED)) TF2TORCH_CORPUS_TABLE=$(CORPUS_TABLE).jsonl \
+	$(if $(CORPUS_SEED),TF2TORCH_CORPUS_SEED=$(CORPUS_SEED)) $(if $(CORPUS_FAULTS),TF2TORCH_CORPUS_FAULTS=$(CORPUS_FAULTS)) TF2TORCH_CORPUS_TABLE=$(CORPUS_TABLE).jsonl \
 	$(PY) -m pytest -q -m slow -n $(or $(CORPUS_JOBS),1) tests/test_corpus.py; status=$$?; \
 	$(PY) bench/corpus_table.py $(CORPUS_TABLE).jsonl $(CORPUS_TABLE).md; exit $$status
 
