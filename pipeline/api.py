@@ -209,6 +209,9 @@ def convert(
                 layers=exported.layers,
                 channels_first=options.channels_first,
             )
+        # A large model's weights are held once per copy: let go of the ones no later stage
+        # reads (TF's variable values after the import, the graph after the comparison).
+        exported.values = []
 
         notify("compare")
         with rep.stage("compare"):
@@ -222,6 +225,8 @@ def convert(
                 tolerances,
                 exported.tf_outputs64,
             )
+        passes = fixed.passes
+        del fixed
 
         notify("gradients")
         scope = gradient_scope(
@@ -256,7 +261,7 @@ def convert(
         rep.scaling = exported.scaling
         rep.static_dims = [d.to_json() for d in imported.static_dims]
         rep.torch_model = imported.torch_model
-        rep.passes = fixed.passes
+        rep.passes = passes
         rep.parameters = imported.table
         rep.gradients = [g.to_json() for g in gradient_checks]
         rep.gradient_check = {

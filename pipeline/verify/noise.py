@@ -73,11 +73,14 @@ def _widened(value: object) -> object:
     return value
 
 
-def _float64_module(module: torch.nn.Module) -> torch.nn.Module:
-    """A float64 copy of ``module``: parameters and buffers in float64, and in every FX graph
-    (a ``torch.export`` module's) each floating dtype argument, e.g. of the ``zeros`` that
-    make an LSTM's initial state, made float64 so the copy does not fall back to float32."""
-    wide = copy.deepcopy(module).double()
+def _float64_module(module: torch.nn.Module, *, in_place: bool = False) -> torch.nn.Module:
+    """A float64 copy of ``module`` (``module`` itself with ``in_place``, for a module made
+    only to be measured: a large model's weights then exist once in float32 and once in
+    float64, not twice in float32 on the way): parameters and buffers in float64, and in
+    every FX graph (a ``torch.export`` module's) each floating dtype argument, e.g. of the
+    ``zeros`` that make an LSTM's initial state, made float64 so it does not fall back to
+    float32."""
+    wide = (module if in_place else copy.deepcopy(module)).double()
     for sub in wide.modules():
         if not isinstance(sub, torch.fx.GraphModule):
             continue
@@ -126,10 +129,14 @@ def measure_noise(
     device = torch_device()
     try:
         native = import_onnx(model).eval()
-        widened = _float64_graph(model)
-        # Without floating casts the float64 module is the same graph: copy, don't re-import.
-        wide = _float64_module(native if widened is None else import_onnx(widened).eval())
         low = _run(native, inputs, input_names, output_names, device, None)
+        widened = _float64_graph(model)
+        if widened is not None:  # casts to widen: import that graph (one import at a time)
+            del native
+            native = import_onnx(widened).eval()
+            del widened
+        # The float32 import has run: widen it rather than hold a copy beside it.
+        wide = _float64_module(native, in_place=True)
         high = _run(wide, inputs, input_names, output_names, device, torch.float64)
     except Exception as err:  # any failure only means "no floor": fixed tolerances apply
         text = " ".join(str(err).split())[:200]
