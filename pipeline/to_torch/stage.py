@@ -109,6 +109,9 @@ def import_torch(
         layers=list(layers),
         channels_first=channels_first,
     )
+    # The generated package is written: the eager import and the marked graph (each a copy
+    # of every weight) go before the package is loaded and exported.
+    del eager, marked
     entries = renamed_entries(adoption.entries, emitted.renames)
     table = parameter_table(entries, variables)
     module = load_generated(emitted.path)
