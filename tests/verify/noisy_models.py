@@ -62,6 +62,17 @@ def deep_tanh_mlp() -> keras.Model:
     return model
 
 
+def hard_swish_mlp() -> keras.Model:
+    """x[8] → Dense(32) → hard-swish written as MobileNetV3 writes it, with bare operations
+    in the functional graph (``x + 3.0``, ``* (1 / 6)``: not layers) → Dense(4) logits."""
+    keras.utils.set_random_seed(SEED)
+    inputs = keras.Input((8,), name="x")
+    hidden = keras.layers.Dense(32, name="dense")(inputs)
+    hidden = hidden * keras.layers.ReLU(6.0, name="relu6")(hidden + 3.0) * (1.0 / 6.0)
+    outputs = keras.layers.Dense(4, name="logits")(hidden)
+    return keras.Model(inputs, outputs, name="hard_swish_mlp")
+
+
 def _randomize_biases(model: keras.Model, seed: int = SEED) -> None:
     """Biases ~ N(0, 0.1²): Keras starts them at zero, and a zero bias cannot be dropped."""
     rng = np.random.default_rng(seed + 1)

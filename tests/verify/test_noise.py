@@ -174,6 +174,17 @@ def test_tf_measures_its_own_gradient_floor_and_the_report_records_it(
     assert max(g["noise_floor_tf"] for g in checked) > 1e-3
 
 
+def test_tf_float64_twin_is_built_through_bare_operations(tmp_path: Path) -> None:
+    """MobileNetV3's hard-swish is ``x + 3.0`` and ``* (1 / 6)`` on Keras tensors: bare
+    operations, not layers, that take no dtype.  The twin must still be built (without it
+    TF's own floor is missing, and the corpus' MobileNetV3Small at seed 1 failed 16
+    gradients by exactly TF's float32-vs-float64 distance, a ReLU kink TF's float32 flips)."""
+    report = _report(_convert("hard_swish_mlp", tmp_path / "run"))
+    assert report["gradient_check"]["tf_noise_unmeasured"] is None
+    checked = [g for g in report["gradients"] if g["checked"]]
+    assert len(checked) == 4 and all(g["noise_floor_tf"] is not None for g in checked)
+
+
 def test_gradient_faults_fail_even_against_both_frameworks_floors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -50,6 +50,10 @@ def float64_twin(model: Any) -> Any:
     import keras
 
     def widen(layer: Any) -> Any:
+        if not isinstance(layer, keras.layers.Layer):
+            # A bare operation in a functional graph (MobileNetV3's ``x + 3.0``) has no dtype
+            # of its own: it computes in its inputs', float64 in the twin.
+            return layer.__class__.from_config(layer.get_config())
         return layer.__class__.from_config({**layer.get_config(), "dtype": "float64"})
 
     twin = keras.models.clone_model(model, clone_function=widen, recursive=True)
