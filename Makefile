@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: setup demo test test-slow corpus lint bench bench-memory fuzz clean
+.PHONY: setup demo test test-slow corpus lint bench bench-memory bench-workers fuzz clean
 
 $(VENV_STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3.11 -m venv .venv || python3 -m venv .venv
@@ -44,6 +44,10 @@ bench: $(VENV_STAMP)
 # Peak memory per convert stage as a multiple of the model's weights (MODEL=file.py:fn).
 bench-memory: $(VENV_STAMP)
 	$(PY) bench/bench_memory.py $(if $(MODEL),--model $(MODEL))
+
+# Five small zoo conversions in one process: TF workers forked from the fork server vs spawned.
+bench-workers: $(VENV_STAMP)
+	$(PY) bench/bench_worker_start.py
 
 # Random Keras models through convert: FUZZ_N models from seed FUZZ_SEED (see fuzz/run.py).
 fuzz: $(VENV_STAMP)

@@ -16,8 +16,22 @@ every intermediate tensor of ``model.onnx`` recorded in all three frameworks:
 node and checks whether that node (with the tf2onnx-made nodes that feed it) is wrong by
 itself, by running it on the reference framework's inputs; :mod:`.repro` writes a minimal
 repro; :mod:`.report` writes ``diff.json``, ``diff.html`` and the terminal table.
+
+Importing this package imports neither torch nor TensorFlow: the TF worker lives in it, and
+torch (torchvision) imported into a process that has TensorFlow already segfaults.
 """
 
-from pipeline.diff.core import DiffOptions, DiffResult, run_diff
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["DiffOptions", "DiffResult", "run_diff"]
+
+
+def __getattr__(name: str) -> Any:
+    # The diff itself imports torch and onnx2torch: load it only when asked for.
+    if name in __all__:
+        from pipeline.diff import core
+
+        return getattr(core, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

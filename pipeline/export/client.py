@@ -10,8 +10,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 from pipeline.core.errors import ERROR_KINDS, Tf2TorchError, WorkerError
 from pipeline.core.extras import require_tensorflow
 from pipeline.core.signature import TensorSpec
+from pipeline.export.forkserver import WorkerTimeout, run_module
 from pipeline.export.sources import Source
 
 WORKER_LOG = "tf_worker.log"
@@ -58,6 +57,8 @@ class TfExport:
 def _worker_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # A worker that crashes in native code leaves its Python stack in the kept log.
+    env.setdefault("PYTHONFAULTHANDLER", "1")
     # On a GPU machine TensorFlow would otherwise reserve all device memory and starve
     # ONNX Runtime's CUDA provider and torch in the parent process.
     env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
@@ -133,26 +134,17 @@ def _run_worker(
 ) -> dict[str, Any]:
     request_path.write_text(json.dumps(request, indent=2))
     result_path = Path(request["result"])
-    with log_path.open("w") as log:
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-m", module, str(request_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=_worker_env(),
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise WorkerError(stage, f"TensorFlow worker timed out after {timeout:g} s") from None
-        finally:
-            request_path.unlink(missing_ok=True)
+    try:
+        returncode = run_module(module, [str(request_path)], log_path, _worker_env(), timeout)
+    except WorkerTimeout:
+        raise WorkerError(stage, f"TensorFlow worker timed out after {timeout:g} s") from None
+    finally:
+        request_path.unlink(missing_ok=True)
     if not result_path.is_file():
         tail = _log_tail(log_path)
         raise WorkerError(
             stage,
-            f"TensorFlow worker {death_reason(proc.returncode)}"
+            f"TensorFlow worker {death_reason(returncode)}"
             + (f"; last log line: {tail}" if tail else ""),
         )
     answer: dict[str, Any] = json.loads(result_path.read_text())
