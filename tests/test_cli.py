@@ -76,6 +76,9 @@ def _bad_inputs(tmp_path: Path) -> dict[str, list[str]]:
         "has shape [2, 11]": ["convert", dense, "--inputs", str(wrong_shape)],
         "is float64, the model expects float32": ["convert", dense, "--inputs", str(wrong_dtype)],
         "unknown --input-range name(s) nope": ["convert", dense, "--input-range", "nope=0:3"],
+        "bad tolerance: rtol of output 'dense' is nan": [
+            *("convert", dense, "--output-tol", "dense=0:nan"),
+        ],
     }
 
 
@@ -87,6 +90,7 @@ BAD_INPUT_MESSAGES = [
     "has shape [2, 11]",
     "is float64, the model expects float32",
     "unknown --input-range name(s) nope",
+    "bad tolerance: rtol of output 'dense' is nan",
 ]
 
 

@@ -25,6 +25,7 @@ from pipeline.commands.options import (
 )
 from pipeline.core.console import make_console
 from pipeline.core.extras import require_tensorflow
+from pipeline.export.client import prestart_tf_worker
 from pipeline.export.inputs import parse_input_ranges, parse_input_specs
 from pipeline.export.sources import parse_source
 from pipeline.verify.report import print_summary
@@ -115,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``tf2torch convert``; returns 0 (pass) or 1 (fail); errors raise."""
     parse_source(args.source)  # a missing or unreadable source fails before torch loads
     require_tensorflow("tf2torch convert")
+    prestart_tf_worker()  # TensorFlow's import in the worker overlaps torch's below
     # Imported here, not at the top: `tf2torch --help` and option errors stay fast (torch
     # takes seconds to import).
     from pipeline.api import ConvertOptions, convert

@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.core.errors import BadInputError
+
 DEFAULT_PAIRS: tuple[tuple[str, str], ...] = (("tf", "ort"), ("tf", "torch"), ("ort", "torch"))
 _SAME_ROUNDING = {"golden": "tf"}
 """Frameworks whose outputs another framework computed (golden outputs are TF's)."""
@@ -188,6 +190,19 @@ class Tolerances:
     module.  A framework absent here rounds as :attr:`noise` says."""
     own_unmeasured: Mapping[str, str] = field(default_factory=dict)
     """Framework → why its own floor could not be measured (e.g. no float64 kernel)."""
+
+    def __post_init__(self) -> None:
+        given = [("atol", self.atol), ("rtol", self.rtol)]
+        for name, tol in self.per_output.items():
+            given += [
+                (f"atol of output {name!r}", tol.atol),
+                (f"rtol of output {name!r}", tol.rtol),
+            ]
+        for what, value in given:
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise BadInputError(
+                    f"bad tolerance: {what} is {value:g}; a tolerance is a finite number >= 0"
+                )
 
     def noise_for(self, name: str, dtype: np.dtype[Any] | str) -> Noise | None:
         """The noise floor that sets output ``name``'s tolerance, or None when a user

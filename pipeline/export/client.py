@@ -18,7 +18,7 @@ from typing import Any
 from pipeline.core.errors import ERROR_KINDS, Tf2TorchError, WorkerError
 from pipeline.core.extras import require_tensorflow
 from pipeline.core.signature import TensorSpec
-from pipeline.export.forkserver import WorkerTimeout, run_module
+from pipeline.export.forkserver import WorkerTimeout, prestart, run_module
 from pipeline.export.sources import Source
 
 WORKER_LOG = "tf_worker.log"
@@ -63,6 +63,12 @@ def _worker_env() -> dict[str, str]:
     # ONNX Runtime's CUDA provider and torch in the parent process.
     env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
     return env
+
+
+def prestart_tf_worker() -> None:
+    """Start importing TensorFlow for the TF workers to come (the fork server, see
+    :mod:`pipeline.export.forkserver`) while the caller goes on, e.g. to import torch."""
+    prestart(_worker_env())
 
 
 def death_reason(returncode: int) -> str:

@@ -12,7 +12,8 @@ model does to TensorFlow's state, memory or signals dies with it.
 A server started with one environment never serves another (TensorFlow reads some variables
 at import; only :data:`VOLATILE_ENV` may differ, and each worker gets its caller's environment
 exactly), and anything wrong with the server falls back to a plain new process, so the
-server only ever saves time.  It sits in the caller's process group, so killing that group
+server only ever saves time.  The CLI starts it before importing torch, so that the two
+imports overlap.  It sits in the caller's process group, so killing that group
 (the migration scheduler's timeout) kills the server and its workers too.
 
 Protocol, one JSON line each way on the server's stdin/stdout: ``{"module", "args", "log",
@@ -92,30 +93,31 @@ class ForkServer:
         )
         assert self._proc.stdout is not None
         self._reader = _LineReader(self._proc.stdout.fileno())
+        self._ready = False  # its imports run while the caller goes on; run() waits for them
+
+    def _wait_ready(self) -> None:
+        if self._ready:
+            return
         try:
             line = self._reader.readline(time.monotonic() + _START_TIMEOUT)
-        except (TimeoutError, ForkServerError):
-            self.close()
+        except TimeoutError:
             raise ForkServerError("the fork server did not start") from None
         if line != READY:
-            self.close()
             raise ForkServerError(f"the fork server could not preload: {line}")
+        self._ready = True
 
     def alive(self) -> bool:
         """Whether the server process is still running."""
         return self._proc.poll() is None
 
     def close(self) -> None:
-        """Stop the server (workers it started run on to their end)."""
-        if self._proc.stdin is not None:
-            self._proc.stdin.close()
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        if self._proc.stdout is not None:
-            self._proc.stdout.close()
+        """Stop the server.  It is idle or still importing (no caller is in :meth:`run`),
+        so nothing is lost; a worker it started would run on to its end."""
+        self._proc.kill()
+        self._proc.wait()
+        for pipe in (self._proc.stdin, self._proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
     def run(
         self,
@@ -139,6 +141,7 @@ class ForkServer:
             "env": dict(env),
         }
         assert self._proc.stdin is not None
+        self._wait_ready()
         try:
             self._proc.stdin.write((json.dumps(request) + "\n").encode())
             self._proc.stdin.flush()
@@ -187,7 +190,7 @@ def run_module(
     spawned as a new process; the result is the same.  Raises :class:`WorkerTimeout` when it
     ran past ``timeout`` seconds (it is killed).  Set ``TF2TORCH_FORKSERVER=0`` to always spawn.
     """
-    if env.get("TF2TORCH_FORKSERVER", "1") != "0" and _lock.acquire(blocking=False):
+    if _enabled(env) and _lock.acquire(blocking=False):
         # One worker at a time per server; a concurrent caller spawns its own.
         try:
             server = _server_for(env)
@@ -201,6 +204,20 @@ def run_module(
     return _spawn(module, args, log, env, timeout)
 
 
+def prestart(env: Mapping[str, str]) -> None:
+    """Start the fork server for ``env`` now, if none serves it, without waiting for its
+    imports: a caller about to import torch overlaps the two imports (each takes seconds)."""
+    if _enabled(env) and _lock.acquire(blocking=False):
+        try:
+            _server_for(env)
+        finally:
+            _lock.release()
+
+
+def _enabled(env: Mapping[str, str]) -> bool:
+    return env.get("TF2TORCH_FORKSERVER", "1") != "0"
+
+
 def _server_for(env: Mapping[str, str]) -> ForkServer | None:
     global _server
     if _server is not None and (_server.env != _import_env(env) or not _server.alive()):
@@ -208,7 +225,7 @@ def _server_for(env: Mapping[str, str]) -> ForkServer | None:
     if _server is None:
         try:
             _server = ForkServer(env)
-        except (ForkServerError, OSError):
+        except OSError:
             return None
     return _server
 

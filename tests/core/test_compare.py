@@ -23,6 +23,7 @@ from pipeline.core.compare import (
     compare_all,
     compare_pair,
 )
+from pipeline.core.errors import BadInputError
 
 REQUIRED_JSON_KEYS = {
     "pair",
@@ -746,3 +747,20 @@ def test_compare_all_integer_output_fails_on_any_difference_despite_global_toler
     (c,) = compare_all(outputs, Tolerances(atol=10.0, rtol=10.0))
     assert (c.atol, c.rtol) == (0.0, 0.0)
     assert not c.passed
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"atol": -1.0}, "atol is -1"),
+        ({"rtol": math.inf}, "rtol is inf"),
+        ({"per_output": {"y": Tolerance(0.0, math.nan)}}, "rtol of output 'y' is nan"),
+    ],
+)
+def test_a_negative_or_non_finite_tolerance_is_bad_input(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    # A negative atol failed every output, NaN crashed the JSON report: both are user errors.
+    with pytest.raises(BadInputError, match=message):
+        Tolerances(**kwargs)
+    assert Tolerances(atol=0.0, rtol=0.0).atol == 0.0  # exact comparison stays allowed
