@@ -250,4 +250,5 @@ def test_a_dying_tf_worker_keeps_its_log_where_the_error_says(
     log = Path(line.rsplit("(worker log: ", 1)[1].rstrip(")"))
     assert log == tmp_path / "run.failed" / "tf_worker.log"
     assert "worker about to abort" in log.read_text()
+    assert 'dies.py", line 4 in make' in log.read_text()  # the crash's Python stack, kept
     assert not (tmp_path / "run").exists()

@@ -82,10 +82,14 @@ def death_reason(returncode: int) -> str:
 
 
 def _log_tail(log: Path) -> str:
+    """The last line the worker printed itself: a native crash's stack dump (Python's
+    faulthandler, which starts "Fatal Python error") stays in the log, not in the message."""
     try:
-        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        text = log.read_text(errors="replace")
     except OSError:
         return ""
+    own = text.split("Fatal Python error:", 1)[0]
+    lines = [ln for ln in own.splitlines() if ln.strip()]
     return lines[-1].strip() if lines else ""
 
 

@@ -72,6 +72,9 @@ def child_main(request_path: str) -> int:
         events.flush()
 
     try:
+        from pipeline.export.client import prestart_tf_worker
+
+        prestart_tf_worker()  # TensorFlow's import in the worker overlaps torch's below
         from pipeline.api import convert
 
         result = convert(
