@@ -77,7 +77,10 @@ def _bad_inputs(tmp_path: Path) -> dict[str, list[str]]:
         "is float64, the model expects float32": ["convert", dense, "--inputs", str(wrong_dtype)],
         "unknown --input-range name(s) nope": ["convert", dense, "--input-range", "nope=0:3"],
         "bad tolerance: rtol of output 'dense' is nan": [
-            *("convert", dense, "--output-tol", "dense=0:nan"),
+            "convert",
+            dense,
+            "--output-tol",
+            "dense=0:nan",
         ],
     }
 

@@ -151,19 +151,18 @@ class ForkServer:
         if "pid" not in started:
             raise ForkServerError(f"the fork server could not fork: {started.get('error')}")
         deadline = None if timeout is None else time.monotonic() + timeout
-        timed_out = False
-        while True:
-            try:
-                line = self._reader.readline(None if timed_out else deadline)
-                break
-            except TimeoutError:
-                timed_out = True
-                _kill(started["pid"])
-            except ForkServerError:
-                _kill(started["pid"])  # the server died under it: the caller runs it anew
-                raise
-        if timed_out:
-            raise WorkerTimeout
+        try:
+            line = self._reader.readline(deadline)
+        except TimeoutError:
+            _kill(started["pid"])
+            # The server reaps it and answers; a server lost meanwhile changes nothing: the
+            # worker timed out, and must not be run again.
+            with contextlib.suppress(ForkServerError):
+                self._reader.readline(None)
+            raise WorkerTimeout from None
+        except ForkServerError:
+            _kill(started["pid"])  # the server died under it: the caller runs it anew
+            raise
         return int(json.loads(line)["returncode"])
 
 
