@@ -2,7 +2,7 @@
 
 Raw onnx2torch modules do not ``torch.export``: its Reshape, Slice, Squeeze and friends read
 shapes and axes from tensors at run time (``.tolist()``, ``.item()``).  Importing
-:mod:`pipeline.to_torch.converters` replaces those converters in onnx2torch's registry with ones that
+:mod:`pipeline.to_torch.ops` replaces those converters in onnx2torch's registry with ones that
 make every such input a Python value at import: constants become ints, and shape arithmetic
 (tf2onnx's ``Shape → Gather → Concat → Reshape`` chains) becomes expressions evaluated on
 ``x.shape`` in ``forward`` -- so the batch dim stays symbolic and exports as a
@@ -30,7 +30,7 @@ import onnx2torch
 import torch
 from onnx2torch.node_converters.registry import get_converter
 
-import pipeline.to_torch.converters  # noqa: F401 -- registers our converters in onnx2torch
+import pipeline.to_torch.ops  # noqa: F401 -- registers our converters in onnx2torch
 from pipeline.core.errors import ExportError, Tf2TorchError, UnsupportedOpsError
 from pipeline.core.onnx_graph import all_nodes
 

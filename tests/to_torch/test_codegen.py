@@ -26,9 +26,9 @@ from pipeline.core.ort_runner import OrtRunner
 from pipeline.core.run_dir import write_npz
 from pipeline.to_torch.codegen import CodegenFailed, emit_package, import_package
 from pipeline.to_torch.codegen.naming import ScopeReader, TemporaryNames, class_name, sanitize
-from pipeline.to_torch.converters.recurrent import ReverseSequence
 from pipeline.to_torch.importer import export_program, load_program
 from pipeline.to_torch.module_surgery import sanitize_name as parameters_sanitize
+from pipeline.to_torch.ops.recurrent import ReverseSequence
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))

@@ -30,8 +30,8 @@ from pipeline.api import ConvertOptions
 from pipeline.core.errors import Tf2TorchError
 from pipeline.passes import default_passes
 from pipeline.passes.keras_gru_loop import KerasGruLoopPass
-from pipeline.to_torch.converters.recurrent import OnnxRecurrent, ReverseSequence
 from pipeline.to_torch.importer import import_onnx
+from pipeline.to_torch.ops.recurrent import OnnxRecurrent, ReverseSequence
 
 ATOL = 1e-5
 INPUT, HIDDEN, SEQ = 4, 5, 6

@@ -8,10 +8,11 @@ layers, one statement per op in ``forward`` -- plus ``weights.safetensors`` and 
 
 Modules: :mod:`~pipeline.to_torch.codegen.naming` (the one sanitising rule, temporaries named after
 layers), :mod:`~pipeline.to_torch.codegen.simplify` (exact clean-ups of the graph),
-:mod:`~pipeline.to_torch.codegen.translators` (one expression per op class),
+:mod:`~pipeline.to_torch.codegen.literals` (constants as Python source),
 :mod:`~pipeline.to_torch.codegen.modules` (constructors of modules with weights),
 :mod:`~pipeline.to_torch.codegen.emit` (the walk that writes the class) and
-:mod:`~pipeline.to_torch.codegen.package` (the files, and importing them afresh).
+:mod:`~pipeline.to_torch.codegen.package` (the files, and importing them afresh).  The code
+form of each module class (one expression) lives with its op in :mod:`pipeline.to_torch.ops`.
 """
 
 from pipeline.to_torch.codegen.package import (

@@ -27,7 +27,7 @@ from onnx2torch.node_converters.where import OnnxWhere
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
-from pipeline.to_torch.codegen import literals, modules, translators
+from pipeline.to_torch.codegen import literals, modules
 from pipeline.to_torch.codegen.naming import (
     ScopeReader,
     TemporaryNames,
@@ -36,8 +36,8 @@ from pipeline.to_torch.codegen.naming import (
     sanitize,
     snake,
 )
-from pipeline.to_torch.codegen.simplify import RecurrentSequence
-from pipeline.to_torch.converters.recurrent import OnnxRecurrent
+from pipeline.to_torch.ops import registry
+from pipeline.to_torch.ops.recurrent import OnnxRecurrent, RecurrentSequence
 
 _SMALL_CONSTANT = 16
 """Constants up to this many elements are written out in ``__init__`` (also in the weights)."""
@@ -340,17 +340,17 @@ class _Writer:
         key: object = module if module is not None else node.target
         try:
             if module is None:
-                translator = translators.TRANSLATORS.get(node.target)  # type: ignore[call-overload]
+                translator = registry.TRANSLATORS.get(node.target)  # type: ignore[call-overload]
                 if translator is None:
-                    raise translators.UntranslatableError(str(node.target))
+                    raise registry.UntranslatableError(str(node.target))
             elif type(module) in modules.CUSTOM_CLASSES:
-                translator = translators.call_attribute
+                translator = registry.call_attribute
             else:
-                translator = translators.translator_for(module)
-        except translators.UntranslatableError as exc:
+                translator = registry.translator_for(module)
+        except registry.UntranslatableError as exc:
             self.missing.append(f"{exc} ({node.target})")
             return "None"
-        context = translators.NodeContext(
+        context = registry.NodeContext(
             node=node,
             module=module,
             args=args,
@@ -361,7 +361,7 @@ class _Writer:
         )
         try:
             expression = translator(context)
-        except translators.UntranslatableError as exc:
+        except registry.UntranslatableError as exc:
             self.missing.append(f"{exc} ({node.target})")
             return "None"
         for helper in context.helpers:
@@ -511,7 +511,7 @@ def emit_source(
         output_names,
         init,
         forward,
-        [translators.HELPERS[h].strip() for h in sorted(writer.helpers)],
+        [registry.HELPERS[h].strip() for h in sorted(writer.helpers)],
         list(writer.classes.values()),
         channels_first,
     )

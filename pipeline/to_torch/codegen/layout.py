@@ -26,7 +26,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
 from pipeline.to_torch.codegen.simplify import compose_transposes
-from pipeline.to_torch.converters.reshape import StaticReshape
+from pipeline.to_torch.ops.reshape import StaticReshape
 
 IMAGE_RANKS = (4, 5)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from pipeline.to_torch.converters.shape_values import BinOp, DimOf, Expr
+from pipeline.to_torch.ops.shape_values import BinOp, DimOf, Expr
 
 _INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "//", "mod": "%"}
 

@@ -7,8 +7,9 @@
   ``Conv1.weight``);
 - a recurrent module whose final states nothing reads returns ``Y`` alone, and when ``Y`` is
   only taken apart again into torch's own output (squeezing the one direction, or
-  concatenating the two directions' halves), the module becomes :class:`RecurrentSequence`,
-  which returns torch's output ``(seq, batch, dirs * hidden)`` directly;
+  concatenating the two directions' halves), the module becomes
+  :class:`~pipeline.to_torch.ops.recurrent.RecurrentSequence`, which returns torch's output
+  ``(seq, batch, dirs * hidden)`` directly;
 - a Reshape whose target has one run-time entry (the batch) writes it as ``-1``;
 - a 2-D weight read only by row lookups (Keras ``Embedding``: ONNX ``Gather`` on axis 0)
   becomes ``nn.Embedding`` (``embedding.embeddings`` → ``embedding.weight``);
@@ -30,9 +31,9 @@ from onnx2torch.node_converters.squeeze import OnnxSqueezeStaticAxes
 from onnx2torch.node_converters.transpose import OnnxTranspose
 from torch import nn
 
-from pipeline.to_torch.converters.recurrent import OnnxRecurrent
-from pipeline.to_torch.converters.reshape import StaticReshape
-from pipeline.to_torch.converters.slice import StaticSlice
+from pipeline.to_torch.ops.recurrent import OnnxRecurrent, RecurrentSequence
+from pipeline.to_torch.ops.reshape import StaticReshape
+from pipeline.to_torch.ops.slice import StaticSlice
 
 _PASS_THROUGH = (OnnxCopyIdentity, nn.Identity, nn.Dropout)
 
@@ -104,22 +105,6 @@ def recurrent_outputs(gm: torch.fx.GraphModule) -> None:
         for user in users:
             user.replace_all_uses_with(node)
             gm.graph.erase_node(user)
-
-
-class RecurrentSequence(nn.Module):
-    """An ``nn.LSTM``/``nn.GRU`` (time-major, zero initial state) read only for its output
-    sequence: ``(seq, batch, dirs * hidden)``, time-reversed around the call if ``reverse``."""
-
-    def __init__(self, rnn: nn.LSTM | nn.GRU, reverse: bool) -> None:
-        super().__init__()
-        self.rnn = rnn
-        self.reverse = reverse
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The output sequence."""
-        if self.reverse:
-            return self.rnn(x.flip(0))[0].flip(0)
-        return self.rnn(x)[0]
 
 
 def _squeezes_axis_1(gm: torch.fx.GraphModule, node: torch.fx.Node) -> bool:

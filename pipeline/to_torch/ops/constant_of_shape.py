@@ -1,17 +1,29 @@
-"""ConstantOfShape with a shape known at import."""
+"""ONNX ``ConstantOfShape`` (9, 20, 21).
+
+Converter: ours (:func:`convert_constant_of_shape`): a shape known at import makes a
+:class:`StaticConstantOfShape`; otherwise onnx2torch's ``OnnxConstantOfShape``.  Code form:
+``torch.full(shape, value, dtype=..., device=...)``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
+from onnx2torch.node_converters.constant_of_shape import OnnxConstantOfShape
 from onnx2torch.node_converters.registry import TConverter
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 
-from pipeline.to_torch.converters.registry import override_converter, use_fallback
-from pipeline.to_torch.converters.shape_values import Expr, ShapeArgs, known_int_value
+from pipeline.to_torch.codegen import literals
+from pipeline.to_torch.ops.registry import (
+    NodeContext,
+    override_converter,
+    translates,
+    use_fallback,
+)
+from pipeline.to_torch.ops.shape_values import Expr, ShapeArgs, known_int_value
 
 
 class StaticConstantOfShape(ShapeArgs):
@@ -37,7 +49,11 @@ class StaticConstantOfShape(ShapeArgs):
         )
 
 
-@override_converter("ConstantOfShape", versions=(9, 20, 21))
+@override_converter(
+    "ConstantOfShape",
+    versions=(9, 20, 21),
+    produces=(StaticConstantOfShape, OnnxConstantOfShape),
+)
 def convert_constant_of_shape(
     node: OnnxNode, graph: OnnxGraph, fallback: TConverter | None
 ) -> OperationConverterResult:
@@ -51,4 +67,15 @@ def convert_constant_of_shape(
     return OperationConverterResult(
         torch_module=module,
         onnx_mapping=OnnxMapping(inputs=module.sources, outputs=node.output_values),
+    )
+
+
+@translates(StaticConstantOfShape)
+def _constant_of_shape(ctx: NodeContext) -> str:
+    module = ctx.module
+    assert isinstance(module, StaticConstantOfShape)
+    shape = ", ".join(ctx.shape_args(module.shape, data_inputs=0))
+    return (
+        f"torch.full(({shape},), {literals.number(module.fill_value)}, "
+        f"dtype={literals.dtype(module.dtype)}, device={ctx.device_of}.device)"
     )

@@ -1,4 +1,8 @@
-"""Resize (opset 11/13) with scales or sizes known at import.
+"""ONNX ``Resize`` (11, 13).
+
+Converter: ours (:func:`convert_resize`): scales that are constants or sizes known at import
+make a :class:`StaticResize`; otherwise onnx2torch's ``OnnxResize``.  Code form:
+``F.interpolate(x, size=... | scale_factor=..., mode=..., align_corners=...)``.
 
 Attribute handling (modes, warnings about coordinate transforms) stays onnx2torch's: we call
 its converter and reuse the mode and ``align_corners`` it chose.
@@ -15,8 +19,14 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_const_value
 
-from pipeline.to_torch.converters.registry import override_converter, use_fallback
-from pipeline.to_torch.converters.shape_values import Expr, ShapeArgs, known_int_value
+from pipeline.to_torch.codegen import literals
+from pipeline.to_torch.ops.registry import (
+    NodeContext,
+    override_converter,
+    translates,
+    use_fallback,
+)
+from pipeline.to_torch.ops.shape_values import Expr, ShapeArgs, known_int_value
 
 
 class StaticResize(ShapeArgs):
@@ -58,7 +68,7 @@ def _const_floats(graph: OnnxGraph, name: str) -> list[float] | None:
     )
 
 
-@override_converter("Resize", versions=(11, 13))
+@override_converter("Resize", versions=(11, 13), produces=(StaticResize, OnnxResize))
 def convert_resize(
     node: OnnxNode, graph: OnnxGraph, fallback: TConverter | None
 ) -> OperationConverterResult:
@@ -82,3 +92,18 @@ def convert_resize(
         torch_module=module,
         onnx_mapping=OnnxMapping(inputs=(names[0], *module.sources), outputs=node.output_values),
     )
+
+
+@translates(StaticResize)
+def _resize(ctx: NodeContext) -> str:
+    module = ctx.module
+    assert isinstance(module, StaticResize)
+    x = ctx.args[0]
+    mode = _onnx_mode_to_torch_mode(module.onnx_mode, ctx.rank() - 2)
+    if module.sizes is not None:
+        size = f"size=({', '.join(ctx.shape_args(module.sizes))},)"
+    else:
+        assert module.scales is not None
+        size = f"scale_factor=({', '.join(literals.number(s) for s in module.scales)},)"
+    corners = f", align_corners={module.align_corners}" if module.align_corners is not None else ""
+    return f'F.interpolate({x}, {size}, mode="{mode}"{corners})'

@@ -1,16 +1,27 @@
-"""TopK with ``k`` known at import (onnx2torch passes a tensor ``k`` to ``torch.topk``)."""
+"""ONNX ``TopK`` (10, 11).
+
+Converter: ours (:func:`convert_topk`): ``k`` known at import (onnx2torch passes a tensor
+``k`` to ``torch.topk``) makes a :class:`StaticTopK`; otherwise onnx2torch's ``OnnxTopK``.
+Code form: ``torch.topk(x, k, dim=..., largest=..., sorted=...)``.
+"""
 
 from __future__ import annotations
 
 import torch
 from onnx2torch.node_converters.registry import TConverter
+from onnx2torch.node_converters.topk import OnnxTopK
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 from torch import nn
 
-from pipeline.to_torch.converters.registry import override_converter, use_fallback
-from pipeline.to_torch.converters.shape_values import known_ints
+from pipeline.to_torch.ops.registry import (
+    NodeContext,
+    override_converter,
+    translates,
+    use_fallback,
+)
+from pipeline.to_torch.ops.shape_values import known_ints
 
 
 class StaticTopK(nn.Module):
@@ -31,7 +42,7 @@ class StaticTopK(nn.Module):
         return result.values, result.indices
 
 
-@override_converter("TopK", versions=(10, 11))
+@override_converter("TopK", versions=(10, 11), produces=(StaticTopK, OnnxTopK))
 def convert_topk(
     node: OnnxNode, graph: OnnxGraph, fallback: TConverter | None
 ) -> OperationConverterResult:
@@ -48,4 +59,14 @@ def convert_topk(
     return OperationConverterResult(
         torch_module=module,
         onnx_mapping=OnnxMapping(inputs=(node.input_values[0],), outputs=node.output_values),
+    )
+
+
+@translates(StaticTopK)
+def _topk(ctx: NodeContext) -> str:
+    module = ctx.module
+    assert isinstance(module, StaticTopK)
+    return (
+        f"torch.topk({ctx.args[0]}, {module.k}, dim={module.axis}, "
+        f"largest={module.largest}, sorted={module.sorted})"
     )

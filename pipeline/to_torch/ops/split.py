@@ -1,17 +1,28 @@
-"""Split with split sizes known at import, or equal chunks (opset 13 and 18)."""
+"""ONNX ``Split`` (13, 18).
+
+Converter: ours (:func:`convert_split`): no sizes input makes :class:`SplitChunks`, sizes
+known at import onnx2torch's static ``OnnxSplit``; otherwise onnx2torch's ``OnnxSplit13``.
+Code form: ``torch.split(x, ceil(dim / n), dim=axis)`` for :class:`SplitChunks`
+(``OnnxSplit`` has none yet: see ``REFUSED`` in :mod:`pipeline.to_torch.ops.registry`).
+"""
 
 from __future__ import annotations
 
 import torch
 from onnx2torch.node_converters.registry import TConverter
-from onnx2torch.node_converters.split import OnnxSplit
+from onnx2torch.node_converters.split import OnnxSplit, OnnxSplit13
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 from torch import nn
 
-from pipeline.to_torch.converters.registry import override_converter, use_fallback
-from pipeline.to_torch.converters.shape_values import known_ints
+from pipeline.to_torch.ops.registry import (
+    NodeContext,
+    override_converter,
+    translates,
+    use_fallback,
+)
+from pipeline.to_torch.ops.shape_values import known_ints
 
 
 class SplitChunks(nn.Module):
@@ -28,7 +39,7 @@ class SplitChunks(nn.Module):
         return tuple(torch.split(input_tensor, size, dim=self.axis))
 
 
-@override_converter("Split", versions=(13, 18))
+@override_converter("Split", versions=(13, 18), produces=(SplitChunks, OnnxSplit, OnnxSplit13))
 def convert_split(
     node: OnnxNode, graph: OnnxGraph, fallback: TConverter | None
 ) -> OperationConverterResult:
@@ -49,3 +60,12 @@ def convert_split(
         torch_module=module,
         onnx_mapping=OnnxMapping(inputs=(data,), outputs=node.output_values),
     )
+
+
+@translates(SplitChunks)
+def _split(ctx: NodeContext) -> str:
+    module = ctx.module
+    assert isinstance(module, SplitChunks)
+    x = ctx.args[0]
+    size = f"-(-{x}.shape[{module.axis}] // {module.num_outputs})"
+    return f"torch.split({x}, {size}, dim={module.axis})"

@@ -1,4 +1,9 @@
-"""Reshape with a target shape known at import (constant, or arithmetic on ``x.shape``)."""
+"""ONNX ``Reshape`` (5, 13, 14, 19, 21).
+
+Converter: ours (:func:`convert_reshape`): a target shape known at import (constant, or
+arithmetic on ``x.shape``) makes a :class:`StaticReshape`; otherwise onnx2torch's
+``OnnxReshape``.  Code form: ``x.reshape(...)`` (``x.flatten(1)`` where that is what it is).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,18 @@ from collections.abc import Sequence
 
 import torch
 from onnx2torch.node_converters.registry import TConverter
+from onnx2torch.node_converters.reshape import OnnxReshape
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 
-from pipeline.to_torch.converters.registry import override_converter, use_fallback
-from pipeline.to_torch.converters.shape_values import Expr, ShapeArgs, dim_expr, known_int_value
+from pipeline.to_torch.ops.registry import (
+    NodeContext,
+    override_converter,
+    translates,
+    use_fallback,
+)
+from pipeline.to_torch.ops.shape_values import Expr, ShapeArgs, dim_expr, known_int_value
 
 
 class StaticReshape(ShapeArgs):
@@ -26,7 +37,7 @@ class StaticReshape(ShapeArgs):
         return torch.reshape(input_tensor, self.resolve(self.shape, sources))
 
 
-@override_converter("Reshape", versions=(5, 13, 14, 19, 21))
+@override_converter("Reshape", versions=(5, 13, 14, 19, 21), produces=(StaticReshape, OnnxReshape))
 def convert_reshape(
     node: OnnxNode, graph: OnnxGraph, fallback: TConverter | None
 ) -> OperationConverterResult:
@@ -44,3 +55,26 @@ def convert_reshape(
         torch_module=module,
         onnx_mapping=OnnxMapping(inputs=(data, *module.sources), outputs=node.output_values),
     )
+
+
+@translates(StaticReshape)
+def _reshape(ctx: NodeContext) -> str:
+    module = ctx.module
+    assert isinstance(module, StaticReshape)
+    shape = ctx.shape_args(module.shape)
+    in_meta = ctx.metas[0]
+    if (
+        in_meta is not None
+        and len(in_meta.shape) >= 2
+        and len(shape) == 2
+        and shape[0] == "-1"
+        and shape[1] == str(int(torch.Size(in_meta.shape[1:]).numel()))
+    ):
+        return f"{ctx.args[0]}.flatten(1)"
+    comment = ""
+    if in_meta is not None and ctx.out is not None and len(in_meta.shape) >= 3:
+        dims = list(in_meta.shape)
+        if dims[-1] == 1 and list(ctx.out.shape) == [dims[0], 1, *dims[1:-1]]:
+            # tf2onnx writes the NHWC -> NCHW transpose of a one-channel image as a reshape.
+            comment = "  # channels last -> channels first (one channel)"
+    return f"{ctx.args[0]}.reshape({', '.join(shape)}){comment}"

@@ -1,4 +1,8 @@
-"""Tile with repeats known at import."""
+"""ONNX ``Tile`` (6, 13).
+
+Converter: ours (:func:`convert_tile`): repeats known at import make a :class:`StaticTile`;
+otherwise onnx2torch's ``OnnxTile``.  Code form: ``x.repeat(...)``.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,18 @@ from collections.abc import Sequence
 
 import torch
 from onnx2torch.node_converters.registry import TConverter
+from onnx2torch.node_converters.tile import OnnxTile
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 
-from pipeline.to_torch.converters.registry import override_converter, use_fallback
-from pipeline.to_torch.converters.shape_values import Expr, ShapeArgs, known_int_value
+from pipeline.to_torch.ops.registry import (
+    NodeContext,
+    override_converter,
+    translates,
+    use_fallback,
+)
+from pipeline.to_torch.ops.shape_values import Expr, ShapeArgs, known_int_value
 
 
 class StaticTile(ShapeArgs):
@@ -26,7 +36,7 @@ class StaticTile(ShapeArgs):
         return input_tensor.repeat(self.resolve(self.repeats, sources))
 
 
-@override_converter("Tile", versions=(6, 13))
+@override_converter("Tile", versions=(6, 13), produces=(StaticTile, OnnxTile))
 def convert_tile(
     node: OnnxNode, graph: OnnxGraph, fallback: TConverter | None
 ) -> OperationConverterResult:
@@ -41,3 +51,10 @@ def convert_tile(
             inputs=(node.input_values[0], *module.sources), outputs=node.output_values
         ),
     )
+
+
+@translates(StaticTile)
+def _tile(ctx: NodeContext) -> str:
+    module = ctx.module
+    assert isinstance(module, StaticTile)
+    return f"{ctx.args[0]}.repeat({', '.join(ctx.shape_args(module.repeats))})"

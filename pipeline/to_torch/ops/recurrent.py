@@ -1,10 +1,16 @@
 """ONNX ``LSTM`` → ``nn.LSTM`` and ``GRU`` → ``nn.GRU`` (opsets 7, 14 and 22), and
 ``ReverseSequence`` (how Keras's ``go_backwards`` arrives when the RNN itself is not fused).
 
-onnx2torch has no converter for either.  Each node becomes an :class:`OnnxRecurrent` holding
-a real ``nn.LSTM``/``nn.GRU`` (one layer; ``bidirectional`` for ``direction="bidirectional"``),
-whose weights are ``nn.Parameter``s copied from the ONNX ``W``, ``R`` and ``B`` constants
-with the gate blocks reordered:
+Converters: ours (:func:`convert_recurrent`, :func:`convert_reverse_sequence`); onnx2torch
+has none.  Code forms: :class:`OnnxRecurrent`'s forward spelled out around
+``self.<rnn>(x)``; :class:`RecurrentSequence` (what ``codegen/simplify.py`` makes of an
+``OnnxRecurrent`` read only for its output sequence) as ``self.<rnn>(x)[0]``;
+:class:`ReverseSequence` as the helper function ``reverse_sequence``.
+
+Each node becomes an :class:`OnnxRecurrent` holding a real ``nn.LSTM``/``nn.GRU`` (one
+layer; ``bidirectional`` for ``direction="bidirectional"``), whose weights are
+``nn.Parameter``s copied from the ONNX ``W``, ``R`` and ``B`` constants with the gate blocks
+reordered:
 
 - LSTM: ONNX ``(i, o, f, c)`` → torch ``(i, f, g, o)``;
 - GRU: ONNX ``(z, r, h)`` → torch ``(r, z, n)``.  Only ``linear_before_reset=1`` is torch's
@@ -34,13 +40,19 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from onnx2torch.node_converters.registry import add_converter
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_const_value
 from torch import nn
 
-from pipeline.to_torch.converters.shape_values import static_dims
+from pipeline.to_torch.ops.registry import (
+    NodeContext,
+    UntranslatableError,
+    new_converter,
+    register_helper,
+    translates,
+)
+from pipeline.to_torch.ops.shape_values import static_dims
 
 _VERSIONS = (7, 14, 22)
 
@@ -295,9 +307,8 @@ def convert_recurrent(node: OnnxNode, graph: OnnxGraph) -> OperationConverterRes
     )
 
 
-for _version in _VERSIONS:
-    add_converter(operation_type="LSTM", version=_version)(convert_recurrent)
-    add_converter(operation_type="GRU", version=_version)(convert_recurrent)
+new_converter("LSTM", versions=_VERSIONS, produces=(OnnxRecurrent,))(convert_recurrent)
+new_converter("GRU", versions=_VERSIONS, produces=(OnnxRecurrent,))(convert_recurrent)
 
 
 class ReverseSequence(nn.Module):
@@ -327,7 +338,7 @@ class ReverseSequence(nn.Module):
         return torch.gather(data, self.time_axis, index)
 
 
-@add_converter(operation_type="ReverseSequence", version=10)
+@new_converter("ReverseSequence", versions=(10,), produces=(ReverseSequence,))
 def convert_reverse_sequence(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """ONNX ``ReverseSequence`` → :class:`ReverseSequence`."""
     batch_axis = int(node.attributes.get("batch_axis", 1))
@@ -340,3 +351,92 @@ def convert_reverse_sequence(node: OnnxNode, graph: OnnxGraph) -> OperationConve
         torch_module=ReverseSequence(batch_axis=batch_axis, time_axis=time_axis),
         onnx_mapping=OnnxMapping(inputs=tuple(node.input_values), outputs=node.output_values),
     )
+
+
+class RecurrentSequence(nn.Module):
+    """An ``nn.LSTM``/``nn.GRU`` (time-major, zero initial state) read only for its output
+    sequence: ``(seq, batch, dirs * hidden)``, time-reversed around the call if ``reverse``.
+
+    Never made by the converter: ``codegen/simplify.py`` puts it in place of an
+    :class:`OnnxRecurrent` whose ``Y`` is only reshaped back into torch's output."""
+
+    def __init__(self, rnn: nn.LSTM | nn.GRU, reverse: bool) -> None:
+        super().__init__()
+        self.rnn = rnn
+        self.reverse = reverse
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The output sequence."""
+        if self.reverse:
+            return self.rnn(x.flip(0))[0].flip(0)
+        return self.rnn(x)[0]
+
+
+@translates(OnnxRecurrent)
+def _recurrent(ctx: NodeContext) -> str:
+    # The module's forward, spelled out: ONNX's Y is (seq, dirs, batch, hidden) in layout 0.
+    module = ctx.module
+    assert isinstance(module, OnnxRecurrent)
+    rnn = module.rnn
+    x = ctx.args[0]
+    time_axis = module.layout
+    if module.reverse:
+        x = f"{x}.flip({time_axis})"
+    states = ", ".join(ctx.args[1:])
+    if len(ctx.args) > 1 and module.layout == 1:
+        raise UntranslatableError("OnnxRecurrent with initial states in layout 1")
+    if isinstance(rnn, nn.LSTM) and len(ctx.args) > 1:
+        if len(ctx.args) != 3:
+            raise UntranslatableError("OnnxRecurrent (LSTM) with only one initial state")
+        call = f"{ctx.attribute}({x}, ({states}))"
+    else:
+        call = f"{ctx.attribute}({x}{', ' + states if states else ''})"
+    outputs = [f"{call}[0]"]
+    y = outputs[0]
+    dirs = 2 if rnn.bidirectional else 1
+    y = f"{y}.unflatten(-1, ({dirs}, {rnn.hidden_size}))"
+    if module.reverse:
+        y = f"{y}.flip({time_axis})"
+    if module.layout == 0:
+        y = f"{y}.transpose(1, 2)"
+    if len(module.wanted) == 1:
+        return y
+    wanted = [w for w in module.wanted if w]
+    if wanted != [True] or not module.wanted[0]:
+        raise UntranslatableError("OnnxRecurrent returning its final states")
+    return f"({y},)"
+
+
+@translates(RecurrentSequence)
+def _recurrent_sequence(ctx: NodeContext) -> str:
+    module = ctx.module
+    assert isinstance(module, RecurrentSequence)
+    if module.reverse:
+        return f"{ctx.attribute}({ctx.args[0]}.flip(0))[0].flip(0)"
+    return f"{ctx.attribute}({ctx.args[0]})[0]"
+
+
+@translates(ReverseSequence)
+def _reverse_sequence(ctx: NodeContext) -> str:
+    module = ctx.module
+    assert isinstance(module, ReverseSequence)
+    name = ctx.helper("reverse_sequence")
+    return f"{name}({ctx.args[0]}, {ctx.args[1]}, time_axis={module.time_axis})"
+
+
+register_helper(
+    "reverse_sequence",
+    '''
+def reverse_sequence(data: torch.Tensor, lengths: torch.Tensor, time_axis: int) -> torch.Tensor:
+    """ONNX ReverseSequence: reverse the first ``lengths[b]`` steps of each sequence."""
+    steps = torch.arange(data.shape[time_axis], device=data.device)
+    lengths = lengths.to(torch.int64)
+    if time_axis == 0:  # (time, batch, ...)
+        steps, lengths = steps[:, None], lengths[None, :]
+    else:  # (batch, time, ...)
+        steps, lengths = steps[None, :], lengths[:, None]
+    index = torch.where(steps < lengths, lengths - 1 - steps, steps)
+    index = index.reshape(*index.shape, *([1] * (data.dim() - 2))).expand_as(data)
+    return torch.gather(data, time_axis, index)
+''',
+)

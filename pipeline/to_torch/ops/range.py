@@ -1,17 +1,29 @@
-"""Integer Range whose start/limit/delta are known at import (e.g. ``0 .. x.shape[1]``)."""
+"""ONNX ``Range`` (11).
+
+Converter: ours (:func:`convert_range`): integer start/limit/delta known at import (e.g.
+``0 .. x.shape[1]``) make a :class:`StaticRange`; otherwise onnx2torch's ``OnnxRange``.
+Code form: ``torch.arange(start, limit, delta, dtype=..., device=...)``.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 from onnx import helper
+from onnx2torch.node_converters.range import OnnxRange
 from onnx2torch.node_converters.registry import TConverter
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 
-from pipeline.to_torch.converters.registry import override_converter, use_fallback
-from pipeline.to_torch.converters.shape_values import Expr, ShapeArgs, elem_type, known_int_value
+from pipeline.to_torch.codegen import literals
+from pipeline.to_torch.ops.registry import (
+    NodeContext,
+    override_converter,
+    translates,
+    use_fallback,
+)
+from pipeline.to_torch.ops.shape_values import Expr, ShapeArgs, elem_type, known_int_value
 
 
 class StaticRange(ShapeArgs):
@@ -31,7 +43,7 @@ class StaticRange(ShapeArgs):
         return torch.arange(start, limit, delta, dtype=self.dtype, device=self.device_anchor.device)
 
 
-@override_converter("Range", versions=(11,))
+@override_converter("Range", versions=(11,), produces=(StaticRange, OnnxRange))
 def convert_range(
     node: OnnxNode, graph: OnnxGraph, fallback: TConverter | None
 ) -> OperationConverterResult:
@@ -46,4 +58,15 @@ def convert_range(
     return OperationConverterResult(
         torch_module=module,
         onnx_mapping=OnnxMapping(inputs=module.sources, outputs=node.output_values),
+    )
+
+
+@translates(StaticRange)
+def _range(ctx: NodeContext) -> str:
+    module = ctx.module
+    assert isinstance(module, StaticRange)
+    start, limit, delta = ctx.shape_args(module.bounds, data_inputs=0)
+    return (
+        f"torch.arange({start}, {limit}, {delta}, dtype={literals.dtype(module.dtype)}, "
+        f"device={ctx.device_of}.device)"
     )

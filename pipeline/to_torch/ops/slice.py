@@ -1,4 +1,9 @@
-"""Slice with starts/ends/axes/steps known at import (ends may be arithmetic on ``x.shape``)."""
+"""ONNX ``Slice`` (10, 11, 13).
+
+Converter: ours (:func:`convert_slice`): starts/ends/axes/steps known at import (ends may be
+arithmetic on ``x.shape``) make a :class:`StaticSlice`; otherwise onnx2torch's ``OnnxSlice``.
+Code form: basic indexing ``x[a:b, :, ::2]`` (a flip first for negative steps).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,19 @@ from typing import NamedTuple
 
 import torch
 from onnx2torch.node_converters.registry import TConverter
+from onnx2torch.node_converters.slice import OnnxSlice
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 
-from pipeline.to_torch.converters.registry import override_converter, use_fallback
-from pipeline.to_torch.converters.shape_values import (
+from pipeline.to_torch.ops.registry import (
+    NodeContext,
+    dim_arg,
+    override_converter,
+    translates,
+    use_fallback,
+)
+from pipeline.to_torch.ops.shape_values import (
     Expr,
     ShapeArgs,
     known_int_value,
@@ -76,7 +88,7 @@ def _axis_slice(axis: int, start: Expr, end: Expr, step: int, dim: int | None) -
     return AxisSlice(axis, dim - 1 - start_c, dim - 1 - end_c, -step, flip=True)
 
 
-@override_converter("Slice", versions=(10, 11, 13))
+@override_converter("Slice", versions=(10, 11, 13), produces=(StaticSlice, OnnxSlice))
 def convert_slice(
     node: OnnxNode, graph: OnnxGraph, fallback: TConverter | None
 ) -> OperationConverterResult:
@@ -110,3 +122,23 @@ def convert_slice(
         torch_module=module,
         onnx_mapping=OnnxMapping(inputs=(data, *module.sources), outputs=node.output_values),
     )
+
+
+@translates(StaticSlice)
+def _slice(ctx: NodeContext) -> str:
+    module = ctx.module
+    assert isinstance(module, StaticSlice)
+    x = ctx.args[0]
+    if module.flip_dims:
+        x = f"{x}.flip({dim_arg(module.flip_dims)})"
+    bounds = ctx.shape_args([e for s in module.slices for e in (s.start, s.end)])
+    index = [":"] * module.rank
+    for i, s in enumerate(module.slices):
+        start, end = bounds[2 * i], bounds[2 * i + 1]
+        start = "" if start == "0" else start
+        # ONNX writes "to the end" as a huge end (INT32_MAX, INT64_MAX).
+        end = "" if end.lstrip("-").isdigit() and int(end) >= 2**31 - 1 else end
+        index[s.axis] = f"{start}:{end}" + (f":{s.step}" if s.step != 1 else "")
+    while index and index[-1] == ":":
+        index.pop()
+    return f"{x}[{', '.join(index)}]" if index else x

@@ -1,17 +1,28 @@
-"""Expand (bidirectional broadcast) to a shape known at import."""
+"""ONNX ``Expand`` (8, 13): bidirectional broadcast.
+
+Converter: ours (:func:`convert_expand`): a shape known at import makes a
+:class:`StaticExpand`; otherwise onnx2torch's ``OnnxExpand``.  Code form:
+``torch.broadcast_to(x, torch.broadcast_shapes(x.shape, shape))``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
+from onnx2torch.node_converters.expand import OnnxExpand
 from onnx2torch.node_converters.registry import TConverter
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 
-from pipeline.to_torch.converters.registry import override_converter, use_fallback
-from pipeline.to_torch.converters.shape_values import Expr, ShapeArgs, known_int_value
+from pipeline.to_torch.ops.registry import (
+    NodeContext,
+    override_converter,
+    translates,
+    use_fallback,
+)
+from pipeline.to_torch.ops.shape_values import Expr, ShapeArgs, known_int_value
 
 
 class StaticExpand(ShapeArgs):
@@ -30,7 +41,7 @@ class StaticExpand(ShapeArgs):
         return torch.broadcast_to(input_tensor, target)
 
 
-@override_converter("Expand", versions=(8, 13))
+@override_converter("Expand", versions=(8, 13), produces=(StaticExpand, OnnxExpand))
 def convert_expand(
     node: OnnxNode, graph: OnnxGraph, fallback: TConverter | None
 ) -> OperationConverterResult:
@@ -45,3 +56,13 @@ def convert_expand(
             inputs=(node.input_values[0], *module.sources), outputs=node.output_values
         ),
     )
+
+
+@translates(StaticExpand)
+def _expand(ctx: NodeContext) -> str:
+    module = ctx.module
+    assert isinstance(module, StaticExpand)
+    shape = ", ".join(ctx.shape_args(module.shape))
+    x = ctx.args[0]
+    # ONNX Expand broadcasts both ways: a 1 in the target keeps the input's dim.
+    return f"torch.broadcast_to({x}, torch.broadcast_shapes({x}.shape, ({shape},)))"
