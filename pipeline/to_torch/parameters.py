@@ -32,7 +32,7 @@ The result is a table (:class:`ParameterEntry`) that ``report.json`` carries as 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,7 +84,10 @@ class ParameterEntry:
     ``transpose(1,0),gates(0,3,1,2)``, ``row(1),gates(1,0,2)``, ``permute(2,3,0,1),reshape``),
     ``unmapped`` when no torch tensor holds the variable (``note`` says why), ``constant`` for
     an integer state variable (nothing to train).  A row with ``tf_name`` None is a
-    torch-only slot (``nn.LSTM``'s second bias): zero and frozen.
+    torch-only slot (``nn.LSTM``'s second bias): zero and frozen.  ``unused`` marks a variable
+    the model's outputs never read (a mask token, a head left out of the outputs): it still
+    has its own tensor, so the state dict holds every Keras variable, and its gradient is
+    zero in both frameworks.
     """
 
     tf_name: str | None
@@ -93,6 +96,7 @@ class ParameterEntry:
     trainable: bool
     transform: str
     note: str = ""
+    unused: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (the report's ``parameters`` rows)."""
@@ -103,6 +107,7 @@ class ParameterEntry:
             "trainable": self.trainable,
             "transform": self.transform,
             "note": self.note,
+            "unused": self.unused,
         }
 
 
@@ -196,12 +201,15 @@ def adopt_tf_variables(
     values: Sequence[np.ndarray],
     prints: Fingerprints,
     record: provenance.Provenance,
+    read: Collection[str] | None = None,
 ) -> Adoption:
     """Rewrite ``module`` (imported from :func:`fingerprinted`'s model) in place so every TF
     variable is a named parameter or buffer holding its real value.
 
     ``variables`` are the TF worker's metadata (``path``, ``trainable``, ``shape``,
-    ``has_grad``, ``batchnorm``) and ``values`` their values, in the same order.
+    ``has_grad``, ``batchnorm``) and ``values`` their values, in the same order.  ``read``
+    names the ONNX values some node of the graph reads: a variable whose initializers none
+    reads (and TF gives no gradient) is unused, not lost.
     """
     fuse_linear_layers(module, prints, variables)
     decoded, mixed = _decoded(module, prints)
@@ -221,7 +229,9 @@ def adopt_tf_variables(
         found = held.get(index)
         why = mixed.get(index)
         if found is None:
-            entries[index] = [_absent(module, meta, values[index], record, why, problems)]
+            entries[index] = [
+                _absent(module, meta, values[index], record, why, problems, read)
+            ]
             continue
         placed = _place_variable(module, meta, found, problems, decoded)
         if why and path not in problems:
@@ -243,6 +253,7 @@ def _absent(
     record: provenance.Provenance,
     mixed: str | None,
     problems: dict[str, str],
+    read: Collection[str] | None = None,
 ) -> ParameterEntry:
     """The row of a variable no torch tensor holds: an unused variable gets a tensor of its
     own (so the module's state is complete); anything else is a problem."""
@@ -256,7 +267,11 @@ def _absent(
         return ParameterEntry(
             path, None, shape, trainable, UNMAPPED, f"folded into {record.folded[path]}"
         )
-    unused = path not in record.holders() and path not in record.lost and not meta.get("has_grad")
+    # Unused: TF gives it no gradient, and no node of the graph reads what holds it (so no
+    # converter can have computed with it).
+    holders = record.holders().get(path, [])
+    unread = not holders or (read is not None and not any(h in read for h in holders))
+    unused = unread and path not in record.lost and not meta.get("has_grad")
     if unused and not mixed:
         owner_path, attr = tf_module_path(path)
         torch_path = free_path(module, f"{owner_path}.{attr}")
@@ -265,7 +280,7 @@ def _absent(
             ensure_module(module, owner), attr, torch.from_numpy(np.array(value)), trainable
         )
         return ParameterEntry(
-            path, torch_path, shape, trainable, "identity", "not used by the model's outputs"
+            path, torch_path, shape, trainable, "identity", "not used by the model's outputs", True
         )
     why = (
         mixed

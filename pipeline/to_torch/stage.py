@@ -14,6 +14,7 @@ import torch
 
 from pipeline.core import provenance
 from pipeline.core.errors import BadInputError, UnsupportedOpsError
+from pipeline.core.onnx_graph import all_nodes
 from pipeline.core.run_dir import REPORT_NAME
 from pipeline.core.signature import TensorSpec
 from pipeline.to_torch.codegen import (
@@ -91,7 +92,9 @@ def import_torch(
         raise UnsupportedOpsError("import", unsupported)
     marked, prints, record = fingerprinted(model, variables, list(values))
     eager = import_onnx(marked)
-    adoption = adopt_tf_variables(eager, variables, list(values), prints, record)
+    read = {name for node in all_nodes(model.graph) for name in node.input}
+    read |= {output.name for output in model.graph.output}
+    adoption = adopt_tf_variables(eager, variables, list(values), prints, record, read)
     # The cross-check by value: each recorded initializer is what its record says.
     by_path = {str(v["path"]): np.asarray(a) for v, a in zip(variables, values, strict=True)}
     for name, problem in provenance.check_values(model, record, by_path).items():

@@ -191,7 +191,7 @@ def compare_gradients(
     for entry in entries:
         if not entry.trainable or entry.tf_name is None:
             continue  # frozen, or a torch-only slot (zero and frozen by construction)
-        if entry.tf_name not in tf_grads:
+        if entry.tf_name not in tf_grads and not (entry.unused and entry.torch_name):
             results.append(
                 GradientComparison(
                     entry.tf_name,
@@ -219,7 +219,10 @@ def compare_gradients(
                 )
             )
             continue
-        expected = apply_transform(tf_grads[entry.tf_name], entry.transform, entry.shape)
+        if entry.tf_name in tf_grads:
+            expected = apply_transform(tf_grads[entry.tf_name], entry.transform, entry.shape)
+        else:  # unused: TF has no gradient for it, which is a zero one
+            expected = np.zeros(entry.shape, np.float32)
         got = torch_grads.get(entry.torch_name)
         if got is None:
             got = np.zeros_like(expected)  # no torch gradient: the parameter is unused

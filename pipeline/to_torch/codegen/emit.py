@@ -369,6 +369,27 @@ class _Writer:
             self.helper_ops.append(f"{helper} ({type(key).__name__}: {node.target})")
         return expression
 
+    def add_unread_table_tensors(self) -> None:
+        """Make an attribute of every table tensor ``forward`` never reads (a Keras variable
+        the outputs do not use), so the state dict holds every variable."""
+        held = [a.original for a in self.attributes.values()]
+        for name in sorted(self.table_names):
+            if any(name == h or name.startswith(h + ".") for h in held):
+                continue
+            owner, _, attr = name.rpartition(".")
+            tensor = getattr(self.gm.get_submodule(owner) if owner else self.gm, attr, None)
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            self._add(
+                Attribute(
+                    attribute_path(name),
+                    name,
+                    tensor=tensor,
+                    parameter=isinstance(tensor, nn.Parameter),
+                    trainable=bool(tensor.requires_grad),
+                )
+            )
+
     def write_init(self) -> list[str]:
         """The body of ``__init__``: containers, modules, parameters and buffers."""
         lines = ["super().__init__()"]
@@ -497,6 +518,7 @@ def emit_source(
     )
     writer.model_prefix = snake(model_name) if model_name else ""
     forward = writer.write_forward()
+    writer.add_unread_table_tensors()
     init = writer.write_init()
     if writer.missing:
         raise CodegenError("no readable form for: " + "; ".join(writer.missing))

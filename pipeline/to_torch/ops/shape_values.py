@@ -11,10 +11,15 @@ expressions over tensor dimensions (:class:`DimOf`, :class:`BinOp`).  A converte
 ``torch.export`` and the batch dim stays a ``SymInt``.
 
 Ops understood on the way (the set tf2onnx uses for shape arithmetic): initializers and
-``Constant`` nodes, ``Shape``, ``Cast`` (to integer types), ``Identity``, ``Gather``,
-``Slice``, ``Concat``, ``Squeeze``, ``Unsqueeze``, ``Reshape``, ``ReduceProd``/``Sum``/
-``Max``/``Min`` and element-wise ``Add``/``Sub``/``Mul``/``Div``/``Mod``/``Max``/``Min``/
-``Neg``.  Anything else makes the value unknown and its consumer falls back to onnx2torch.
+``Constant`` nodes, ``Shape``, ``Cast``, ``Identity``, ``Gather``, ``Slice``, ``Concat``,
+``Squeeze``, ``Unsqueeze``, ``Reshape``, ``ReduceProd``/``Sum``/``Max``/``Min``, element-wise
+``Add``/``Sub``/``Mul``/``Div``/``Mod``/``Max``/``Min``/``Neg``, and the comparisons,
+``Not`` and ``Where`` that tf2onnx writes for ``tf.slice``'s "size -1 means to the end"
+(``end = begin + size + (size == -1) * INT_MAX``): a dimension is never negative, so
+``Equal(x.shape[1], -1)`` is known to be false whatever the sequence length.  A whole-number
+float (``Cast(x.shape[1], FLOAT)``, a ``Range``'s ``0.0``/``1.0``) is known too, for the
+positions of a rotary embedding; it is never divided.  Anything else makes the value unknown
+and its consumer falls back to onnx2torch.
 """
 
 from __future__ import annotations
@@ -119,6 +124,9 @@ class IntValue:
 
     elems: tuple[Expr, ...]
     scalar: bool = False
+    is_float: bool = False
+    """A floating-point tensor holding whole numbers (``Cast(Shape(x)[1], FLOAT)``): fine for
+    ``Range`` and comparisons, never divided (float division does not truncate)."""
 
     def ints(self) -> list[int] | None:
         """The elements as ints, or None if any depends on a run-time dimension."""
@@ -177,7 +185,14 @@ def dim_expr(graph: OnnxGraph, name: str, axis: int) -> Expr:
 
 
 def _from_array(array: np.ndarray) -> IntValue | None:
-    if array.dtype.kind not in "iu" or array.ndim > 1 or array.size > _MAX_CONSTANT_ELEMENTS:
+    if array.ndim > 1 or array.size > _MAX_CONSTANT_ELEMENTS:
+        return None
+    if array.dtype.kind == "f":
+        # Whole-number float scalars (a Range's 0.0 and 1.0); other floats are data.
+        if array.ndim != 0 or not np.isfinite(array) or float(array) != int(array):
+            return None
+        return IntValue((int(array),), scalar=True, is_float=True)
+    if array.dtype.kind not in "iub":
         return None
     return IntValue(tuple(int(v) for v in array.reshape(-1)), scalar=array.ndim == 0)
 
@@ -219,6 +234,50 @@ _ELEMENTWISE = {
     "Max": "max",
     "Min": "min",
 }
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
+_COMPARE = {
+    "Equal": operator.eq,
+    "Less": operator.lt,
+    "LessOrEqual": operator.le,
+    "Greater": operator.gt,
+    "GreaterOrEqual": operator.ge,
+}
+
+
+def _nonnegative(expr: Expr) -> bool:
+    """Whether ``expr`` is known to be >= 0 whatever the run-time dims (a dim is)."""
+    if isinstance(expr, int):
+        return expr >= 0
+    if isinstance(expr, DimOf):
+        return True
+    return expr.op in ("add", "mul", "div", "mod", "max", "min") and (
+        _nonnegative(expr.lhs) and _nonnegative(expr.rhs)
+    )
+
+
+def _compare(op: str, a: Expr, b: Expr) -> int | None:
+    """``a op b`` as 0/1 where it is known: both ints, or a dim against a negative number
+    (tf2onnx's ``size == -1`` test in ``tf.slice``)."""
+    if isinstance(a, int) and isinstance(b, int):
+        return int(_COMPARE[op](a, b))
+    if isinstance(b, int) and b < 0 and _nonnegative(a):
+        return int(_COMPARE[op](0, -1))  # any a >= 0 compares with b < 0 as 0 with -1
+    if isinstance(a, int) and a < 0 and _nonnegative(b):
+        return int(_COMPARE[op](-1, 0))
+    return None
+
+
+def _truth(expr: Expr) -> int | None:
+    return int(bool(expr)) if isinstance(expr, int) else None
+
+
+def _mapped(value: IntValue, function: Callable[[Expr], int | None]) -> IntValue | None:
+    elems = [function(e) for e in value.elems]
+    if any(e is None for e in elems):
+        return None
+    return IntValue(tuple(elems), value.scalar)  # type: ignore[arg-type]
+
+
 _REDUCE = {"ReduceProd": "mul", "ReduceSum": "add", "ReduceMax": "max", "ReduceMin": "min"}
 
 
@@ -238,21 +297,57 @@ def _infer(
         return None
     first = inputs[0]
     assert first is not None
-    if op in ("Identity",) or (op == "Cast" and _attr(node, "to") in _INTEGER_TYPES):
+    if op == "Identity":
         return first
+    if op == "Cast":
+        to = _attr(node, "to")
+        if to in _INTEGER_TYPES:
+            return IntValue(first.elems, first.scalar)
+        if to == onnx.TensorProto.BOOL:
+            return _mapped(first, lambda e: _truth(e))
+        if to in _FLOAT_TYPES:
+            return IntValue(first.elems, first.scalar, is_float=True)
+        return None
+    if op == "Not":
+        return _mapped(first, lambda e: None if (t := _truth(e)) is None else 1 - t)
+    if op in _COMPARE:
+        if len(inputs) != 2 or inputs[1] is None:
+            return None
+        rows = _broadcast([first, inputs[1]])
+        if rows is None:
+            return None
+        compared = [_compare(op, a, b) for a, b in zip(rows[0], rows[1], strict=True)]
+        if any(c is None for c in compared):
+            return None
+        return IntValue(tuple(compared), scalar=first.scalar and inputs[1].scalar)  # type: ignore[arg-type]
+    if op == "Where":
+        if len(inputs) != 3 or inputs[1] is None or inputs[2] is None:
+            return None
+        rows = _broadcast([first, inputs[1], inputs[2]])
+        truths = [_truth(c) for c in rows[0]] if rows is not None else [None]
+        if rows is None or any(t is None for t in truths):
+            return None
+        return IntValue(
+            tuple(a if t else b for t, a, b in zip(truths, rows[1], rows[2], strict=True)),
+            scalar=all(v is not None and v.scalar for v in inputs),
+            is_float=inputs[1].is_float or inputs[2].is_float,
+        )
     if op == "Neg":
         return IntValue(tuple(binop("sub", 0, e) for e in first.elems), first.scalar)
     if op in _ELEMENTWISE:
         if any(v is None for v in inputs):
             return None
         known = [v for v in inputs if v is not None]
+        is_float = any(v.is_float for v in known)
+        if is_float and op in ("Div", "Mod"):
+            return None  # float division does not truncate
         rows = _broadcast(known)
         if rows is None:
             return None
         result = list(rows[0])
         for row in rows[1:]:
             result = [binop(_ELEMENTWISE[op], a, b) for a, b in zip(result, row, strict=True)]
-        return IntValue(tuple(result), scalar=all(v.scalar for v in known))
+        return IntValue(tuple(result), scalar=all(v.scalar for v in known), is_float=is_float)
     if first.scalar:
         if op == "Unsqueeze":
             return IntValue(first.elems)
