@@ -96,3 +96,79 @@ TEXT: dict[str, dict[str, tuple[int, int]]] = {
     "gpt_decoder": {"token_ids": (0, 64), "padding_mask": (0, 2)},
 }
 """keras-hub-style text backbones in ``models/text.py`` → the ``--input-range`` of each input."""
+
+
+@dataclass(frozen=True)
+class HubEntry:
+    """One keras-hub backbone of ``models/keras_hub.py``: the factory ``keras_hub.py:<name>``,
+    the ``--input-range`` of each integer input, and whether the default suite runs it."""
+
+    name: str
+    input_ranges: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    slow: bool = True
+    """Left out of the default test run (``make test-slow`` runs it)."""
+
+
+HUB_VOCAB = 128
+"""The vocabulary of every tiny keras-hub text backbone (``models/keras_hub.py``)."""
+
+# Padding masks are drawn 0 or 1 per token: a row may be all padding, and a decoder's first
+# query may see only padded keys.  Measured on every backbone below (a batch with one row all
+# padding): outputs stay finite, keras-hub masks with a large negative, never -inf.
+# ``slow=False``: the default suite runs those (vision backbones that pass today; the text
+# backbones are slow until the import stage handles them).
+_ENCODER = {"token_ids": (0, HUB_VOCAB), "segment_ids": (0, 2), "padding_mask": (0, 2)}
+_TOKENS = {"token_ids": (0, HUB_VOCAB), "padding_mask": (0, 2)}
+_SEQ2SEQ = {
+    "encoder_token_ids": (0, HUB_VOCAB),
+    "encoder_padding_mask": (0, 2),
+    "decoder_token_ids": (0, HUB_VOCAB),
+    "decoder_padding_mask": (0, 2),
+}
+_DECODER_ONLY = {"decoder_token_ids": (0, HUB_VOCAB), "decoder_padding_mask": (0, 2)}
+
+HUB: dict[str, HubEntry] = {
+    e.name: e
+    for e in (
+        # text encoders
+        HubEntry("bert", _ENCODER),
+        HubEntry("distil_bert", _TOKENS),
+        HubEntry("roberta", _TOKENS),
+        HubEntry("albert", _ENCODER),
+        HubEntry("electra", _ENCODER),
+        HubEntry("deberta_v3", _TOKENS),
+        HubEntry("xlm_roberta", _TOKENS),
+        HubEntry("f_net", {"token_ids": (0, HUB_VOCAB), "segment_ids": (0, 4)}),
+        # decoders
+        HubEntry("gpt2", _TOKENS),
+        HubEntry("gpt_neo_x", _TOKENS),
+        HubEntry("opt", _TOKENS),
+        HubEntry("bloom", _TOKENS),
+        HubEntry("llama", _TOKENS),
+        HubEntry("llama3", _TOKENS),
+        HubEntry("mistral", _TOKENS),
+        HubEntry("mixtral", _TOKENS),
+        HubEntry("qwen", _TOKENS),
+        HubEntry("qwen_moe", _TOKENS),
+        HubEntry("qwen3", _TOKENS),
+        HubEntry("gemma", _TOKENS),
+        HubEntry("gemma2", _TOKENS),
+        HubEntry("gemma3", _TOKENS),
+        HubEntry("phi3", _TOKENS),
+        HubEntry("falcon", _TOKENS),
+        # seq2seq
+        HubEntry("t5", _SEQ2SEQ),
+        HubEntry("bart", _SEQ2SEQ),
+        HubEntry("whisper", _DECODER_ONLY),
+        # vision
+        HubEntry("vit", slow=False),
+        HubEntry("deit"),
+        HubEntry("swin"),
+        HubEntry("dinov2"),
+        HubEntry("clip_vision"),
+        HubEntry("clip", {"token_ids": (0, HUB_VOCAB)}),
+        HubEntry("siglip_vision", slow=False),
+        HubEntry("siglip", {"token_ids": (0, HUB_VOCAB)}),
+    )
+}
+"""keras-hub backbones in ``models/keras_hub.py`` → their input ranges and suite."""
