@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: setup demo test test-slow corpus lint bench bench-memory bench-workers fuzz clean
+.PHONY: setup demo test test-slow corpus keras-hub conformance lint bench bench-memory bench-workers fuzz clean
 
 $(VENV_STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3.11 -m venv .venv || python3 -m venv .venv
@@ -35,9 +35,21 @@ corpus: $(VENV_STAMP)
 	$(PY) -m pytest -q -m slow -n $(or $(CORPUS_JOBS),1) tests/test_corpus.py; status=$$?; \
 	$(PY) bench/corpus_table.py $(CORPUS_TABLE).jsonl $(CORPUS_TABLE).md; exit $$status
 
+# The keras-hub corpus (tests/test_keras_hub.py, all backbones, two at a time), then its table
+# in docs/results/keras_hub.md.
+keras-hub: $(VENV_STAMP)
+	rm -f runs/keras_hub.jsonl; mkdir -p runs
+	TF2TORCH_HUB_TABLE=runs/keras_hub.jsonl $(PY) -m pytest -q -m "" -n $(or $(HUB_JOBS),2) tests/test_keras_hub.py; status=$$?; \
+	$(PY) bench/hub_table.py runs/keras_hub.jsonl docs/results/keras_hub.md > /dev/null; exit $$status
+
+# ONNX's own node tests through import and code generation, tallied per op
+# (docs/results/conformance.md and .json).
+conformance: $(VENV_STAMP)
+	$(PY) -m conformance -j $(or $(JOBS),2)
+
 lint: $(VENV_STAMP)
-	$(PY) -m ruff check pipeline patches models tests bench fuzz
-	$(PY) -m mypy pipeline patches fuzz
+	$(PY) -m ruff check pipeline patches models tests bench fuzz conformance
+	$(PY) -m mypy pipeline patches fuzz conformance
 
 bench: $(VENV_STAMP)
 	$(PY) bench/bench_latency.py

@@ -14,14 +14,22 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import json
+import os
 import re
+import time
+from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 from test_end_to_end import assert_three_way_pass
 
 import pipeline
 from pipeline.commands.demo import load_catalog
+from pipeline.core.ort_runner import OrtRunner
+from pipeline.core.torch_runner import run_torch
 
 REPO = Path(__file__).resolve().parents[1]
 HUB_FILE = REPO / "models" / "keras_hub.py"
@@ -86,9 +94,18 @@ def test_catalog_names_every_factory() -> None:
 def test_keras_hub_backbone_converts(name: str, tmp_path: Path) -> None:
     entry = HUB[name]
     options = pipeline.ConvertOptions(input_ranges=dict(entry.input_ranges))
-    result = pipeline.convert(f"{HUB_FILE}:{name}", tmp_path / name, options)
-    assert_three_way_pass(result)
+    start = time.perf_counter()
+    try:
+        result = pipeline.convert(f"{HUB_FILE}:{name}", tmp_path / name, options)
+    except Exception as exc:  # recorded for the results table, then failed as it is
+        line = str(exc).splitlines()[0] if str(exc) else ""
+        _record(
+            {"backbone": name, "verdict": "error", "error": f"{type(exc).__name__}: {line}"}, start
+        )
+        raise
     report = result.report
+    _record(_row(name, result), start)
+    assert_three_way_pass(result)
     assert report["parameter_count"]["status"] == "full", report["parameter_count"]
     mapped = [r for r in report["parameters"] if r["tf_name"]]
     assert mapped and all(r["torch_name"] for r in mapped if r["trainable"]), mapped
@@ -97,3 +114,74 @@ def test_keras_hub_backbone_converts(name: str, tmp_path: Path) -> None:
     # Every integer input the model has was drawn from its catalog range.
     integer_inputs = {s["name"] for s in report["inputs"] if "int" in s["dtype"]}
     assert integer_inputs == set(entry.input_ranges)
+    _assert_other_shapes_agree(result.run_dir, entry.input_ranges)
+
+
+def _row(name: str, result: pipeline.ConversionResult) -> dict[str, object]:
+    """The results table's row of one conversion."""
+    report = result.report
+    rows = [r for r in report["parameters"] if r["tf_name"]]
+    ratios = [c["max_abs"] / c["atol"] for c in report["comparisons"] if c["atol"] > 0]
+    gradients = report["gradients"]
+    return {
+        "backbone": name,
+        "verdict": result.verdict,
+        "status": report["parameter_count"]["status"],
+        "variables": f"{sum(1 for r in rows if r['torch_name'])}/{len(rows)}",
+        "unused": sum(1 for r in rows if r.get("unused")),
+        "gradients": f"{sum(1 for g in gradients if g['pass'] and g.get('checked', True))}"
+        f"/{len(gradients)}",
+        "worst_over_tolerance": max(ratios, default=0.0),
+        "error": "",
+    }
+
+
+def _record(row: dict[str, object], start: float) -> None:
+    """Append ``row`` to ``$TF2TORCH_HUB_TABLE`` (``make keras-hub`` renders it)."""
+    table = os.environ.get("TF2TORCH_HUB_TABLE")
+    if table:
+        row["seconds"] = round(time.perf_counter() - start, 1)
+        with Path(table).open("a") as out:
+            out.write(json.dumps(row) + "\n")
+
+
+def _assert_other_shapes_agree(run_dir: Path, ranges: Mapping[str, tuple[int, int]]) -> None:
+    """The generated module and model.onnx agree at batch 1 and 7 and, for text inputs, at two
+    more sequence lengths, within the run's own ort-torch tolerance."""
+    report = json.loads((run_dir / "report.json").read_text())
+    tolerance = {
+        c["output"]: (c["atol"], c["rtol"])
+        for c in report["comparisons"]
+        if c["pair"] == "ort-torch"
+    }
+    golden = np.load(run_dir / "golden.npz")
+    names = [s["name"] for s in report["inputs"]]
+    inputs = {name: golden[f"input/{name}"] for name in names}
+    graph = onnx.load(str(run_dir / "model.onnx"))
+    outputs = [o.name for o in graph.graph.output]  # the module returns them in this order
+    dynamic = {
+        i.name: [not d.HasField("dim_value") for d in i.type.tensor_type.shape.dim]
+        for i in graph.graph.input
+    }
+    loaded = pipeline.load_torch(run_dir)
+    ort = OrtRunner(graph)
+    rng = np.random.default_rng(11)
+    for batch, length in ((1, 5), (7, 12)):
+        drawn = {}
+        for name, value in inputs.items():
+            shape = [batch, *value.shape[1:]]
+            if len(shape) > 1 and dynamic[name][1]:
+                shape[1] = length
+            if name in ranges:
+                low, high = ranges[name]
+                drawn[name] = rng.integers(low, high, shape).astype(value.dtype)
+            else:
+                drawn[name] = rng.normal(size=shape).astype(value.dtype)
+            if name == "padding_mask":
+                drawn[name] = np.ones(shape, value.dtype)
+        got = run_torch(loaded, drawn, names, outputs)
+        expected = ort.run(drawn)
+        for output in outputs:
+            atol, rtol = tolerance[output]
+            assert got[output].shape == expected[output].shape, output
+            np.testing.assert_allclose(got[output], expected[output], rtol=rtol, atol=atol)
