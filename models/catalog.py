@@ -115,8 +115,8 @@ HUB_VOCAB = 128
 # Padding masks are drawn 0 or 1 per token: a row may be all padding, and a decoder's first
 # query may see only padded keys.  Measured on every backbone below (a batch with one row all
 # padding): outputs stay finite, keras-hub masks with a large negative, never -inf.
-# ``slow=False``: the default suite runs those (vision backbones that pass today; the text
-# backbones are slow until the import stage handles them).
+# ``slow=False``: the default suite runs those (one text encoder, one decoder LLM with RoPE and
+# grouped-query attention, one vision transformer); ``make test-slow``/``make keras-hub`` run all.
 _ENCODER = {"token_ids": (0, HUB_VOCAB), "segment_ids": (0, 2), "padding_mask": (0, 2)}
 _TOKENS = {"token_ids": (0, HUB_VOCAB), "padding_mask": (0, 2)}
 _SEQ2SEQ = {
@@ -131,7 +131,7 @@ HUB: dict[str, HubEntry] = {
     e.name: e
     for e in (
         # text encoders
-        HubEntry("bert", _ENCODER),
+        HubEntry("bert", _ENCODER, slow=False),
         HubEntry("distil_bert", _TOKENS),
         HubEntry("roberta", _TOKENS),
         HubEntry("albert", _ENCODER),
@@ -144,7 +144,7 @@ HUB: dict[str, HubEntry] = {
         HubEntry("gpt_neo_x", _TOKENS),
         HubEntry("opt", _TOKENS),
         HubEntry("bloom", _TOKENS),
-        HubEntry("llama", _TOKENS),
+        HubEntry("llama", _TOKENS, slow=False),
         HubEntry("llama3", _TOKENS),
         HubEntry("mistral", _TOKENS),
         HubEntry("mixtral", _TOKENS),
@@ -167,7 +167,7 @@ HUB: dict[str, HubEntry] = {
         HubEntry("dinov2"),
         HubEntry("clip_vision"),
         HubEntry("clip", {"token_ids": (0, HUB_VOCAB)}),
-        HubEntry("siglip_vision", slow=False),
+        HubEntry("siglip_vision"),
         HubEntry("siglip", {"token_ids": (0, HUB_VOCAB)}),
     )
 }
