@@ -27,13 +27,22 @@ the two a caller imports first.
 import pipeline.to_torch.codegen  # noqa: F401 -- first: see "Import order" above
 from pipeline.to_torch.ops import (  # noqa: F401 -- imported to register converters and code forms
     activations,
+    argextremum,
     arithmetic,
     comparisons,
     constant_of_shape,
+    conv_transpose,
     cumsum,
+    depth_to_space,
+    einsum,
     expand,
+    eye_like,
+    gather_scatter,
     global_pool,
     layout,
+    nan_inf,
+    normalization,
+    one_hot,
     pad,
     pooling,
     range,
@@ -46,6 +55,7 @@ from pipeline.to_torch.ops import (  # noqa: F401 -- imported to register conver
     squeeze,
     tile,
     topk,
+    trilu,
     weighted,
 )
 from pipeline.to_torch.ops.registry import OPS, OpEntry

@@ -1,23 +1,34 @@
 """Activations: ONNX ``Relu``, ``Sigmoid``, ``Elu``, ``Celu``, ``Selu``, ``LeakyRelu``,
 ``HardSwish``, ``HardSigmoid``, ``Softmax``, ``LogSoftmax``, ``Softsign``, ``Softplus``,
-``Erf``, ``Clip`` and ``Dropout`` (inference: the identity).
+``Erf``, ``PRelu``, ``Gelu``, ``Clip`` and ``Dropout`` (inference: the identity).
 
-Converters: onnx2torch's as they are (``torch.nn`` activations and a few ``Onnx*`` modules).
-Code forms: ``F.relu(x)`` and its kin; ONNX ``Softmax`` before opset 13 (over the input
+Converters: onnx2torch's as they are (``torch.nn`` activations and a few ``Onnx*`` modules),
+but ``Gelu`` (opset 20, which onnx2torch lacks): ours (:func:`convert_gelu`, ``nn.GELU``).
+Code forms: ``F.relu(x)`` and its kin; ``PRelu`` is ``torch.where(x >= 0, x, x * slope)``
+(ONNX's slope broadcasts to ``x``); ONNX ``Softmax`` before opset 13 (over the input
 flattened at ``axis``) calls the helper ``onnx_softmax_v1``.  Also the code forms of the
 ``torch.nn`` activations our own passes put in the graph (``nn.GELU``, ``nn.SiLU``...).
 """
 
 from __future__ import annotations
 
-from onnx2torch.node_converters.activations import OnnxErf, OnnxHardSigmoid, OnnxSoftmaxV1V11
+from onnx2torch.node_converters.activations import (
+    OnnxErf,
+    OnnxHardSigmoid,
+    OnnxPReLU,
+    OnnxSoftmaxV1V11,
+)
 from onnx2torch.node_converters.clip import OnnxClip
 from onnx2torch.node_converters.dropout import OnnxDropoutDynamic
+from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 from torch import nn
 
 from pipeline.to_torch.codegen import literals
 from pipeline.to_torch.ops.registry import (
     NodeContext,
+    new_converter,
     register_helper,
     translates,
     uses_onnx2torch,
@@ -36,6 +47,7 @@ uses_onnx2torch(__name__, ("LogSoftmax",), nn.LogSoftmax, OnnxSoftmaxV1V11)
 uses_onnx2torch(__name__, ("Softsign",), nn.Softsign)
 uses_onnx2torch(__name__, ("Softplus",), nn.Softplus)
 uses_onnx2torch(__name__, ("Erf",), OnnxErf)
+uses_onnx2torch(__name__, ("PRelu",), OnnxPReLU)
 uses_onnx2torch(__name__, ("Clip",), OnnxClip, nn.ReLU, nn.ReLU6, nn.Identity)
 uses_onnx2torch(__name__, ("Dropout",), nn.Dropout, OnnxDropoutDynamic)
 
@@ -71,6 +83,25 @@ def _softmax(ctx: NodeContext) -> str:
     assert isinstance(module, nn.Softmax | nn.LogSoftmax)
     function = "softmax" if isinstance(module, nn.Softmax) else "log_softmax"
     return f"torch.{function}({ctx.args[0]}, dim={module.dim})"
+
+
+@new_converter("Gelu", versions=(20,), produces=(nn.GELU,))
+def convert_gelu(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """Gelu → ``nn.GELU`` (``approximate``: ``none`` or ``tanh``)."""
+    del graph
+    approximate = node.attributes.get("approximate", "none")
+    if isinstance(approximate, bytes):
+        approximate = approximate.decode()
+    return OperationConverterResult(
+        torch_module=nn.GELU(approximate=approximate),
+        onnx_mapping=OnnxMapping(inputs=(node.input_values[0],), outputs=node.output_values),
+    )
+
+
+@translates(OnnxPReLU)
+def _prelu(ctx: NodeContext) -> str:
+    x, slope = ctx.args
+    return f"torch.where({x} >= 0, {x}, {x} * {slope})"
 
 
 @translates(nn.GELU)

@@ -1,11 +1,15 @@
 """Arithmetic: ONNX ``Add``, ``Sub``, ``Mul``, ``Div``, ``Pow``, ``Sqrt``, ``Neg``,
-``Reciprocal``, ``MatMul``, ``Gemm``, ``Max``, ``Min``, ``Sum``, ``Cast``, ``Where``,
-``And``, ``Or``, ``Xor``, ``Not`` and the unary functions (``Abs``, ``Exp``, ``Log``,
-``Tanh``, ``Sin``...).
+``Reciprocal``, ``MatMul``, ``Gemm``, ``Max``, ``Min``, ``Sum``, ``Mean``, ``Mod``,
+``Cast``, ``Where``, ``And``, ``Or``, ``Xor``, ``Not``, the roundings (``Ceil``, ``Floor``,
+``Round``) and the unary functions (``Abs``, ``Exp``, ``Log``, ``Tanh``, ``Sin``...).
 
-Converters: onnx2torch's as they are.  Code forms: Python operators where they mean the same
-(``a + b``, ``a @ b``, ``a / b``; ONNX integer ``Div`` truncates, so
-``torch.div(..., rounding_mode="trunc")``), else ``torch.<function>(...)``.  A ``Gemm`` that
+Converters: onnx2torch's as they are, but ``Pow`` (7+): ours (:func:`convert_pow`, module
+:class:`Power`), since ONNX's result has the base's type and torch promotes
+(``int64 ** float32`` is float32 in torch, int64 in ONNX).  Code forms: Python operators
+where they mean the same (``a + b``, ``a @ b``, ``a / b``; ONNX integer ``Div`` truncates,
+so ``torch.div(..., rounding_mode="trunc")``), else ``torch.<function>(...)``: ``Max`` is
+``torch.maximum``, ``Mod`` ``torch.remainder`` (sign of the divisor, ``fmod=0``) or
+``torch.fmod`` (``fmod=1``), ``Round`` ``torch.round`` (half to even, as ONNX).  A ``Gemm`` that
 is one Dense kernel is onnx2torch's ``nn.Linear``, written in :mod:`pipeline.to_torch.ops.weighted`.
 """
 
@@ -18,24 +22,31 @@ from onnx2torch.node_converters.functions import OnnxFunction
 from onnx2torch.node_converters.gemm import OnnxGemm
 from onnx2torch.node_converters.logical import OnnxLogical, OnnxNot
 from onnx2torch.node_converters.matmul import OnnxMatMul
+from onnx2torch.node_converters.mean import OnnxMean
 from onnx2torch.node_converters.min_max import OnnxMinMax
+from onnx2torch.node_converters.mod import OnnxMod
 from onnx2torch.node_converters.neg import OnnxNeg
 from onnx2torch.node_converters.pow import OnnxPow, OnnxSqrt
 from onnx2torch.node_converters.reciprocal import OnnxReciprocal
+from onnx2torch.node_converters.registry import TConverter
+from onnx2torch.node_converters.roundings import OnnxRound
 from onnx2torch.node_converters.sum import OnnxSum
 from onnx2torch.node_converters.where import OnnxWhere
+from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import OperationConverterResult, onnx_mapping_from_node
 from torch import nn
 
 from pipeline.to_torch.codegen import literals
 from pipeline.to_torch.ops.registry import (
     NodeContext,
     UntranslatableError,
+    override_converter,
     translates,
     uses_onnx2torch,
 )
 
 uses_onnx2torch(__name__, ("Add", "Sub", "Mul", "Div"), OnnxBinaryMathOperation)
-uses_onnx2torch(__name__, ("Pow",), OnnxPow)
 uses_onnx2torch(__name__, ("Sqrt",), OnnxSqrt)
 uses_onnx2torch(__name__, ("Neg",), OnnxNeg)
 uses_onnx2torch(__name__, ("Reciprocal",), OnnxReciprocal)
@@ -43,6 +54,9 @@ uses_onnx2torch(__name__, ("MatMul",), OnnxMatMul)
 uses_onnx2torch(__name__, ("Gemm",), OnnxGemm, nn.Linear)
 uses_onnx2torch(__name__, ("Max", "Min"), OnnxMinMax)
 uses_onnx2torch(__name__, ("Sum",), OnnxSum)
+uses_onnx2torch(__name__, ("Mean",), OnnxMean)
+uses_onnx2torch(__name__, ("Mod",), OnnxMod)
+uses_onnx2torch(__name__, ("Ceil", "Floor", "Round"), OnnxRound)
 uses_onnx2torch(__name__, ("Cast",), OnnxCast)
 uses_onnx2torch(__name__, ("Where",), OnnxWhere)
 uses_onnx2torch(__name__, ("And", "Or", "Xor"), OnnxLogical)
@@ -117,9 +131,48 @@ def _binary(ctx: NodeContext) -> str:
     return f'torch.div({a}, {b}, rounding_mode="trunc")'  # ONNX integer Div truncates
 
 
-@translates(OnnxPow)
+class Power(nn.Module):
+    """ONNX ``Pow``: ``base ** exponent`` with the base's dtype (torch would promote)."""
+
+    def forward(self, base: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
+        """``torch.pow`` cast back to ``base.dtype``."""
+        return torch.pow(base, exponent).to(base.dtype)
+
+
+@override_converter("Pow", versions=(7, 12, 13, 15), produces=(Power, OnnxPow))
+def convert_pow(
+    node: OnnxNode, graph: OnnxGraph, fallback: TConverter | None
+) -> OperationConverterResult:
+    """Pow → :class:`Power` (onnx2torch's ``OnnxPow`` keeps torch's promoted dtype)."""
+    del graph, fallback
+    return OperationConverterResult(torch_module=Power(), onnx_mapping=onnx_mapping_from_node(node))
+
+
+uses_onnx2torch(__name__, ("Pow",), OnnxPow)  # Pow 1 (old-style broadcast attributes)
+
+
+def _promoted(ctx: NodeContext) -> torch.dtype | None:
+    """The dtype ``torch.pow(arg 0, arg 1)`` gives (None if arg 0's is unknown)."""
+    base, exponent = ctx.metas[0], ctx.metas[1]
+    if base is None:
+        return None
+
+    def like(meta: object, dtype: torch.dtype) -> torch.Tensor:  # rank 0 or not is what counts
+        shape = getattr(meta, "shape", ())
+        return torch.ones((1,) if len(shape) else (), dtype=dtype)
+
+    literal: float | int = 1.0 if ctx.is_float(1) else 1
+    other = literal if exponent is None else like(exponent, exponent.dtype)
+    return torch.pow(like(base, base.dtype), other).dtype
+
+
+@translates(Power, OnnxPow)
 def _pow(ctx: NodeContext) -> str:
-    return f"torch.pow({ctx.args[0]}, {ctx.args[1]})"
+    power = f"torch.pow({ctx.args[0]}, {ctx.args[1]})"
+    base = ctx.metas[0]
+    if isinstance(ctx.module, Power) and base is not None and _promoted(ctx) != base.dtype:
+        return f"{power}.to({literals.dtype(base.dtype)})"
+    return power
 
 
 @translates(OnnxMatMul)
@@ -157,7 +210,8 @@ def _where(ctx: NodeContext) -> str:
 def _min_max(ctx: NodeContext) -> str:
     module = ctx.module
     assert isinstance(module, OnnxMinMax)
-    function = "maximum" if module._operator is torch.max else "minimum"
+    # onnx2torch keeps the reduction over the stacked inputs: torch.amax for Max.
+    function = "maximum" if module._operator is torch.amax else "minimum"
     result = ctx.args[0]
     for other in ctx.args[1:]:
         result = f"torch.{function}({result}, {other})"
@@ -167,6 +221,31 @@ def _min_max(ctx: NodeContext) -> str:
 @translates(OnnxSum)
 def _sum(ctx: NodeContext) -> str:
     return " + ".join(ctx.args)
+
+
+@translates(OnnxMean)
+def _mean(ctx: NodeContext) -> str:
+    if len(ctx.args) == 1:
+        return ctx.args[0]
+    return f"({' + '.join(ctx.args)}) / {len(ctx.args)}"
+
+
+@translates(OnnxMod)
+def _mod(ctx: NodeContext) -> str:
+    module = ctx.module
+    assert isinstance(module, OnnxMod)
+    function = "fmod" if module.fmod else "remainder"  # remainder: the divisor's sign
+    return f"torch.{function}({ctx.args[0]}, {ctx.args[1]})"
+
+
+@translates(OnnxRound)
+def _round(ctx: NodeContext) -> str:
+    module = ctx.module
+    assert isinstance(module, OnnxRound)
+    name = _FUNCTIONS.get(module.round_function)
+    if name is None:
+        raise UntranslatableError(f"OnnxRound({module.round_function})")
+    return f"torch.{name}({ctx.args[0]})"  # torch.round: half to even, as ONNX Round
 
 
 @translates(OnnxCast)

@@ -2,7 +2,7 @@
 
 GlobalMaxPool: converter ours (:func:`convert_global_max_pool`, onnx2torch lacks one; Keras
 ``GlobalMaxPooling*D`` with keepdims after tf2onnx's layout transposes, found by the fuzzer),
-module :class:`GlobalMaxPool`, no code form yet (see ``REFUSED``).
+module :class:`GlobalMaxPool`; code form ``x.amax(dim=(2, 3), keepdim=True)``.
 GlobalAveragePool: onnx2torch's converter as it is; code form ``x.mean(dim=(2, 3),
 keepdim=True)``.
 """
@@ -22,7 +22,6 @@ from pipeline.to_torch.ops.registry import (
     NodeContext,
     dim_arg,
     new_converter,
-    refuse,
     translates,
     uses_onnx2torch,
 )
@@ -45,11 +44,11 @@ def convert_global_max_pool(node: OnnxNode, graph: OnnxGraph) -> OperationConver
     )
 
 
-refuse(
-    GlobalMaxPool,
-    "no code form written yet; code generation reports it as missing and writes no package "
-    "(gap found by the registry test)",
-)
+@translates(GlobalMaxPool)
+def _global_max_pool(ctx: NodeContext) -> str:
+    axes = list(range(2, ctx.rank()))
+    return f"{ctx.args[0]}.amax(dim={dim_arg(axes)}, keepdim=True)"
+
 
 uses_onnx2torch(
     __name__,

@@ -1,9 +1,10 @@
 """Layout and indexing: ONNX ``Transpose``, ``Flatten``, ``Concat``, ``Gather``, ``Shape``
 and ``Identity``; and FX's own ``operator.getitem`` (one output of a multi-output op).
 
-Converters: onnx2torch's as they are.  Code forms: ``x.permute(...)`` (with a comment naming
+Converters: onnx2torch's as they are, but ours for ``Flatten`` (:func:`convert_flatten`: a
+negative axis counted from the rank, and axis 0, which onnx2torch's module fails on).  Code forms: ``x.permute(...)`` (with a comment naming
 the NHWC/NCHW change), ``x.flatten(...)``, ``torch.cat([...], dim=...)``, indexing
-``x[:, idx]``, ``torch.tensor(x.shape[a:b], device=...)``.  ``Identity`` (onnx2torch's
+``x[:, idx]``, ``x.reshape(1, -1)`` (Flatten at axis 0), ``torch.tensor(x.shape[a:b], device=...)``.  ``Identity`` (onnx2torch's
 ``OnnxCopyIdentity``) is removed by ``codegen/simplify.py``.
 """
 
@@ -11,23 +12,54 @@ from __future__ import annotations
 
 import operator
 
+import onnx
 import torch
 from onnx2torch.node_converters.concat import OnnxConcat
 from onnx2torch.node_converters.flatten import OnnxFlatten
 from onnx2torch.node_converters.gather import OnnxGather
 from onnx2torch.node_converters.identity import OnnxCopyIdentity
+from onnx2torch.node_converters.registry import TConverter, add_converter, get_converter
 from onnx2torch.node_converters.shape import OnnxShape
 from onnx2torch.node_converters.transpose import OnnxTranspose
+from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 from torch import nn
 
-from pipeline.to_torch.ops.registry import NodeContext, translates, uses_onnx2torch
+from pipeline.to_torch.ops.registry import (
+    NodeContext,
+    override_converter,
+    translates,
+    uses_onnx2torch,
+)
 
 uses_onnx2torch(__name__, ("Transpose",), OnnxTranspose)
-uses_onnx2torch(__name__, ("Flatten",), OnnxFlatten, nn.Flatten)
 uses_onnx2torch(__name__, ("Concat",), OnnxConcat)
 uses_onnx2torch(__name__, ("Gather",), OnnxGather)
 uses_onnx2torch(__name__, ("Shape",), OnnxShape)
 uses_onnx2torch(__name__, ("Identity",), OnnxCopyIdentity)
+
+
+def _register_identity_versions() -> None:
+    """onnx2torch's Identity converter (``OnnxCopyIdentity``) also for the Identity versions
+    after 16 (19, 21, 23...: new element types only, the same meaning).
+
+    The importer appends Identity nodes at the model's opset (one per graph output), so
+    without these every model at opset 19 or later failed to import.
+    """
+    converter = get_converter(operation_type="Identity", version=16)
+    versions = {
+        onnx.defs.get_schema("Identity", max_inclusive_version=v).since_version
+        for v in range(17, onnx.defs.onnx_opset_version() + 1)
+    }
+    for version in sorted(versions - {16}):
+        try:
+            get_converter(operation_type="Identity", version=version)
+        except NotImplementedError:
+            add_converter(operation_type="Identity", version=version)(converter)
+
+
+_register_identity_versions()
 
 
 @translates(OnnxTranspose)
@@ -50,9 +82,39 @@ _LAYOUTS = {
 """Trailing comments for the layout changes Keras models make (NHWC <-> NCHW)."""
 
 
-@translates(OnnxFlatten, nn.Flatten)
+class FlattenToRow(nn.Module):
+    """ONNX Flatten at axis 0: the whole tensor as one row, shape ``(1, x.numel())``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as one row."""
+        return x.reshape(1, -1)
+
+
+@override_converter(
+    "Flatten", versions=(9, 11, 13), produces=(OnnxFlatten, nn.Flatten, FlattenToRow)
+)
+def convert_flatten(
+    node: OnnxNode, graph: OnnxGraph, _fallback: TConverter | None
+) -> OperationConverterResult:
+    """Flatten → ``nn.Flatten`` (axis 1), ``OnnxFlatten`` or :class:`FlattenToRow` (axis 0)."""
+    axis = int(node.attributes.get("axis", 1))
+    if axis < 0:
+        info = graph.value_info.get(node.input_values[0])
+        if info is None or not info.type.tensor_type.HasField("shape"):
+            raise NotImplementedError(f"Flatten ({node.name}): negative axis, rank unknown")
+        axis += len(info.type.tensor_type.shape.dim)
+    module = FlattenToRow() if axis == 0 else OnnxFlatten.maybe_create_simple_flatten(axis)
+    return OperationConverterResult(
+        torch_module=module,
+        onnx_mapping=OnnxMapping(inputs=(node.input_values[0],), outputs=node.output_values),
+    )
+
+
+@translates(OnnxFlatten, nn.Flatten, FlattenToRow)
 def _flatten(ctx: NodeContext) -> str:
     module = ctx.module
+    if isinstance(module, FlattenToRow):
+        return f"{ctx.args[0]}.reshape(1, -1)"
     if isinstance(module, nn.Flatten):
         return f"{ctx.args[0]}.flatten({module.start_dim}, {module.end_dim})"
     assert isinstance(module, OnnxFlatten)

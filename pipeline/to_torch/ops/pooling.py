@@ -1,22 +1,220 @@
 """Pooling: ONNX ``MaxPool`` and ``AveragePool``.
 
-Converters: onnx2torch's as they are (``nn.MaxPool*d``/``nn.AvgPool*d``; asymmetric padding
-makes an ``nn.Sequential(pad, pool)`` that ``codegen/simplify.py`` splits).  Code forms:
-``F.max_pool2d(x, kernel, stride=...)`` and ``F.avg_pool2d(...)``, defaults left out.
+Converters: onnx2torch's for ``MaxPool`` (``nn.MaxPool*d``; asymmetric padding makes an
+``nn.Sequential(pad, pool)`` that ``codegen/simplify.py`` splits).  Ours for
+``AveragePool`` (:func:`convert_average_pool`): ``nn.AvgPool*d`` where torch computes what
+ONNX does (symmetric padding at most half the kernel, no dilation, no ``ceil_mode`` over
+padding), else :class:`AveragePool`, which pads, sums each window with a depthwise
+convolution of ones and divides by the count of the elements ONNX counts
+(``count_include_pad``: the padding or not; never what ``ceil_mode`` adds).  That covers
+Keras ``AveragePooling2D(padding="same")`` (tf2onnx: asymmetric pads, padding not counted),
+``auto_pad`` SAME_* and ``dilations`` (opset 19), which onnx2torch refuses or ignores.
+
+Code forms: ``F.max_pool2d(x, kernel, stride=...)`` and ``F.avg_pool2d(...)``, defaults
+left out; :class:`AveragePool` calls the helper ``average_pool(x, ...)`` written into
+``model.py`` (the same source its ``forward`` runs).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
+import torch.nn.functional as F
+from onnx2torch.node_converters.registry import TConverter
+from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 from torch import nn
 
 from pipeline.to_torch.codegen import literals
-from pipeline.to_torch.ops.registry import NodeContext, translates, uses_onnx2torch
+from pipeline.to_torch.ops.registry import (
+    NodeContext,
+    override_converter,
+    register_helper,
+    translates,
+    uses_onnx2torch,
+)
 
 uses_onnx2torch(__name__, ("MaxPool",), nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.Sequential)
-uses_onnx2torch(__name__, ("AveragePool",), nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
+
+_AVERAGE_POOL_SOURCE = '''
+def average_pool(
+    x: torch.Tensor,
+    kernel_size: tuple[int, ...],
+    stride: tuple[int, ...],
+    padding: tuple[int, ...],
+    dilation: tuple[int, ...] | None = None,
+    ceil_mode: bool = False,
+    count_include_pad: bool = False,
+) -> torch.Tensor:
+    """ONNX AveragePool: the mean of each window of ``kernel_size`` (its elements
+    ``dilation`` apart, every ``stride``) over ``x`` padded by ``padding`` (F.pad's order).
+    The mean divides by the number of elements of ``x`` in the window, plus the padding's
+    if ``count_include_pad``; a ``ceil_mode`` partial window at the end counts neither."""
+    dims = len(kernel_size)
+    dilation = dilation or (1,) * dims
+    extra = []  # ceil_mode: room for a last partial window, unless it starts in the padding
+    for j in range(dims if ceil_mode else 0):  # F.pad's order: the last dim first
+        i = dims - 1 - j
+        size, before, after = x.shape[2 + i], padding[2 * j], padding[2 * j + 1]
+        span = size + before + after - (kernel_size[i] - 1) * dilation[i] - 1
+        windows = -(-span // stride[i]) + 1
+        if (windows - 1) * stride[i] >= size + before:
+            windows -= 1
+        extra += [0, max((windows - 1) * stride[i] - span, 0)]
+    conv = (F.conv1d, F.conv2d, F.conv3d)[dims - 1]
+    ones = torch.ones(1, 1, *kernel_size, dtype=x.dtype, device=x.device)
+    channels = x.shape[1]
+    padded = F.pad(x, padding)
+    counted = F.pad(torch.ones_like(x[:1, :1]), padding, value=float(count_include_pad))
+    if extra:
+        padded, counted = F.pad(padded, extra), F.pad(counted, extra)
+    sums = conv(padded, ones.expand(channels, *ones.shape[1:]), stride=stride,
+                dilation=dilation, groups=channels)
+    counts = conv(counted, ones, stride=stride, dilation=dilation)
+    return sums / counts
+'''
+register_helper("average_pool", _AVERAGE_POOL_SOURCE)
+_namespace: dict[str, Any] = {"torch": torch, "F": F}
+exec(_AVERAGE_POOL_SOURCE, _namespace)  # the source model.py gets, run here too
+average_pool: Callable[..., torch.Tensor] = _namespace["average_pool"]
+
+
+class AveragePool(nn.Module):
+    """ONNX AveragePool where torch's ``avg_pool`` differs: see :func:`average_pool`'s
+    source above."""
+
+    def __init__(
+        self,
+        kernel_size: Sequence[int],
+        stride: Sequence[int],
+        padding: Sequence[int],
+        dilation: Sequence[int],
+        ceil_mode: bool,
+        count_include_pad: bool,
+    ) -> None:
+        super().__init__()
+        self.kernel_size = tuple(kernel_size)
+        self.stride = tuple(stride)
+        self.padding = tuple(padding)
+        self.dilation = tuple(dilation)
+        self.ceil_mode = ceil_mode
+        self.count_include_pad = count_include_pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The window means."""
+        return average_pool(
+            x,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.ceil_mode,
+            self.count_include_pad,
+        )
+
+
+_AVG_POOL_CLASSES: dict[int, type[nn.Module]] = {
+    1: nn.AvgPool1d,
+    2: nn.AvgPool2d,
+    3: nn.AvgPool3d,
+}
+
+
+def _input_spatial_sizes(node: OnnxNode, graph: OnnxGraph) -> list[int | None] | None:
+    info = graph.value_info.get(node.input_values[0])
+    if info is None or not info.type.tensor_type.HasField("shape"):
+        return None
+    return [
+        d.dim_value if d.HasField("dim_value") else None
+        for d in info.type.tensor_type.shape.dim[2:]
+    ]
+
+
+def same_pads(
+    auto_pad: str,
+    sizes: Sequence[int | None],
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+) -> list[int] | None:
+    """ONNX pads (begins, then ends) of ``auto_pad`` SAME_UPPER/SAME_LOWER: the output is
+    ``ceil(size / stride)``; None if that needs a size unknown at import."""
+    begins, ends = [], []
+    for size, k, s, d in zip(sizes, kernel, strides, dilations, strict=True):
+        if size is None:
+            if s != 1:
+                return None
+            total = (k - 1) * d  # stride 1: the output is as long as the input
+        else:
+            out = math.ceil(size / s)
+            total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+        small, large = total // 2, total - total // 2
+        begins.append(small if auto_pad == "SAME_UPPER" else large)
+        ends.append(large if auto_pad == "SAME_UPPER" else small)
+    return begins + ends
+
+
+@override_converter(
+    "AveragePool",
+    versions=(7, 10, 11),
+    produces=(nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, AveragePool),
+)
+def convert_average_pool(
+    node: OnnxNode, graph: OnnxGraph, _fallback: TConverter | None
+) -> OperationConverterResult:
+    """AveragePool → ``nn.AvgPool{n}d`` when torch's is exact, else :class:`AveragePool`."""
+    attributes = node.attributes
+    kernel = list(attributes["kernel_shape"])
+    rank = len(kernel)
+    if rank not in _AVG_POOL_CLASSES:
+        raise NotImplementedError(f"AveragePool with {rank} spatial dims")
+    strides = list(attributes.get("strides", [1] * rank))
+    dilations = list(attributes.get("dilations", [1] * rank))
+    ceil_mode = bool(attributes.get("ceil_mode", 0))
+    count_include_pad = bool(attributes.get("count_include_pad", 0))
+    auto_pad = attributes.get("auto_pad", "NOTSET")
+    pads: list[int] | None
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        sizes = _input_spatial_sizes(node, graph) or [None] * rank
+        pads = same_pads(auto_pad, sizes, kernel, strides, dilations)
+        if pads is None:
+            raise NotImplementedError(
+                f"AveragePool ({node.name}): {auto_pad} with strides {strides} needs input "
+                "sizes known at import"
+            )
+    elif auto_pad == "VALID":
+        pads = [0] * 2 * rank
+    else:
+        pads = list(attributes.get("pads", [0] * 2 * rank))
+    begins, ends = pads[:rank], pads[rank:]
+    torch_exact = (
+        begins == ends
+        and all(p <= k // 2 for p, k in zip(begins, kernel, strict=True))
+        and set(dilations) == {1}
+        and not (ceil_mode and any(pads))
+    )
+    module: nn.Module
+    if torch_exact:
+        module = _AVG_POOL_CLASSES[rank](
+            kernel_size=kernel,
+            stride=strides,
+            padding=begins,
+            ceil_mode=ceil_mode,
+            count_include_pad=count_include_pad,
+        )
+    else:
+        torch_padding = [p for b, e in zip(begins[::-1], ends[::-1], strict=True) for p in (b, e)]
+        module = AveragePool(
+            kernel, strides, torch_padding, dilations, ceil_mode, count_include_pad
+        )
+    return OperationConverterResult(
+        torch_module=module,
+        onnx_mapping=OnnxMapping(inputs=(node.input_values[0],), outputs=node.output_values),
+    )
 
 
 def _tuple_or_int(values: Sequence[int]) -> str:
@@ -67,3 +265,20 @@ def _avg_pool(ctx: NodeContext) -> str:
         {"padding": 0, "ceil_mode": False, "count_include_pad": True},
     )
     return f"F.avg_pool{spatial}({ctx.args[0]}, {kernel_text}{extra})"
+
+
+@translates(AveragePool)
+def _average_pool(ctx: NodeContext) -> str:
+    module = ctx.module
+    assert isinstance(module, AveragePool)
+    text = (
+        f"{ctx.helper('average_pool')}({ctx.args[0]}, {literals.ints(module.kernel_size)}, "
+        f"stride={literals.ints(module.stride)}, padding={literals.ints(module.padding)}"
+    )
+    if set(module.dilation) != {1}:
+        text += f", dilation={literals.ints(module.dilation)}"
+    if module.ceil_mode:
+        text += ", ceil_mode=True"
+    if module.count_include_pad:
+        text += ", count_include_pad=True"
+    return text + ")"

@@ -1,36 +1,40 @@
 """ONNX ``Range`` (11).
 
-Converter: ours (:func:`convert_range`): integer start/limit/delta known at import (e.g.
-``0 .. x.shape[1]``) make a :class:`StaticRange`; otherwise onnx2torch's ``OnnxRange``.
-Code form: ``torch.arange(start, limit, delta, dtype=..., device=...)``.
+Converter: ours (:func:`convert_range`): start/limit/delta known at import (integers, e.g.
+``0 .. x.shape[1]``, or constant floats) make a :class:`StaticRange`; otherwise
+:class:`DynamicRange`, which reads them at run time (onnx2torch's ``OnnxRange`` is not used:
+it makes int64 of an int32 Range).  Both keep the ONNX element type.  Code form:
+``torch.arange(start, limit, delta, dtype=..., device=...)``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from onnx import helper
-from onnx2torch.node_converters.range import OnnxRange
+from onnx import helper, numpy_helper
 from onnx2torch.node_converters.registry import TConverter
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
-from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
+from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, onnx_mapping_from_node
+from torch import nn
 
 from pipeline.to_torch.codegen import literals
 from pipeline.to_torch.ops.registry import (
     NodeContext,
     override_converter,
+    refuse,
     translates,
-    use_fallback,
 )
 from pipeline.to_torch.ops.shape_values import Expr, ShapeArgs, elem_type, known_int_value
 
 
 class StaticRange(ShapeArgs):
-    """``torch.arange`` over ints or expressions over input dims."""
+    """``torch.arange`` over ints, expressions over input dims, or constant floats."""
 
-    def __init__(self, start: Expr, limit: Expr, delta: Expr, dtype: torch.dtype) -> None:
-        super().__init__((start, limit, delta))
+    def __init__(
+        self, start: Expr | float, limit: Expr | float, delta: Expr | float, dtype: torch.dtype
+    ) -> None:
+        super().__init__(b for b in (start, limit, delta) if not isinstance(b, float))
         self.bounds = (start, limit, delta)
         self.dtype = dtype
         # Carries the module's device (the output is made on it).
@@ -39,20 +43,62 @@ class StaticRange(ShapeArgs):
 
     def forward(self, *sources: torch.Tensor) -> torch.Tensor:
         """The range; ``sources`` are the tensors the bounds read dims from."""
-        start, limit, delta = self.resolve(self.bounds, sources)
+        start, limit, delta = (
+            b if isinstance(b, float) else self.resolve((b,), sources)[0] for b in self.bounds
+        )
         return torch.arange(start, limit, delta, dtype=self.dtype, device=self.device_anchor.device)
 
 
-@override_converter("Range", versions=(11,), produces=(StaticRange, OnnxRange))
+class DynamicRange(nn.Module):
+    """``torch.arange`` over bounds given as tensors (read at run time: does not export)."""
+
+    def forward(
+        self, start: torch.Tensor, limit: torch.Tensor, delta: torch.Tensor
+    ) -> torch.Tensor:
+        """The range, of ``start``'s dtype."""
+        return torch.arange(
+            start.item(), limit.item(), delta.item(), dtype=start.dtype, device=start.device
+        )
+
+
+refuse(
+    DynamicRange,
+    "Range with bounds computed from tensor data: read at run time, so it neither exports "
+    "nor has a code form",
+)
+
+
+def _constant_float(graph: OnnxGraph, name: str) -> float | None:
+    """A floating-point scalar initializer's value (None otherwise)."""
+    tensor = graph.initializers.get(name)
+    if tensor is None:
+        return None
+    array = numpy_helper.to_array(tensor.proto)
+    if array.size != 1 or array.dtype.kind != "f":
+        return None
+    return float(array.reshape(-1)[0])
+
+
+@override_converter("Range", versions=(11,), produces=(StaticRange, DynamicRange))
 def convert_range(
     node: OnnxNode, graph: OnnxGraph, fallback: TConverter | None
 ) -> OperationConverterResult:
-    """Range → :class:`StaticRange` for integer bounds known at import."""
-    bounds = [known_int_value(graph, name) for name in node.input_values]
+    """Range → :class:`StaticRange` for bounds known at import, else :class:`DynamicRange`."""
+    del fallback  # onnx2torch's OnnxRange ignores the element type (int32 → int64)
+    known = [known_int_value(graph, name) for name in node.input_values]
+    bounds: list[Expr | float] = []
+    for name, value in zip(node.input_values, known, strict=True):
+        number = _constant_float(graph, name)
+        if value is not None and len(value.elems) == 1:
+            bounds.append(value.elems[0])  # an int, or a whole-number float written as one
+        elif number is not None:
+            bounds.append(number)
     onnx_type = elem_type(graph, node.input_values[0])
-    if any(b is None or len(b.elems) != 1 for b in bounds) or onnx_type is None:
-        return use_fallback(fallback, node, graph, "bounds computed from tensor data")
-    start, limit, delta = (b.elems[0] for b in bounds if b is not None)
+    if len(bounds) != 3 or onnx_type is None:
+        return OperationConverterResult(
+            torch_module=DynamicRange(), onnx_mapping=onnx_mapping_from_node(node)
+        )
+    start, limit, delta = bounds
     dtype = torch.from_numpy(np.empty(0, dtype=helper.tensor_dtype_to_np_dtype(onnx_type))).dtype
     module = StaticRange(start, limit, delta, dtype)
     return OperationConverterResult(
@@ -65,7 +111,10 @@ def convert_range(
 def _range(ctx: NodeContext) -> str:
     module = ctx.module
     assert isinstance(module, StaticRange)
-    start, limit, delta = ctx.shape_args(module.bounds, data_inputs=0)
+    start, limit, delta = (
+        literals.number(b) if isinstance(b, float) else ctx.shape_args((b,), data_inputs=0)[0]
+        for b in module.bounds
+    )
     return (
         f"torch.arange({start}, {limit}, {delta}, dtype={literals.dtype(module.dtype)}, "
         f"device={ctx.device_of}.device)"

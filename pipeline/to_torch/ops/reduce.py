@@ -3,9 +3,12 @@
 
 Converter: ours (:func:`convert_reduce`) where the axes are an input (ReduceSum 13+, the
 others 18+) known at import: onnx2torch's ``OnnxReduceStaticAxes`` (or ``nn.Identity`` for
-``noop_with_empty_axes``); otherwise onnx2torch's.  Earlier versions (axes an attribute):
-onnx2torch's converter as it is (``OnnxReduceStaticAxes``, ``OnnxReduceSumStaticAxes``).
-Code form: ``x.sum(dim=..., keepdim=...)`` and its kin.
+``noop_with_empty_axes``); otherwise onnx2torch's.  Earlier versions (axes an
+attribute): ours too (:func:`convert_reduce_axes_attribute`, axes made non-negative), else
+onnx2torch's (``OnnxReduceStaticAxes``, ``OnnxReduceSumStaticAxes``).
+Code form: ``x.sum(dim=..., keepdim=...)`` and its kin; ``ReduceProd`` over several axes
+(torch's ``prod`` takes one) is a chain ``x.prod(dim=2).prod(dim=1)``, over all of them
+without ``keepdims`` ``x.prod()``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pipeline.to_torch.ops.registry import (
 )
 from pipeline.to_torch.ops.shape_values import known_ints, static_dims
 
-_AXES_INPUT_SINCE = {
+_AXES_INPUT_SINCE: dict[str, tuple[int, ...]] = {
     "ReduceSum": (13,),
     "ReduceMax": (18, 20),
     "ReduceMin": (18, 20),
@@ -71,6 +74,44 @@ def convert_reduce(
     )
 
 
+_AXES_ATTRIBUTE_VERSIONS: dict[str, tuple[int, ...]] = {
+    op_type: (1, 11, 12, 13) if op_type in ("ReduceMax", "ReduceMin") else (1, 11, 13)
+    for op_type in _AXES_INPUT_SINCE
+}
+_AXES_ATTRIBUTE_VERSIONS["ReduceSum"] = (1, 11)
+
+
+def convert_reduce_axes_attribute(
+    node: OnnxNode, graph: OnnxGraph, fallback: TConverter | None
+) -> OperationConverterResult:
+    """Reduce with an ``axes`` attribute → ``OnnxReduceStaticAxes`` with the axes made
+    non-negative (onnx2torch's module reduces the wrong axes for a negative one when
+    ``keepdims=0``); onnx2torch's own if the rank is unknown."""
+    data = node.input_values[0]
+    axes = list(node.attributes.get("axes", []) or [])
+    dims = static_dims(graph, data)
+    if dims is None and any(a < 0 for a in axes):
+        return use_fallback(fallback, node, graph, "negative axes of an input of unknown rank")
+    rank = len(dims) if dims is not None else 0
+    module = OnnxReduceStaticAxes(
+        operation_type=node.operation_type,
+        axes=[a + rank if a < 0 else a for a in axes] or None,
+        keepdims=node.attributes.get("keepdims", 1),
+    )
+    return OperationConverterResult(
+        torch_module=module,
+        onnx_mapping=OnnxMapping(inputs=(data,), outputs=node.output_values),
+    )
+
+
+for _op_type, _versions in _AXES_ATTRIBUTE_VERSIONS.items():
+    override_converter(
+        _op_type,
+        versions=_versions,
+        produces=(OnnxReduceStaticAxes, OnnxReduceSumStaticAxes),
+    )(convert_reduce_axes_attribute)
+
+
 for _op_type, _versions in _AXES_INPUT_SINCE.items():
     override_converter(
         _op_type,
@@ -105,8 +146,14 @@ def _reduce(ctx: NodeContext) -> str:
     }.get(operation)
     if method is not None:
         return f"{x}.{method}({dims})"
-    if operation == "ReduceProd" and len(axes) == 1:
-        return f"{x}.prod({dims})"
+    if operation == "ReduceProd":
+        if len(axes) == ctx.rank() and not keepdims:
+            return f"{x}.prod()"
+        # One axis at a time, the last first so the others keep their numbers.
+        ordered = sorted({a % ctx.rank() for a in axes}, reverse=True)
+        return x + "".join(f".prod(dim={a}, keepdim={keepdims})" for a in ordered)
+    if operation == "ReduceLogSum":
+        return f"torch.log({x}.sum({dims}))"
     if operation == "ReduceSumSquare":
         return f"{x}.square().sum({dims})"
     if operation == "ReduceL2":

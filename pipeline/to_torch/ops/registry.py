@@ -30,26 +30,15 @@ from typing import Literal
 
 import torch
 from onnx import defs
-from onnx2torch.node_converters.activations import OnnxPReLU
-from onnx2torch.node_converters.arg_extrema import OnnxArgExtremum, OnnxArgExtremumOld
 from onnx2torch.node_converters.base_element_wise import OnnxBaseElementWise
-from onnx2torch.node_converters.batch_norm import OnnxBatchNorm
 from onnx2torch.node_converters.constant import OnnxConstant
 from onnx2torch.node_converters.constant_of_shape import OnnxConstantOfShape
 from onnx2torch.node_converters.cumsum import OnnxCumSum
-from onnx2torch.node_converters.depth_to_space import OnnxDepthToSpace
 from onnx2torch.node_converters.dropout import OnnxDropoutDynamic
-from onnx2torch.node_converters.einsum import OnnxEinsum
 from onnx2torch.node_converters.expand import OnnxExpand
-from onnx2torch.node_converters.eye_like import OnnxEyeLike
 from onnx2torch.node_converters.gather import OnnxGatherElements, OnnxGatherND
 from onnx2torch.node_converters.identity import OnnxCopyIdentity
-from onnx2torch.node_converters.instance_norm import OnnxInstanceNorm
-from onnx2torch.node_converters.isinf import OnnxIsInf
-from onnx2torch.node_converters.isnan import OnnxIsNaN
 from onnx2torch.node_converters.layer_norm import OnnxLayerNorm
-from onnx2torch.node_converters.mean import OnnxMean
-from onnx2torch.node_converters.mod import OnnxMod
 from onnx2torch.node_converters.nms import OnnxNonMaxSuppression
 from onnx2torch.node_converters.nonzero import OnnxNonZero
 from onnx2torch.node_converters.pad import OnnxPadDynamic
@@ -64,10 +53,9 @@ from onnx2torch.node_converters.registry import (
 from onnx2torch.node_converters.reshape import OnnxReshape
 from onnx2torch.node_converters.resize import OnnxResize, OnnxResizeV10
 from onnx2torch.node_converters.roialign import OnnxRoiAlign
-from onnx2torch.node_converters.roundings import OnnxRound
 from onnx2torch.node_converters.scatter_nd import OnnxScatterND
 from onnx2torch.node_converters.slice import OnnxSlice, OnnxSliceV9
-from onnx2torch.node_converters.split import OnnxSplit, OnnxSplit13
+from onnx2torch.node_converters.split import OnnxSplit13
 from onnx2torch.node_converters.squeeze import OnnxSqueezeDynamicAxes
 from onnx2torch.node_converters.tile import OnnxTile
 from onnx2torch.node_converters.topk import OnnxTopK
@@ -301,14 +289,15 @@ _NOT_WRITTEN = (
     "no code form written yet (no Keras model here has produced it); code generation reports "
     "it as missing and writes no package"
 )
+_REPLACED = "never built: our converter makes its own module instead"
 
 REFUSED: dict[type, str] = {
     # Fallbacks of our converters.
     OnnxConstantOfShape: _FALLBACK,
-    OnnxCumSum: _FALLBACK,
+    OnnxCumSum: _REPLACED + " (StaticCumSum, or DynamicCumSum for a run-time axis)",
     OnnxExpand: _FALLBACK,
     OnnxPadDynamic: _FALLBACK,
-    OnnxRange: _FALLBACK,
+    OnnxRange: _REPLACED + " (StaticRange, or DynamicRange for bounds from tensor data)",
     OnnxReduceSumDynamicAxes: _FALLBACK,
     OnnxReshape: _FALLBACK,
     OnnxResize: _FALLBACK + " (or Resize with both scales and sizes, or a ROI)",
@@ -316,7 +305,7 @@ REFUSED: dict[type, str] = {
     OnnxSplit13: _FALLBACK,
     OnnxSqueezeDynamicAxes: _FALLBACK,
     OnnxTile: _FALLBACK,
-    OnnxTopK: _FALLBACK,
+    OnnxTopK: _REPLACED + " (StaticTopK, or DynamicTopK for a run-time k)",
     OnnxUnsqueezeDynamicAxes: _FALLBACK,
     OnnxDropoutDynamic: "Dropout with a run-time ratio or training mode: not inference",
     # Never reach the code-form lookup.
@@ -328,30 +317,15 @@ REFUSED: dict[type, str] = {
     OnnxBaseElementWise: "abstract base of onnx2torch's element-wise modules",
     ShapeArgs: "base class of our modules with shape arguments (StaticSlice, StaticReshape...)",
     # Gaps: onnx2torch produces them, nothing here writes them yet.
-    OnnxSplit: _NOT_WRITTEN + " (Split with explicit sizes; gap found by the registry test)",
-    OnnxPReLU: _NOT_WRITTEN,
-    OnnxArgExtremum: _NOT_WRITTEN,
-    OnnxArgExtremumOld: _NOT_WRITTEN,
-    OnnxBatchNorm: _NOT_WRITTEN + " (BatchNormalization with non-constant statistics)",
-    OnnxDepthToSpace: _NOT_WRITTEN,
-    OnnxEinsum: _NOT_WRITTEN,
-    OnnxEyeLike: _NOT_WRITTEN,
-    OnnxGatherElements: _NOT_WRITTEN,
-    OnnxGatherND: _NOT_WRITTEN,
-    OnnxInstanceNorm: _NOT_WRITTEN + " (InstanceNormalization with non-constant scale/bias)",
-    OnnxIsInf: _NOT_WRITTEN,
-    OnnxIsNaN: _NOT_WRITTEN,
-    OnnxLayerNorm: _NOT_WRITTEN + " (LayerNormalization over several axes)",
-    OnnxMean: _NOT_WRITTEN,
-    OnnxMod: _NOT_WRITTEN,
+    OnnxGatherElements: _REPLACED + " (ops/gather_scatter.py)",
+    OnnxGatherND: _REPLACED + " (ops/gather_scatter.py)",
+    OnnxLayerNorm: _REPLACED + " (ops/normalization.py)",
     OnnxNonMaxSuppression: _NOT_WRITTEN + "; data-dependent output shape",
-    OnnxNonZero: _NOT_WRITTEN + "; data-dependent output shape",
+    OnnxNonZero: _REPLACED + " (ops/eye_like.py)",
     OnnxResizeV10: _NOT_WRITTEN + " (Resize at opset 10)",
     OnnxRoiAlign: _NOT_WRITTEN,
-    OnnxRound: _NOT_WRITTEN + " (Ceil, Floor, Round)",
-    OnnxScatterND: _NOT_WRITTEN,
+    OnnxScatterND: _REPLACED + " (ops/gather_scatter.py)",
     OnnxSliceV9: _NOT_WRITTEN + " (Slice before opset 10)",
-    nn.LocalResponseNorm: _NOT_WRITTEN + " (LRN)",
 }
 """Module classes the importer can produce that have no code form, each with the reason."""
 

@@ -2,8 +2,9 @@
 
 Converter: ours (:func:`convert_split`): no sizes input makes :class:`SplitChunks`, sizes
 known at import onnx2torch's static ``OnnxSplit``; otherwise onnx2torch's ``OnnxSplit13``.
-Code form: ``torch.split(x, ceil(dim / n), dim=axis)`` for :class:`SplitChunks`
-(``OnnxSplit`` has none yet: see ``REFUSED`` in :mod:`pipeline.to_torch.ops.registry`).
+Code form: ``torch.split(x, ceil(dim / n), dim=axis)`` for :class:`SplitChunks`,
+``torch.split(x, [2, 3], dim=axis)`` for ``OnnxSplit`` with sizes (without: opset 2/11's
+equal parts, ``x.shape[axis] // n``).
 """
 
 from __future__ import annotations
@@ -69,3 +70,16 @@ def _split(ctx: NodeContext) -> str:
     x = ctx.args[0]
     size = f"-(-{x}.shape[{module.axis}] // {module.num_outputs})"
     return f"torch.split({x}, {size}, dim={module.axis})"
+
+
+@translates(OnnxSplit)
+def _split_sizes(ctx: NodeContext) -> str:
+    module = ctx.module
+    assert isinstance(module, OnnxSplit)
+    x = ctx.args[0]
+    if module.split is None:  # Split 2/11 without sizes: equal parts (as onnx2torch's forward)
+        return (
+            f"torch.split({x}, {x}.shape[{module.axis}] // {module.num_splits}, dim={module.axis})"
+        )
+    sizes = ", ".join(str(int(size)) for size in module.split)
+    return f"torch.split({x}, [{sizes}], dim={module.axis})"
