@@ -262,7 +262,8 @@ def to_numpy(value: Any) -> np.ndarray:
 
 def to_tensor(value: Any) -> torch.Tensor:
     """A test input as a torch tensor of the same dtype (bfloat16 included)."""
-    array = np.ascontiguousarray(to_numpy(value))
+    # np.ascontiguousarray makes a 0-d array 1-d; np.array(copy) keeps the rank.
+    array = np.array(to_numpy(value), copy=True, order="C")
     if array.dtype.name == "bfloat16":
         return torch.from_numpy(array.view(np.uint16)).view(torch.bfloat16)
     return torch.from_numpy(array.copy())
