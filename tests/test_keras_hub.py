@@ -115,6 +115,26 @@ def test_keras_hub_backbone_converts(name: str, tmp_path: Path) -> None:
     integer_inputs = {s["name"] for s in report["inputs"] if "int" in s["dtype"]}
     assert integer_inputs == set(entry.input_ranges)
     _assert_other_shapes_agree(result.run_dir, entry.input_ranges)
+    source = (result.run_dir / "torch_model" / "model.py").read_text()
+    assert ".item()" not in source and ".tolist()" not in source
+    for pattern in CODE_READS.get(name, ()):
+        assert re.search(pattern, source), pattern
+
+
+CODE_READS: dict[str, tuple[str, ...]] = {
+    # A decoder LLM: rotary embedding, attention and MLP under the Keras layer names, the
+    # positions computed from the input's length, not from the example's.
+    "llama": (
+        r"# transformer_layer_0: LlamaTransformerDecoder",
+        r"torch\.arange\(0, \w+\.shape\[1\], 1, dtype=torch\.float32",
+        r"rotary_embedding\w* = torch\.(sin|cos)\(",
+        r"self\.transformer_layer_1\.self_attention\.query\(",
+        r"self\.transformer_layer_1\.feedforward_gate_dense\(",
+    ),
+    # A text encoder: the position table sliced to the input's length.
+    "bert": (r"self\.position_embedding\.\w+\[:\w+\.shape\[1\]",),
+}
+"""Regular expressions each backbone's generated ``model.py`` must match."""
 
 
 def _row(name: str, result: pipeline.ConversionResult) -> dict[str, object]:

@@ -192,13 +192,16 @@ def check_values(
         actual = numpy_helper.to_array(tensor)
         known = [p for p in parts if p.variable in values]
         expected = build_value(actual, known, values)
-        if expected.shape != actual.shape or not np.array_equal(
-            expected.view(np.uint8), actual.view(np.uint8)
-        ):
+        if expected.shape != actual.shape or not np.array_equal(_bytes(expected), _bytes(actual)):
             problems[name] = "its value is not the recorded transform of " + ", ".join(
                 sorted({p.variable for p in known})
             )
     return problems
+
+
+def _bytes(array: np.ndarray) -> np.ndarray:
+    """``array``'s elements as bytes (a scalar too: a 0-d array has no byte view)."""
+    return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
 
 
 def decode_parts(

@@ -127,6 +127,13 @@ def fingerprinted(
     record = provenance.read(model) or provenance.Provenance()
     prints = fingerprints_for(values)
     index = {str(v["path"]): i for i, v in enumerate(variables)}
+    if len(index) != len(variables):
+        # The record, the table and the gradients key variables by path: two variables on
+        # one path would write one's fingerprint into the other's tensor.  The TF worker
+        # makes paths unique (``pipeline.export.worker.loading.unique_paths``).
+        paths = [str(v["path"]) for v in variables]
+        twice = sorted({p for p in paths if paths.count(p) > 1})
+        raise ValueError(f"variable paths occur more than once: {', '.join(twice[:5])}")
     marks = {
         path: prints.value(i)
         for path, i in index.items()
@@ -243,6 +250,7 @@ def adopt_tf_variables(
     drop_unused(module)
     table = [e for index in range(len(variables)) for e in entries[index]]
     table += _torch_only_slots(module, table)
+    _unfingerprinted_copies(module, variables, values, table, problems)
     return Adoption(table, problems)
 
 
@@ -369,7 +377,12 @@ def _merge_copy(
     (the second ``nn.Linear`` of a Keras layer called twice) is replaced by ``kept``'s
     module, called twice, when the two are the same module holding the same variables.
     torch.export does not keep two modules' parameters tied, so this is the only way both
-    uses train one parameter.  Returns False when the copy cannot be merged."""
+    uses train one parameter.  Returns False when the copy cannot be merged: it would stay a
+    tensor of its own, trained apart (or frozen as a constant), so the caller reports it.
+
+    A module is the one the graph calls that owns the tensor (:func:`_called_owner`), at any
+    depth: fused ``nn.Linear``s live at their Keras layer's path (``block.up``, and the
+    second call's ``block.up_1``), so two copies can share every path part but the last."""
     readers = get_attr_users(module, copy)
     if readers or copy.owner_path == "initializers":
         for node in readers:
@@ -379,13 +392,15 @@ def _merge_copy(
             if copy.attr in owner._parameters or copy.attr in owner._buffers:
                 delattr(owner, copy.attr)
         return True
-    kept_head, copy_head = kept.owner_path.split(".")[0], copy.owner_path.split(".")[0]
-    if kept_head == copy_head:
+    copy_head = _called_owner(module, copy)
+    if copy_head is None:
+        # Nothing calls it any more: merged already (its other tensor came first), or dead.
         return True
-    try:
-        first, second = module.get_submodule(kept_head), module.get_submodule(copy_head)
-    except AttributeError:
-        return True  # already merged (its other tensor came first)
+    kept_head = _called_owner(module, kept)
+    if kept_head is None or kept_head == copy_head:
+        # One module holding the variable twice cannot be one module called twice.
+        return False
+    first, second = module.get_submodule(kept_head), module.get_submodule(copy_head)
     if type(first) is not type(second) or repr(first) != repr(second):
         return False
     first_tensors = dict(first.named_parameters()) | dict(first.named_buffers())
@@ -407,8 +422,70 @@ def _merge_copy(
     for node in module.graph.nodes:
         if node.op == "call_module" and node.target == copy_head:
             node.target = kept_head
-    delattr(module, copy_head)
+    parent, _, attr = copy_head.rpartition(".")
+    delattr(get_module(module, parent), attr)
     return True
+
+
+def _unfingerprinted_copies(
+    module: torch.nn.Module,
+    variables: Sequence[Mapping[str, Any]],
+    values: Sequence[np.ndarray],
+    table: Sequence[ParameterEntry],
+    problems: dict[str, str],
+) -> None:
+    """Report every trainable variable whose values some torch tensor outside the table holds
+    (in any layout) without its fingerprints: a copy no provenance recorded (a fixup pass's
+    transposed or reshaped initializer, say), left a constant in torch, so its use would not
+    train, and torch's gradient would miss it.  Found by value, but only to report, never to
+    place.  A variable with fewer than two distinct values (a fresh bias, a LayerNorm's ones)
+    is skipped: a constant of zeros or ones is no evidence of a copy."""
+    placed = {e.torch_name for e in table if e.torch_name}
+    loose = [
+        (slot, tensor)
+        for slot, tensor in all_slots(module).items()
+        if slot.name not in placed and tensor.numel() > 1
+    ]
+    sizes = {tensor.numel() for _, tensor in loose}
+    by_values: dict[tuple[int, bytes], list[str]] = {}
+    for meta, value in zip(variables, values, strict=True):
+        path = str(meta["path"])
+        array = np.asarray(value)
+        if (
+            not meta["trainable"]
+            or path in problems
+            or array.dtype.kind != "f"
+            or array.size not in sizes
+            or np.unique(array).size < 2
+        ):
+            continue
+        key = (array.size, np.sort(array.astype(np.float32).reshape(-1)).tobytes())
+        by_values.setdefault(key, []).append(path)
+    if not by_values:
+        return
+    for slot, tensor in loose:
+        flat = tensor.detach().cpu().to(torch.float32).numpy().reshape(-1)
+        for path in by_values.get((flat.size, np.sort(flat).tobytes()), []):
+            problems.setdefault(
+                path,
+                f"{slot.name} holds a copy of its values without its fingerprints (no "
+                "provenance recorded it): a constant in torch, that use would not train",
+            )
+
+
+def _called_owner(module: torch.fx.GraphModule, slot: Slot) -> str | None:
+    """The module the graph calls that holds ``slot``: the longest ``call_module`` target
+    that is the slot's owner or one of its ancestors (``lstm_0`` for ``lstm_0.lstm.weight_ih_l0``,
+    ``block.up`` for ``block.up.weight``); None when no called module holds it."""
+    found: str | None = None
+    for node in module.graph.nodes:
+        if node.op != "call_module":
+            continue
+        target = str(node.target)
+        holds = slot.owner_path == target or slot.owner_path.startswith(f"{target}.")
+        if holds and (found is None or len(target) > len(found)):
+            found = target
+    return found
 
 
 def _common_layer_path(tf_names: Sequence[str]) -> str:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -164,19 +165,68 @@ def _keras_variables(model: Any, recorded: dict[int, tuple[Any, Any, Any]]) -> l
             for v in layer.weights:
                 batchnorm[id(v)] = config
     owners = variable_owners(model)
+    weights = list(model.weights)
+    outer = top_level_owners(model)
+    paths = unique_paths([v.path for v in weights], [outer.get(id(v)) for v in weights])
     found = []
-    for v in model.weights:
+    for v, path in zip(weights, paths, strict=True):
         _, layer, initializer = recorded.get(id(v), (None, owners.get(id(v)), None))
         info = {
-            "layer": v.path.rpartition("/")[0],
+            "layer": path.rpartition("/")[0],
             "layer_class": type(layer).__name__ if layer is not None else None,
             "layer_kind": layer_kind(layer),
             "initializer": describe_initializer(initializer, layer, v)
             if id(v) in recorded
             else None,
         }
-        found.append(TfVariable(v.path, bool(v.trainable), v.value, batchnorm.get(id(v)), info))
+        found.append(TfVariable(path, bool(v.trainable), v.value, batchnorm.get(id(v)), info))
     return found
+
+
+def top_level_owners(model: Any) -> dict[int, str]:
+    """The name of the outermost layer of ``model`` (not ``model`` itself) that holds each
+    variable, by ``id``: the sub-model a variable belongs to."""
+    names: dict[int, str] = {}
+    for layer in model._flatten_layers(include_self=False, recursive=False):
+        for v in layer.weights:
+            names.setdefault(id(v), str(layer.name))
+    return names
+
+
+def unique_paths(paths: Sequence[str], qualifiers: Sequence[str | None]) -> list[str]:
+    """Every variable's key: its Keras ``path``, made unique where two variables share one.
+
+    Keras builds a functional sub-model's layers outside the sub-model's name scope, so two
+    sub-models with same-named layers (keras-hub CLIP's vision and text encoders both have
+    ``layer_norm``...) give their variables the same ``path``.  The provenance record, the
+    parameter table and the gradients key variables by path, so every variable of a
+    sub-model (``qualifiers``: the outermost layer holding each variable) that holds a
+    repeated path is named by that sub-model (``vision/layer_norm/gamma``): all of it, so
+    its layers stay together and cannot nest under the other's (SigLIP's text ``head``
+    Dense and vision ``head/attention/...``).  Where that does not tell them apart, the
+    later ones (in ``model.weights`` order) take a numbered layer, ``layer_norm_1/gamma``,
+    never a path another variable has.  A model without repeated paths keeps them all."""
+    counts = Counter(paths)
+    clashing = {q for p, q in zip(paths, qualifiers, strict=True) if q and counts[p] > 1}
+    named = [
+        f"{q}/{p}" if q in clashing and not p.startswith(f"{q}/") else p
+        for p, q in zip(paths, qualifiers, strict=True)
+    ]
+    counts = Counter(named)
+    taken = set(named)
+    out: list[str] = []
+    for name in named:
+        if counts[name] == 1 or name not in out:  # the first of a group keeps its path
+            out.append(name)
+            continue
+        layer, slash, attr = name.rpartition("/")
+        n, unique = 0, name
+        while unique in taken:
+            n += 1
+            unique = f"{layer}_{n}{slash}{attr}" if slash else f"{name}_{n}"
+        taken.add(unique)
+        out.append(unique)
+    return out
 
 
 def _saved_model(path: str, override: list[TensorSpec]) -> LoadedModel:

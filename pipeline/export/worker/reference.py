@@ -42,11 +42,12 @@ def _loss(
     )
 
 
-def float64_twin(model: Any) -> Any:
+def float64_twin(model: Any) -> tuple[Any, list[Any]]:
     """A float64 copy of the Keras ``model``: every layer rebuilt from its config with
-    ``dtype="float64"`` and every variable's value copied (floating ones widened).  Raises
-    where that cannot be done faithfully (a subclassed model, a layer that ignores the dtype
-    or whose config does not rebuild it, variables that do not line up)."""
+    ``dtype="float64"`` and every variable's value copied (floating ones widened), and the
+    twin's variables in the order of ``model.weights``.  Raises where that cannot be done
+    faithfully (a subclassed model, a layer that ignores the dtype or whose config does not
+    rebuild it, variables that do not line up)."""
     import keras
 
     def widen(layer: Any) -> Any:
@@ -60,6 +61,13 @@ def float64_twin(model: Any) -> Any:
     src, dst = list(model.weights), list(twin.weights)
     if len(src) != len(dst):
         raise ValueError(f"the twin has {len(dst)} variables, the model {len(src)}")
+    # The clone may list its variables in another order (BART's token embedding, shared by
+    # encoder and decoder, moves the decoder's variables): pair them by their unique paths
+    # where both sides name the same set, else by position.
+    src_keys, dst_keys = _variable_keys(model), _variable_keys(twin)
+    if src_keys != dst_keys and sorted(src_keys) == sorted(dst_keys):
+        by_key = dict(zip(dst_keys, dst, strict=True))
+        dst = [by_key[k] for k in src_keys]
     for a, b in zip(src, dst, strict=True):
         value = np.asarray(a.value)
         if tuple(value.shape) != tuple(b.shape):
@@ -70,7 +78,16 @@ def float64_twin(model: Any) -> Any:
             b.assign(value.astype(np.float64))
         else:
             b.assign(value.astype(np.dtype(b.dtype)))
-    return twin
+    return twin, dst
+
+
+def _variable_keys(model: Any) -> list[str]:
+    """``model.weights``' paths made unique as :class:`LoadedModel` lists them."""
+    from pipeline.export.worker.loading import top_level_owners, unique_paths
+
+    weights = list(model.weights)
+    outer = top_level_owners(model)
+    return unique_paths([v.path for v in weights], [outer.get(id(v)) for v in weights])
 
 
 def _float64_gradients(
@@ -87,13 +104,12 @@ def _float64_gradients(
 
     if loaded.keras_model is None:
         raise ValueError("not a Keras model (no float64 twin can be built)")
-    twin = float64_twin(loaded.keras_model)
+    twin, twin_variables = float64_twin(loaded.keras_model)
     tensors = {
         k: tf.constant(v.astype(np.float64) if v.dtype.kind == "f" else v)
         for k, v in arrays.items()
     }
     args = [tensors[s.name] for s in loaded.inputs]
-    twin_variables = list(twin.weights)
     trainable = [i for i, v in enumerate(loaded.variables) if v.trainable]
     with tf.GradientTape() as tape:
         results = flat_outputs(twin(pack_inputs(twin, args), training=False))

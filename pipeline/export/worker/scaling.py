@@ -16,8 +16,10 @@ from pipeline.export.worker.initializers import layer_kind
 from pipeline.export.worker.loading import LoadedModel, load_model, one_line
 
 
-def _scalable_layers(model: Any) -> list[tuple[str, Any, str, list[Any]]]:
-    """(layer path, layer, kind, its own float variables) of every Conv/Dense layer."""
+def _scalable_layers(model: Any, keys: dict[int, str]) -> list[tuple[str, Any, str, list[Any]]]:
+    """(layer path, layer, kind, its own float variables) of every Conv/Dense layer; a
+    layer's path is that of its variables' keys (``keys``: ``id`` of the variable's value →
+    its path in ``LoadedModel.variables``, unique where Keras paths repeat)."""
     found, seen = [], set()
     for layer in model._flatten_layers(include_self=False, recursive=True):
         kind = layer_kind(layer)
@@ -30,8 +32,13 @@ def _scalable_layers(model: Any) -> list[tuple[str, Any, str, list[Any]]]:
             if "float" in str(v.dtype)
         ]
         if own:
-            found.append((own[0].path.rpartition("/")[0], layer, kind, own))
+            found.append((_key(own[0], keys).rpartition("/")[0], layer, kind, own))
     return found
+
+
+def _key(variable: Any, keys: dict[int, str]) -> str:
+    """``variable``'s path as :class:`LoadedModel` lists it."""
+    return keys.get(id(variable.value), variable.path)
 
 
 def _mean_abs_outputs(
@@ -84,7 +91,8 @@ def apply_scaling(loaded: LoadedModel, scale: dict[str, Any] | None) -> dict[str
             "--scale needs a Keras model (.keras, .h5 or a factory): a SavedModel's variables "
             "carry no layer types"
         )
-    layers = _scalable_layers(model)
+    keys = {id(v.variable): v.path for v in loaded.variables}
+    layers = _scalable_layers(model, keys)
     record: dict[str, Any]
     means: dict[int, tuple[float, int]] = {}
     if "layers" in scale:
@@ -129,7 +137,7 @@ def apply_scaling(loaded: LoadedModel, scale: dict[str, Any] | None) -> dict[str
             "layer_class": type(layer).__name__,
             "kind": kind,
             "factor": float(factor),
-            "variables": [v.path for v in own],
+            "variables": [_key(v, keys) for v in own],
         }
         if record["strategy"] == ACTIVATION:
             entry["mean_abs_activation"] = None if mean is None or not np.isfinite(mean) else mean

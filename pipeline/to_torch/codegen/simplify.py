@@ -179,41 +179,51 @@ def reshape_minus_one(gm: torch.fx.GraphModule) -> None:
         node.args = node.args[:1]
 
 
+def _is_row_lookup(gm: torch.fx.GraphModule, user: torch.fx.Node, table: torch.fx.Node) -> bool:
+    module = _module(gm, user)
+    return (
+        isinstance(module, OnnxGather)
+        and module._axis == 0
+        and user.args[0] is table
+        and user.args[1] is not table
+    )
+
+
 def embeddings(gm: torch.fx.GraphModule, renames: dict[str, str]) -> None:
     """A 2-D weight that only ``Gather(axis=0)`` reads, alone in its container, becomes an
-    ``nn.Embedding`` at the container's path."""
-    for node in list(gm.graph.nodes):
-        if node.op != "get_attr":
-            continue
-        target = str(node.target)
+    ``nn.Embedding`` at the container's path.
+
+    A table read in several places (a seq2seq model's token embedding, shared by encoder and
+    decoder: several ``get_attr`` nodes of one target) becomes one ``nn.Embedding`` called at
+    each lookup, so its gradient accumulates from every use."""
+    reads: dict[str, list[torch.fx.Node]] = {}
+    for node in gm.graph.nodes:
+        if node.op == "get_attr":
+            reads.setdefault(str(node.target), []).append(node)
+    for target, nodes in reads.items():
         owner_path, _, attr = target.rpartition(".")
         if not owner_path:
             continue
         owner = gm.get_submodule(owner_path)
-        weight = getattr(owner, attr)
+        weight = getattr(owner, attr, None)
         if not isinstance(weight, nn.Parameter) or weight.dim() != 2:
             continue
         if list(owner.state_dict()) != [attr] or list(owner.children()):
             continue
-        users = list(node.users)
-        if not users or not all(
-            isinstance(_module(gm, u), OnnxGather)
-            and _module(gm, u)._axis == 0  # type: ignore[union-attr]
-            and u.args[0] is node
-            and u.args[1] is not node
-            for u in users
-        ):
+        lookups = [(node, user) for node in nodes for user in node.users]
+        if not lookups or not all(_is_row_lookup(gm, user, node) for node, user in lookups):
             continue
         embedding = nn.Embedding(weight.shape[0], weight.shape[1], dtype=weight.dtype)
         embedding.weight = weight
         _set_module(gm, owner_path, embedding)
         renames[target] = f"{owner_path}.weight"
-        for user in users:
+        for _node, user in lookups:
             with gm.graph.inserting_before(user):
                 call = gm.graph.call_module(owner_path, (user.args[1],))
             user.replace_all_uses_with(call)
             gm.graph.erase_node(user)
-        gm.graph.erase_node(node)
+        for node in nodes:
+            gm.graph.erase_node(node)
 
 
 def compose_transposes(gm: torch.fx.GraphModule) -> None:
