@@ -15,6 +15,8 @@ is one Dense kernel is onnx2torch's ``nn.Linear``, written in :mod:`pipeline.to_
 
 from __future__ import annotations
 
+import re
+
 import torch
 from onnx2torch.node_converters.binary_math_operations import OnnxBinaryMathOperation
 from onnx2torch.node_converters.cast import OnnxCast
@@ -206,15 +208,29 @@ def _where(ctx: NodeContext) -> str:
     return f"torch.where({', '.join(ctx.args)})"
 
 
+_NUMBER = re.compile(r'-?(\d[\d.e+-]*|float\("(inf|nan)"\))|True|False')
+"""An argument inlined as a Python number (:func:`pipeline.to_torch.codegen.literals.number`)."""
+
+
 @translates(OnnxMinMax)
 def _min_max(ctx: NodeContext) -> str:
     module = ctx.module
     assert isinstance(module, OnnxMinMax)
     # onnx2torch keeps the reduction over the stacked inputs: torch.amax for Max.
-    function = "maximum" if module._operator is torch.amax else "minimum"
-    result = ctx.args[0]
-    for other in ctx.args[1:]:
+    is_max = module._operator is torch.amax
+    function = "maximum" if is_max else "minimum"
+    # A small constant operand is inlined as a Python number, which torch.maximum/minimum
+    # refuse: against a number, Max is clamp(min=...) and Min is clamp(max=...).
+    numbers = [a for a in ctx.args if _NUMBER.fullmatch(a)]
+    tensors = [a for a in ctx.args if not _NUMBER.fullmatch(a)]
+    if not tensors:
+        raise UntranslatableError(f"OnnxMinMax of numbers only ({', '.join(ctx.args)})")
+    result = tensors[0]
+    for other in tensors[1:]:
         result = f"torch.{function}({result}, {other})"
+    bound = "min" if is_max else "max"
+    for number in numbers:
+        result = f"{result}.clamp({bound}={number})"
     return result
 
 

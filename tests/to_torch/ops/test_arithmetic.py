@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from onnx import helper
+
+from pipeline.to_torch.codegen import load_generated
 
 RNG = np.random.default_rng(0)
 
@@ -76,3 +80,19 @@ def test_pow_keeps_the_base_dtype(
     assert "torch.pow(" in source
     promoted = base != exponent and np.dtype(base).kind == "i"
     assert (".to(torch." in source) == promoted
+
+
+@pytest.mark.parametrize(("op", "bound"), [("Min", "max"), ("Max", "min")])
+def test_min_max_against_a_constant_number_is_a_clamp_that_exports(
+    roundtrip: Callable[..., str], tmp_path: Path, op: str, bound: str
+) -> None:
+    # T5's relative-position buckets: Min(x, 15) on int64, the 15 an inlined Python number,
+    # which torch.minimum refuses ("must be Tensor, not int") in eager code and in export.
+    x = RNG.integers(-40, 40, size=(3, 5)).astype(np.int64)
+    limit = np.array(15, np.int64)
+    source = roundtrip(helper.make_node(op, ["x", "limit"], ["y"]), [x], {"limit": limit})
+    assert f".clamp({bound}=15)" in source
+    module = load_generated(tmp_path / "torch_model")
+    program = torch.export.export(module, (torch.from_numpy(x),))
+    expected = np.minimum(x, 15) if op == "Min" else np.maximum(x, 15)
+    np.testing.assert_array_equal(program.module()(torch.from_numpy(x)).numpy(), expected)
