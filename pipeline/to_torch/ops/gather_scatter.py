@@ -9,7 +9,9 @@ Code forms:
 - GatherElements: ``torch.gather(x, 1, indices % x.shape[1])`` (``%`` makes ONNX's negative
   indices count from the end);
 - GatherND: advanced indexing ``x[indices[..., 0], indices[..., 1]]`` (with ``batch_dims=1``
-  a leading ``torch.arange(x.shape[0])`` index lines the batches up);
+  a leading ``torch.arange(x.shape[0])`` index lines the batches up); with ``batch_dims``
+  above 1 the helper ``gather_nd`` flattens the batch dims into one, indexes as for 1 and
+  unflattens them back (sizes read from the tensors, so it exports with dynamic dims);
 - ScatterND: ``x.index_put((indices[..., 0], ...), updates)`` (``accumulate=True`` for
   ``reduction="add"``); ``reduction="mul"`` calls the helper ``scatter_nd_multiply``.
 """
@@ -91,8 +93,25 @@ def _index_tuple(x: torch.Tensor, indices: torch.Tensor, batch_dims: int) -> tup
     return (batch, *columns)
 
 
+_GATHER_ND = '''
+def gather_nd(x: torch.Tensor, indices: torch.Tensor, batch_dims: int) -> torch.Tensor:
+    """ONNX GatherND with ``batch_dims`` >= 1: the first ``batch_dims`` dims of ``x`` and
+    ``indices`` are batch dims, flattened into one; each batch entry of ``x`` is indexed by
+    its own entries of ``indices`` (their last dim: one index per following dim of ``x``)."""
+    batch_shape = indices.shape[:batch_dims]
+    x = x.flatten(0, batch_dims - 1)
+    indices = indices.long().flatten(0, batch_dims - 1)
+    batch = torch.arange(x.shape[0], device=x.device).reshape(-1, *[1] * (indices.dim() - 2))
+    return x[(batch, *indices.unbind(-1))].unflatten(0, batch_shape)
+'''
+register_helper("gather_nd", _GATHER_ND)
+_gather_namespace: dict[str, Any] = {"torch": torch}
+exec(_GATHER_ND, _gather_namespace)  # the source model.py gets, run here too
+gather_nd = _gather_namespace["gather_nd"]
+
+
 class GatherND(nn.Module):
-    """ONNX GatherND with ``batch_dims`` 0 or 1."""
+    """ONNX GatherND with any ``batch_dims``."""
 
     def __init__(self, batch_dims: int) -> None:
         super().__init__()
@@ -100,6 +119,9 @@ class GatherND(nn.Module):
 
     def forward(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """The slices of ``x`` that the last dim of ``indices`` points at."""
+        if self.batch_dims > 1:
+            result: torch.Tensor = gather_nd(x, indices, self.batch_dims)
+            return result
         return x[_index_tuple(x, indices, self.batch_dims)]
 
 
@@ -107,10 +129,10 @@ class GatherND(nn.Module):
 def convert_gather_nd(
     node: OnnxNode, graph: OnnxGraph, _fallback: TConverter | None
 ) -> OperationConverterResult:
-    """GatherND → :class:`GatherND`; NotImplementedError for ``batch_dims`` above 1."""
+    """GatherND → :class:`GatherND`."""
     del graph
     batch_dims = int(node.attributes.get("batch_dims", 0))
-    if batch_dims not in (0, 1):
+    if batch_dims < 0:
         raise NotImplementedError(f"GatherND ({node.name}): batch_dims={batch_dims}")
     return OperationConverterResult(torch_module=GatherND(batch_dims), onnx_mapping=_mapping(node))
 
@@ -136,6 +158,9 @@ def _index_source(ctx: NodeContext, batch_dims: int) -> str:
 def _gather_nd(ctx: NodeContext) -> str:
     module = ctx.module
     assert isinstance(module, GatherND)
+    if module.batch_dims > 1:
+        x, indices = ctx.args[0], ctx.args[1]
+        return f"{ctx.helper('gather_nd')}({x}, {indices}, batch_dims={module.batch_dims})"
     return f"{ctx.args[0]}[{_index_source(ctx, module.batch_dims)}]"
 
 

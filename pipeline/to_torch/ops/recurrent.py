@@ -3,7 +3,10 @@
 
 Converters: ours (:func:`convert_recurrent`, :func:`convert_reverse_sequence`); onnx2torch
 has none.  Code forms: :class:`OnnxRecurrent`'s forward spelled out around
-``self.<rnn>(x)``; :class:`RecurrentSequence` (what ``codegen/simplify.py`` makes of an
+``self.<rnn>(x)`` (or ``self.<rnn>(x, (h0, c0))``); read for its final states it is
+``(None, *self.<rnn>(x)[1])`` when ``Y`` is unused in layout 0, else the helper
+``recurrent_outputs`` turns torch's ``(output, (h_n, c_n))`` into ONNX's ``(Y, Y_h, Y_c)``;
+:class:`RecurrentSequence` (what ``codegen/simplify.py`` makes of an
 ``OnnxRecurrent`` read only for its output sequence) as ``self.<rnn>(x)[0]``;
 :class:`ReverseSequence` as the helper function ``reverse_sequence``.
 
@@ -47,7 +50,6 @@ from torch import nn
 
 from pipeline.to_torch.ops.registry import (
     NodeContext,
-    UntranslatableError,
     new_converter,
     register_helper,
     translates,
@@ -67,19 +69,26 @@ _ZERO_PRESERVING = {"Expand", "Unsqueeze", "Squeeze", "Reshape", "Identity", "Ca
 class OnnxRecurrent(nn.Module):
     """An ONNX ``LSTM``/``GRU`` node as an ``nn.LSTM``/``nn.GRU`` with ONNX's inputs/outputs.
 
-    ``forward(x, initial_h=None, initial_c=None)`` takes ONNX's ``X`` and states in the
-    node's ``layout`` and returns a tensor when the node has one output, else a tuple with
+    ``forward(x, *states)`` takes ONNX's ``X`` and the initial states named by ``states``
+    (``"h"``, ``"c"``: those the node has that are not known zeros) in the node's
+    ``layout`` and returns a tensor when the node has one output, else a tuple with
     one entry per ONNX output (``Y``, ``Y_h``, ``Y_c``), ``None`` where unused.
     """
 
     def __init__(
-        self, rnn: nn.LSTM | nn.GRU, layout: int, reverse: bool, wanted: Sequence[bool]
+        self,
+        rnn: nn.LSTM | nn.GRU,
+        layout: int,
+        reverse: bool,
+        wanted: Sequence[bool],
+        states: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.rnn = rnn
         self.layout = layout
         self.reverse = reverse
         self.wanted = tuple(wanted)
+        self.states = tuple(states)
 
     def _state_in(self, state: torch.Tensor | None) -> torch.Tensor | None:
         # torch wants (num_directions, batch, hidden) whatever batch_first says.
@@ -91,12 +100,11 @@ class OnnxRecurrent(nn.Module):
         return state if self.layout == 0 else state.transpose(0, 1)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        initial_h: torch.Tensor | None = None,
-        initial_c: torch.Tensor | None = None,
+        self, x: torch.Tensor, *states: torch.Tensor
     ) -> torch.Tensor | tuple[torch.Tensor | None, ...]:
         """``Y`` (and ``Y_h``, ``Y_c``) as ONNX defines them for this node."""
+        given = dict(zip(self.states, states, strict=True))
+        initial_h, initial_c = given.get("h"), given.get("c")
         time_axis = self.layout  # 0: (seq, batch, in); 1: (batch, seq, in)
         if self.reverse:
             x = x.flip(time_axis)
@@ -294,13 +302,17 @@ def convert_recurrent(node: OnnxNode, graph: OnnxGraph) -> OperationConverterRes
     if node.operation_type == "GRU":
         state_names = state_names[:1]
     state_names = ["" if _known_zeros(graph, name) else name for name in state_names]
-    while state_names and not state_names[-1]:
-        state_names.pop()
+    # Only the states given, named in the module (an empty input would become a keyword
+    # argument in onnx2torch's graph, which code generation does not see).
+    states = [kind for kind, name in zip("hc", state_names, strict=False) if name]
+    state_names = [name for name in state_names if name]
     consumed = _consumed(graph)
     wanted = [bool(name) and name in consumed for name in node.output_values]
     wanted[0] = wanted[0] or len(wanted) == 1  # a lone output is returned as it is
     return OperationConverterResult(
-        torch_module=OnnxRecurrent(rnn, layout=layout, reverse=reverse, wanted=wanted),
+        torch_module=OnnxRecurrent(
+            rnn, layout=layout, reverse=reverse, wanted=wanted, states=states
+        ),
         onnx_mapping=OnnxMapping(
             inputs=(inputs[0], *state_names), outputs=tuple(node.output_values)
         ),
@@ -382,29 +394,64 @@ def _recurrent(ctx: NodeContext) -> str:
     time_axis = module.layout
     if module.reverse:
         x = f"{x}.flip({time_axis})"
-    states = ", ".join(ctx.args[1:])
-    if len(ctx.args) > 1 and module.layout == 1:
-        raise UntranslatableError("OnnxRecurrent with initial states in layout 1")
-    if isinstance(rnn, nn.LSTM) and len(ctx.args) > 1:
-        if len(ctx.args) != 3:
-            raise UntranslatableError("OnnxRecurrent (LSTM) with only one initial state")
-        call = f"{ctx.attribute}({x}, ({states}))"
+    # torch wants each state as (dirs, batch, hidden) whatever the layout.
+    given = {
+        kind: arg if module.layout == 0 else f"{arg}.transpose(0, 1).contiguous()"
+        for kind, arg in zip(module.states, ctx.args[1:], strict=True)
+    }
+    if isinstance(rnn, nn.LSTM) and given:
+        # ONNX's missing initial_h or initial_c is zeros; torch wants both or neither.
+        h0 = given.get("h") or f"torch.zeros_like({given['c']})"
+        c0 = given.get("c") or f"torch.zeros_like({h0})"
+        call = f"{ctx.attribute}({x}, ({h0}, {c0}))"
     else:
-        call = f"{ctx.attribute}({x}{', ' + states if states else ''})"
-    outputs = [f"{call}[0]"]
-    y = outputs[0]
-    dirs = 2 if rnn.bidirectional else 1
-    y = f"{y}.unflatten(-1, ({dirs}, {rnn.hidden_size}))"
+        call = f"{ctx.attribute}({x}{''.join(f', {s}' for s in given.values())})"
+    wanted = module.wanted
+    if len(wanted) > 1 and any(wanted[1:]):
+        return _with_final_states(ctx, module, call)
+    y = f"{call}[0].unflatten(-1, ({2 if rnn.bidirectional else 1}, {rnn.hidden_size}))"
     if module.reverse:
         y = f"{y}.flip({time_axis})"
     if module.layout == 0:
         y = f"{y}.transpose(1, 2)"
-    if len(module.wanted) == 1:
-        return y
-    wanted = [w for w in module.wanted if w]
-    if wanted != [True] or not module.wanted[0]:
-        raise UntranslatableError("OnnxRecurrent returning its final states")
-    return f"({y},)"
+    return y if len(wanted) == 1 else f"({y},)"
+
+
+def _with_final_states(ctx: NodeContext, module: OnnxRecurrent, call: str) -> str:
+    """``(Y, Y_h[, Y_c])`` from one call: the states alone as torch returns them when
+    ``Y`` is unused in layout 0 (torch's ``h_n``/``c_n`` are ONNX's ``Y_h``/``Y_c`` there),
+    else through the helper ``recurrent_outputs``."""
+    is_lstm = isinstance(module.rnn, nn.LSTM)
+    if not module.wanted[0] and module.layout == 0:
+        return f"(None, *{call}[1])" if is_lstm else f"(None, {call}[1])"
+    helper = ctx.helper("recurrent_outputs")
+    flags = f"layout={module.layout}" + (", reverse=True" if module.reverse else "")
+    return f"{helper}(*{call}, {module.rnn.hidden_size}, {flags})"
+
+
+register_helper(
+    "recurrent_outputs",
+    '''
+def recurrent_outputs(
+    output: torch.Tensor,
+    state: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+    hidden_size: int,
+    layout: int,
+    reverse: bool = False,
+) -> tuple[torch.Tensor, ...]:
+    """ONNX's ``(Y, Y_h)`` (and ``Y_c`` for an LSTM) from what ``nn.LSTM``/``nn.GRU``
+    returned: ``Y`` is (seq, dirs, batch, hidden) in layout 0, (batch, seq, dirs, hidden) in
+    layout 1; the states (dirs, batch, hidden) and (batch, dirs, hidden).  ``reverse``: the
+    input was time-reversed for the call, so the sequence is reversed back."""
+    states = state if isinstance(state, tuple) else (state,)
+    y = output.unflatten(-1, (-1, hidden_size))
+    if reverse:
+        y = y.flip(layout)
+    if layout == 0:
+        return (y.transpose(1, 2), *states)
+    return (y, *(s.transpose(0, 1) for s in states))
+''',
+)
 
 
 @translates(RecurrentSequence)
