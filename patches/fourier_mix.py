@@ -25,9 +25,10 @@ last and then the second-to-last axis of ``x`` (giving ``[..., 2]``: real, imagi
 the real part is sliced out and squeezed.  From opset 20 ``DFT`` takes its axis as an input.
 
 **Torch form.**  :class:`FourierMix` (no weights): ``torch.fft.fft2(x, dim=(-2, -1)).real``,
-written into ``torch_model/model.py`` as that expression (a code form registered with
-:func:`pipeline.to_torch.ops.registry.translates`; a weightless module is no attribute of
-the generated class, so it is not one of ``codegen.modules.CUSTOM_CLASSES``).
+written into ``torch_model/model.py`` as that expression by its ``code_form`` method (a
+weightless module is no attribute of the generated class, so it is not one of
+``codegen.modules.CUSTOM_CLASSES``; a patch, part of the fixup stage, never imports the
+import stage's registry).
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ from torch import nn
 
 from pipeline.passes import custom_ops
 from pipeline.passes.base import PassResult
-from pipeline.to_torch.ops import registry
 
 OP_TYPE = "FourierMix"
 MIN_OPSET = 17  # DFT
@@ -58,12 +58,10 @@ class FourierMix(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.fft.fft2(x, dim=(-2, -1)).real
 
-
-@registry.translates(FourierMix)
-def fourier_mix_code(ctx: registry.NodeContext) -> str:
-    """The code form in ``torch_model/model.py``: the expression itself (no weights, so no
-    attribute of the generated class)."""
-    return f"torch.fft.fft2({ctx.args[0]}, dim=(-2, -1)).real"
+    def code_form(self, args: list[str]) -> str:
+        """The code form in ``torch_model/model.py``: the expression itself (no weights, so
+        no attribute of the generated class)."""
+        return f"torch.fft.fft2({args[0]}, dim=(-2, -1)).real"
 
 
 @custom_ops.register_converter(OP_TYPE)

@@ -126,3 +126,82 @@ def test_a_copy_without_fingerprints_is_a_problem_not_a_silent_constant() -> Non
     problems, check = _adopt_kernel(with_copy=False)
     assert not problems
     assert check["status"] == "full"
+
+
+DISENTANGLED = '''
+import keras
+import numpy as np
+from keras import ops
+
+
+class Attention(keras.layers.Layer):
+    """DeBERTa's disentangled attention, reduced: ``query`` and ``key`` (EinsumDense with a
+    ``(heads, dim)`` bias) read the hidden states and again a relative-position table."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.query = keras.layers.EinsumDense("abc,cde->abde", output_shape=(None, 2, 4),
+                                              bias_axes="de", name="query")
+        self.key = keras.layers.EinsumDense("abc,cde->abde", output_shape=(None, 2, 4),
+                                            bias_axes="de", name="key")
+
+    def build(self, input_shape):
+        self.query.build(input_shape)
+        self.key.build(input_shape)
+        self.rel = self.add_weight(shape=(6, 8), name="rel_embeddings")
+
+    def call(self, x):
+        q = self.query(x)                                  # (batch, seq, heads, dim)
+        k = self.key(x)
+        rel = ops.repeat(ops.expand_dims(self.rel, 0), ops.shape(x)[0], axis=0)
+        pos_q = self.query(rel)                            # (batch, 6, heads, dim)
+        pos_k = self.key(rel)
+        c2p = ops.einsum("aecd,abcd->acbe", pos_k, q)      # (batch, heads, seq, 6)
+        p2c = ops.einsum("aecd,abcd->acbe", pos_q, k)
+        scores = ops.einsum("abcd,aecd->acbe", q, k)
+        return ops.mean(c2p, axis=-1) + ops.mean(p2c, axis=-1) + ops.mean(scores, axis=-1)
+
+
+def model():
+    keras.utils.set_random_seed(0)
+    x = keras.Input((None, 8), name="x")
+    out = Attention(name="attention")(x)
+    model = keras.Model(x, out)
+    rng = np.random.default_rng(0)
+    for v in model.weights:
+        v.assign(rng.normal(0, 0.5, v.shape).astype("float32"))
+    return model
+'''
+
+
+def test_an_einsum_dense_called_on_hidden_states_and_a_position_table(tmp_path: Path) -> None:
+    """DeBERTa calls its ``query`` and ``key`` EinsumDense on the hidden states (a dynamic
+    sequence: tf2onnx writes ``Gemm`` without bias, ``Reshape``, ``Squeeze``, then adds the
+    ``(heads, dim)`` bias) and on the relative-position table (``MatMul``, ``Reshape``,
+    ``Add``).  Both calls must be one ``nn.Linear`` taking the bias: the Gemm's Linear once
+    stayed bias-less, so the two were not one module, the bias landed beside the fused
+    Linear as ``bias_1`` and the fused Linear's tensors became buffers (codegen failed)."""
+    factory = tmp_path / "disentangled.py"
+    factory.write_text(DISENTANGLED)
+    result = pipeline.convert(f"{factory}:model", tmp_path / "run")
+    report = result.report
+    assert report["parameter_count"]["status"] == "full", report["parameter_count"]
+    rows = {r["tf_name"]: r for r in report["parameters"]}
+    assert len(rows) == 5  # query and key kernel and bias, the position table
+    for layer in ("query", "key"):
+        assert rows[f"attention/{layer}/kernel"]["torch_name"] == f"attention.{layer}.weight"
+        assert rows[f"attention/{layer}/bias"]["torch_name"] == f"attention.{layer}.bias"
+    gradients = {g["tf_name"]: g for g in report["gradients"]}
+    assert set(gradients) == set(rows)
+    for name, gradient in gradients.items():
+        assert gradient["checked"] and gradient["pass"], (name, gradient)
+    assert result.verdict == "pass", report
+
+    module = pipeline.load_torch(result.run_dir)
+    linears = {n for n, m in module.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert linears == {"attention.query", "attention.key"}, linears
+    assert all(p.requires_grad for p in module.parameters())
+    assert not list(module.buffers())
+    source = (result.run_dir / "torch_model" / "model.py").read_text()
+    for layer in ("query", "key"):
+        assert source.count(f"self.attention.{layer}(") == 2, layer

@@ -251,11 +251,20 @@ def translates(*classes: type) -> Callable[[Translator], Translator]:
 
 
 def translator_for(module: nn.Module) -> Translator:
-    """The code form of ``module``'s class; :class:`UntranslatableError` if none."""
+    """The code form of ``module``'s class, or the module's own ``code_form(args)`` method (a
+    weightless custom op of a patch); :class:`UntranslatableError` if neither."""
     found = TRANSLATORS.get(type(module))
+    if found is None and callable(getattr(module, "code_form", None)):
+        return _own_code_form
     if found is None:
         raise UntranslatableError(type(module).__name__)
     return found
+
+
+def _own_code_form(ctx: NodeContext) -> str:
+    # A weightless patch module (patches/fourier_mix.py) writes itself: ``code_form(args)``
+    # returns the expression.  Patches belong to the fixup stage and cannot import this one.
+    return str(ctx.module.code_form(ctx.args))  # type: ignore[union-attr,operator]
 
 
 def call_attribute(ctx: NodeContext) -> str:
