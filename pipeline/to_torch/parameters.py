@@ -248,6 +248,16 @@ def adopt_tf_variables(
     _move_owner_modules(module, [e for group in entries.values() for e in group])
     _batchnorm_settings(module, variables, entries)
     drop_unused(module)
+    # drop_unused removes modules no node calls or reads: the holder an unused variable got
+    # in _absent is one of them when its layer is unused as a whole (SmolLM3's rotary_emb).
+    for index, group in entries.items():
+        for entry in group:
+            if entry.unused and entry.torch_name:
+                holder_path, _, attr = entry.torch_name.rpartition(".")
+                holder = ensure_module(module, holder_path) if holder_path else module
+                if not hasattr(holder, attr):
+                    value = torch.from_numpy(np.array(values[index]))
+                    set_slot_tensor(holder, attr, value, entry.trainable)
     table = [e for index in range(len(variables)) for e in entries[index]]
     table += _torch_only_slots(module, table)
     _unfingerprinted_copies(module, variables, values, table, problems)

@@ -21,6 +21,9 @@ class MaskedEmbedding(keras.layers.Layer):
     def build(self, input_shape):
         self.offset = self.add_weight(shape=(input_shape[-1],), name="offset")
         self.mask_token = self.add_weight(shape=(1, input_shape[-1]), name="mask_token")
+        # A whole sublayer the call never uses (SmolLM3's rotary_emb, XLNet's mask layer).
+        self.unused_proj = keras.layers.Dense(2, name="unused_proj")
+        self.unused_proj.build(input_shape)
 
     def call(self, x):
         return x + self.offset
@@ -50,6 +53,8 @@ def test_unused_variable_is_a_parameter_with_a_checked_zero_gradient(tmp_path: P
     assert token["unused"] is True
     assert token["torch_name"] and token["trainable"]
     assert rows["embed/offset"]["unused"] is False
+    for name in ("embed/unused_proj/kernel", "embed/unused_proj/bias"):
+        assert rows[name]["unused"] is True and rows[name]["torch_name"], rows[name]
     gradients = {g["tf_name"]: g for g in report["gradients"]}
     assert gradients["embed/mask_token"]["checked"] and gradients["embed/mask_token"]["pass"]
     assert gradients["embed/mask_token"]["max_abs"] == 0.0

@@ -369,15 +369,16 @@ class _Writer:
             self.helper_ops.append(f"{helper} ({type(key).__name__}: {node.target})")
         return expression
 
-    def add_unread_table_tensors(self) -> None:
+    def add_unread_table_tensors(self, tensors: Mapping[str, torch.Tensor]) -> None:
         """Make an attribute of every table tensor ``forward`` never reads (a Keras variable
-        the outputs do not use), so the state dict holds every variable."""
+        the outputs do not use), so the state dict holds every variable.  ``tensors`` are the
+        table's tensors as imported (the simplified graph may have dropped an unread one's
+        holder module)."""
         held = [a.original for a in self.attributes.values()]
         for name in sorted(self.table_names):
             if any(name == h or name.startswith(h + ".") for h in held):
                 continue
-            owner, _, attr = name.rpartition(".")
-            tensor = getattr(self.gm.get_submodule(owner) if owner else self.gm, attr, None)
+            tensor = tensors.get(name)
             if not isinstance(tensor, torch.Tensor):
                 continue
             self._add(
@@ -501,6 +502,7 @@ def emit_source(
     input_names: Sequence[str],
     output_names: Sequence[str],
     table_names: Collection[str],
+    table_tensors: Mapping[str, torch.Tensor] | None = None,
     layers: Sequence[Mapping[str, str]] = (),
     channels_first: bool = False,
 ) -> EmittedSource:
@@ -518,7 +520,7 @@ def emit_source(
     )
     writer.model_prefix = snake(model_name) if model_name else ""
     forward = writer.write_forward()
-    writer.add_unread_table_tensors()
+    writer.add_unread_table_tensors(table_tensors or {})
     init = writer.write_init()
     if writer.missing:
         raise CodegenError("no readable form for: " + "; ".join(writer.missing))

@@ -129,7 +129,8 @@ class CustomClass:
 def _scale_layer(module: nn.Module) -> str:
     assert isinstance(module, ScaleLayer)
     shape = tuple(module.scale.shape)
-    return f"ScaleLayer(torch.ones({', '.join(str(d) for d in shape)}))"
+    # torch.ones(()) for a scalar scale: torch.ones() with no size is an error.
+    return f"ScaleLayer(torch.ones({', '.join(str(d) for d in shape) or '()'}))"
 
 
 def _attention_pooling(module: nn.Module) -> str:

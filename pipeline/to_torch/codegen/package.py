@@ -132,6 +132,12 @@ def emit_package(
 
     Raises :class:`CodegenFailed` naming every op with no readable form.
     """
+    table_names = {str(r["torch_name"]) for r in parameter_rows if r.get("torch_name")}
+    # Table tensors no node reads (unused Keras variables): simplify's clean-up may drop their
+    # holder modules, so they are taken from the imported module as it is.
+    state: dict[str, torch.Tensor] = dict(module.named_parameters(remove_duplicate=False))
+    state.update(module.named_buffers(remove_duplicate=False))
+    table_tensors = {n: state[n] for n in table_names if n in state}
     gm = copy.deepcopy(module)
     renames = simplify(gm)
     examples = _example_tensors(example_inputs)
@@ -143,7 +149,6 @@ def emit_package(
             for x, image in zip(examples, changed, strict=True)
         ]
     name = class_name or camel_class_name(model_name)
-    table_names = {str(r["torch_name"]) for r in parameter_rows if r.get("torch_name")}
     try:
         emitted = emit_source(
             gm,
@@ -153,6 +158,7 @@ def emit_package(
             input_names=input_names,
             output_names=output_names,
             table_names={renames.get(n, n) for n in table_names},
+            table_tensors={renames.get(n, n): t for n, t in table_tensors.items()},
             layers=layers,
             channels_first=any(changed),
         )

@@ -3,7 +3,16 @@
 ``Erf``, ``PRelu``, ``Gelu``, ``Clip`` and ``Dropout`` (inference: the identity).
 
 Converters: onnx2torch's as they are (``torch.nn`` activations and a few ``Onnx*`` modules),
-but ``Gelu`` (opset 20, which onnx2torch lacks): ours (:func:`convert_gelu`, ``nn.GELU``).
+but ours for ``Gelu`` (opset 20, which onnx2torch lacks: :func:`convert_gelu`, ``nn.GELU``),
+``Clip`` 11+ (:func:`convert_clip`: an empty input name is a missing bound, which
+onnx2torch read as a run-time one; integer bounds stay ints), ``Selu``
+(:func:`convert_selu`: ``nn.SELU`` for the default alpha/gamma, else :class:`Selu`, code form
+``gamma * torch.where(x > 0, x, alpha * (torch.exp(x) - 1))``) and ``Dropout`` 12+
+(:func:`convert_dropout`: inference, so the identity whatever ``seed`` and ``ratio`` are;
+its optional mask output is all True, :class:`DropoutWithMask`, code form
+``(x, torch.ones_like(x, dtype=torch.bool))``; ``training_mode`` known True with a nonzero
+ratio is refused: its output is random; a run-time ``training_mode`` falls back to
+onnx2torch's ``OnnxDropoutDynamic``, which has no code form).
 Code forms: ``F.relu(x)`` and its kin; ``PRelu`` is ``torch.where(x >= 0, x, x * slope)``
 (ONNX's slope broadcasts to ``x``); ONNX ``Softmax`` before opset 13 (over the input
 flattened at ``axis``) calls the helper ``onnx_softmax_v1``.  Also the code forms of the
@@ -12,6 +21,9 @@ flattened at ``axis``) calls the helper ``onnx_softmax_v1``.  Also the code form
 
 from __future__ import annotations
 
+import math
+
+import torch
 from onnx2torch.node_converters.activations import (
     OnnxErf,
     OnnxHardSigmoid,
@@ -20,17 +32,20 @@ from onnx2torch.node_converters.activations import (
 )
 from onnx2torch.node_converters.clip import OnnxClip
 from onnx2torch.node_converters.dropout import OnnxDropoutDynamic
+from onnx2torch.node_converters.registry import TConverter
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
-from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
+from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_const_value
 from torch import nn
 
 from pipeline.to_torch.codegen import literals
 from pipeline.to_torch.ops.registry import (
     NodeContext,
     new_converter,
+    override_converter,
     register_helper,
     translates,
+    use_fallback,
     uses_onnx2torch,
 )
 
@@ -38,7 +53,6 @@ uses_onnx2torch(__name__, ("Relu",), nn.ReLU)
 uses_onnx2torch(__name__, ("Sigmoid",), nn.Sigmoid)
 uses_onnx2torch(__name__, ("Elu",), nn.ELU)
 uses_onnx2torch(__name__, ("Celu",), nn.CELU)
-uses_onnx2torch(__name__, ("Selu",), nn.SELU)
 uses_onnx2torch(__name__, ("LeakyRelu",), nn.LeakyReLU)
 uses_onnx2torch(__name__, ("HardSwish",), nn.Hardswish)
 uses_onnx2torch(__name__, ("HardSigmoid",), OnnxHardSigmoid)
@@ -191,3 +205,145 @@ def onnx_softmax_v1(x: torch.Tensor, axis: int, log: bool) -> torch.Tensor:
     return result.reshape(x.shape)
 ''',
 )
+
+
+# ------------------------------------------------------------------------------------ Clip
+
+
+@override_converter(
+    "Clip", versions=(11, 12, 13), produces=(OnnxClip, nn.ReLU, nn.ReLU6, nn.Identity)
+)
+def convert_clip(
+    node: OnnxNode, graph: OnnxGraph, fallback: TConverter | None
+) -> OperationConverterResult:
+    """Clip → ``torch.clamp`` bounds known at import; an empty (or absent) min/max input is
+    no bound.  A bound computed at run time: onnx2torch's converter (which refuses it)."""
+    names = [*node.input_values[1:3], "", ""][:2]
+    bounds: list[bool | int | float | None] = []
+    for name in names:
+        if not name:
+            bounds.append(None)
+            continue
+        try:
+            value = get_const_value(name, graph)
+        except KeyError:
+            return use_fallback(fallback, node, graph, "min/max computed from tensor data")
+        bounds.append(value.reshape(()).item() if isinstance(value, torch.Tensor) else value)
+    low, high = bounds
+    module: nn.Module
+    if low is None and high is None:
+        module = nn.Identity()
+    elif low == 0 and high is None:
+        module = nn.ReLU()
+    elif low == 0 and high == 6:
+        module = nn.ReLU6()
+    else:
+        module = OnnxClip(min_val=low, max_val=high)
+    return OperationConverterResult(
+        torch_module=module,
+        onnx_mapping=OnnxMapping(inputs=(node.input_values[0],), outputs=node.output_values),
+    )
+
+
+# ------------------------------------------------------------------------------------ Selu
+
+_SELU_ALPHA = 1.67326319217681884765625  # torch's (and ONNX's default, as float32)
+_SELU_GAMMA = 1.05070102214813232421875
+
+
+class Selu(nn.Module):
+    """ONNX Selu with a non-default ``alpha`` or ``gamma`` (``F.selu`` fixes both)."""
+
+    def __init__(self, alpha: float, gamma: float) -> None:
+        super().__init__()
+        self.alpha = alpha
+        self.gamma = gamma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``gamma * (x if x > 0 else alpha * (exp(x) - 1))``."""
+        return self.gamma * torch.where(x > 0, x, self.alpha * (torch.exp(x) - 1))
+
+
+@override_converter("Selu", versions=(6,), produces=(nn.SELU, Selu))
+def convert_selu(
+    node: OnnxNode, graph: OnnxGraph, _fallback: TConverter | None
+) -> OperationConverterResult:
+    """Selu → ``nn.SELU`` for the default alpha and gamma, else :class:`Selu`."""
+    del graph
+    alpha = float(node.attributes.get("alpha", _SELU_ALPHA))
+    gamma = float(node.attributes.get("gamma", _SELU_GAMMA))
+    default = math.isclose(alpha, _SELU_ALPHA, rel_tol=1e-6) and math.isclose(
+        gamma, _SELU_GAMMA, rel_tol=1e-6
+    )
+    return OperationConverterResult(
+        torch_module=nn.SELU() if default else Selu(alpha, gamma),
+        onnx_mapping=OnnxMapping(inputs=(node.input_values[0],), outputs=node.output_values),
+    )
+
+
+@translates(Selu)
+def _selu(ctx: NodeContext) -> str:
+    module = ctx.module
+    assert isinstance(module, Selu)
+    x = ctx.args[0]
+    alpha, gamma = literals.number(module.alpha), literals.number(module.gamma)
+    return f"{gamma} * torch.where({x} > 0, {x}, {alpha} * (torch.exp({x}) - 1))"
+
+
+# --------------------------------------------------------------------------------- Dropout
+
+
+class DropoutWithMask(nn.Module):
+    """ONNX Dropout at inference with its mask output: ``x`` and a mask of all True."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` unchanged and its (all True) keep-mask."""
+        return x, torch.ones_like(x, dtype=torch.bool)
+
+
+@override_converter(
+    "Dropout",
+    versions=(12, 13),
+    produces=(nn.Dropout, nn.Identity, DropoutWithMask, OnnxDropoutDynamic),
+)
+def convert_dropout(
+    node: OnnxNode, graph: OnnxGraph, fallback: TConverter | None
+) -> OperationConverterResult:
+    """Dropout at inference → the identity (``nn.Dropout``, or ``nn.Identity`` for a run-time
+    ratio), or :class:`DropoutWithMask` when the mask is an output; ``seed`` is moot."""
+    names = [*node.input_values, "", ""]
+    ratio: float | None = 0.5
+    training = False
+    try:
+        if names[1]:
+            ratio = float(get_const_value(names[1], graph))
+    except KeyError:
+        ratio = None  # only matters in training mode
+    try:
+        if names[2]:
+            training = bool(get_const_value(names[2], graph))
+    except KeyError:
+        return use_fallback(fallback, node, graph, "training_mode computed from tensor data")
+    if training and ratio != 0:
+        raise NotImplementedError(
+            f"Dropout ({node.name}): training_mode=True with ratio {ratio}: a random output, "
+            "not inference"
+        )
+    outputs = [o for o in node.output_values if o]
+    module: nn.Module
+    if len(outputs) > 1:
+        module = DropoutWithMask()
+    elif ratio is None or not 0 <= ratio <= 1:
+        module = nn.Identity()
+    else:
+        module = nn.Dropout(p=ratio)
+    return OperationConverterResult(
+        torch_module=module,
+        onnx_mapping=OnnxMapping(inputs=(node.input_values[0],), outputs=node.output_values),
+    )
+
+
+@translates(DropoutWithMask)
+def _dropout_with_mask(ctx: NodeContext) -> str:
+    x = ctx.args[0]
+    return f"({x}, torch.ones_like({x}, dtype=torch.bool))"

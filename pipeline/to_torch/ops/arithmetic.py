@@ -5,7 +5,8 @@
 
 Converters: onnx2torch's as they are, but ``Pow`` (7+): ours (:func:`convert_pow`, module
 :class:`Power`), since ONNX's result has the base's type and torch promotes
-(``int64 ** float32`` is float32 in torch, int64 in ONNX).  Code forms: Python operators
+(``int64 ** float32`` is float32 in torch, int64 in ONNX); and ``Cast`` to BFLOAT16
+(:func:`convert_cast`; onnx2torch's ``OnnxCast`` lacks the type; ``x.to(torch.bfloat16)``).  Code forms: Python operators
 where they mean the same (``a + b``, ``a @ b``, ``a / b``; ONNX integer ``Div`` truncates,
 so ``torch.div(..., rounding_mode="trunc")``), else ``torch.<function>(...)``: ``Max`` is
 ``torch.maximum``, ``Mod`` ``torch.remainder`` (sign of the divisor, ``fmod=0``) or
@@ -18,6 +19,7 @@ from __future__ import annotations
 import re
 
 import torch
+from onnx import TensorProto
 from onnx2torch.node_converters.binary_math_operations import OnnxBinaryMathOperation
 from onnx2torch.node_converters.cast import OnnxCast
 from onnx2torch.node_converters.functions import OnnxFunction
@@ -36,7 +38,11 @@ from onnx2torch.node_converters.sum import OnnxSum
 from onnx2torch.node_converters.where import OnnxWhere
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
-from onnx2torch.utils.common import OperationConverterResult, onnx_mapping_from_node
+from onnx2torch.utils.common import (
+    OnnxMapping,
+    OperationConverterResult,
+    onnx_mapping_from_node,
+)
 from torch import nn
 
 from pipeline.to_torch.codegen import literals
@@ -45,6 +51,7 @@ from pipeline.to_torch.ops.registry import (
     UntranslatableError,
     override_converter,
     translates,
+    use_fallback,
     uses_onnx2torch,
 )
 
@@ -59,7 +66,6 @@ uses_onnx2torch(__name__, ("Sum",), OnnxSum)
 uses_onnx2torch(__name__, ("Mean",), OnnxMean)
 uses_onnx2torch(__name__, ("Mod",), OnnxMod)
 uses_onnx2torch(__name__, ("Ceil", "Floor", "Round"), OnnxRound)
-uses_onnx2torch(__name__, ("Cast",), OnnxCast)
 uses_onnx2torch(__name__, ("Where",), OnnxWhere)
 uses_onnx2torch(__name__, ("And", "Or", "Xor"), OnnxLogical)
 uses_onnx2torch(__name__, ("Not",), OnnxNot)
@@ -262,6 +268,21 @@ def _round(ctx: NodeContext) -> str:
     if name is None:
         raise UntranslatableError(f"OnnxRound({module.round_function})")
     return f"torch.{name}({ctx.args[0]})"  # torch.round: half to even, as ONNX Round
+
+
+@override_converter("Cast", versions=(9, 13), produces=(OnnxCast,))
+def convert_cast(
+    node: OnnxNode, graph: OnnxGraph, fallback: TConverter | None
+) -> OperationConverterResult:
+    """Cast → onnx2torch's ``OnnxCast``, also to BFLOAT16 (which its dtype table lacks)."""
+    if node.attributes.get("to") != TensorProto.BFLOAT16:
+        return use_fallback(fallback, node, graph, "no converter")
+    module = OnnxCast(TensorProto.FLOAT)
+    module.torch_dtype = torch.bfloat16
+    return OperationConverterResult(
+        torch_module=module,
+        onnx_mapping=OnnxMapping(inputs=(node.input_values[0],), outputs=node.output_values),
+    )
 
 
 @translates(OnnxCast)

@@ -2,7 +2,10 @@
 and ``Identity``; and FX's own ``operator.getitem`` (one output of a multi-output op).
 
 Converters: onnx2torch's as they are, but ours for ``Flatten`` (:func:`convert_flatten`: a
-negative axis counted from the rank, and axis 0, which onnx2torch's module fails on).  Code forms: ``x.permute(...)`` (with a comment naming
+negative axis counted from the rank, and axis 0, which onnx2torch's module fails on) and
+``Shape`` (:func:`convert_shape`: :class:`ShapeOf`, onnx2torch's ``OnnxShape`` made int64
+when ``start``/``end`` select no dim, where ``torch.tensor([])`` is float32; the code form
+then says ``dtype=torch.int64``).  Code forms: ``x.permute(...)`` (with a comment naming
 the NHWC/NCHW change), ``x.flatten(...)``, ``torch.cat([...], dim=...)``, indexing
 ``x[:, idx]``, ``x.reshape(1, -1)`` (Flatten at axis 0), ``torch.tensor(x.shape[a:b], device=...)``.  ``Identity`` (onnx2torch's
 ``OnnxCopyIdentity``) is removed by ``codegen/simplify.py``.
@@ -36,7 +39,6 @@ from pipeline.to_torch.ops.registry import (
 uses_onnx2torch(__name__, ("Transpose",), OnnxTranspose)
 uses_onnx2torch(__name__, ("Concat",), OnnxConcat)
 uses_onnx2torch(__name__, ("Gather",), OnnxGather)
-uses_onnx2torch(__name__, ("Shape",), OnnxShape)
 uses_onnx2torch(__name__, ("Identity",), OnnxCopyIdentity)
 
 
@@ -142,7 +144,29 @@ def _gather(ctx: NodeContext) -> str:
     return f"{ctx.args[0]}[{', '.join([':'] * axis + [indices])}]"
 
 
-@translates(OnnxShape)
+class ShapeOf(OnnxShape):
+    """onnx2torch's ``OnnxShape``, but int64 also when the slice selects no dim."""
+
+    def forward(self, input_tensor: torch.Tensor) -> torch.Tensor:
+        """``input_tensor.shape[start:end]`` as an int64 tensor."""
+        dims = input_tensor.shape[self._start : self._end]
+        return torch.tensor(dims, dtype=torch.int64, device=input_tensor.device)
+
+
+@override_converter("Shape", versions=(1, 13, 15), produces=(ShapeOf,))
+def convert_shape(
+    node: OnnxNode, graph: OnnxGraph, _fallback: TConverter | None
+) -> OperationConverterResult:
+    """Shape → :class:`ShapeOf` (``start``/``end`` from opset 15)."""
+    del graph
+    end = node.attributes.get("end")
+    return OperationConverterResult(
+        torch_module=ShapeOf(start=int(node.attributes.get("start", 0)), end=end),
+        onnx_mapping=OnnxMapping(inputs=(node.input_values[0],), outputs=node.output_values),
+    )
+
+
+@translates(OnnxShape, ShapeOf)
 def _shape(ctx: NodeContext) -> str:
     module = ctx.module
     assert isinstance(module, OnnxShape)
@@ -151,6 +175,8 @@ def _shape(ctx: NodeContext) -> str:
     dims = f"{x}.shape"
     if start or end is not None:
         dims += f"[{start or ''}:{'' if end is None else end}]"
+    if not range(ctx.rank())[start:end]:  # torch.tensor([]) would be float32
+        return f"torch.tensor({dims}, dtype=torch.int64, device={x}.device)"
     return f"torch.tensor({dims}, device={x}.device)"
 
 

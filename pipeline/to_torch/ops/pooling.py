@@ -1,7 +1,14 @@
 """Pooling: ONNX ``MaxPool`` and ``AveragePool``.
 
-Converters: onnx2torch's for ``MaxPool`` (``nn.MaxPool*d``; asymmetric padding makes an
-``nn.Sequential(pad, pool)`` that ``codegen/simplify.py`` splits).  Ours for
+Converters: ours for ``MaxPool`` (:func:`convert_max_pool`): ``nn.MaxPool*d``, padding
+included when it is symmetric and at most half the (dilated) kernel (torch's limit), else an
+``nn.Sequential(pad with -inf, pool)`` that ``codegen/simplify.py`` splits into ``F.pad`` and
+the pool; ``auto_pad`` SAME_UPPER/SAME_LOWER becomes those pads at import
+(:func:`same_pads`, from the input's static spatial sizes; NotImplementedError when a
+stride above 1 needs a size unknown at import).  With the ``Indices`` output:
+:class:`MaxPoolWithIndices`, calling the helper ``max_pool_with_indices`` (torch counts
+indices within each (n, c) plane, ONNX over the whole tensor, column-major for
+``storage_order=1``).  Ours for
 ``AveragePool`` (:func:`convert_average_pool`): ``nn.AvgPool*d`` where torch computes what
 ONNX does (symmetric padding at most half the kernel, no dilation, no ``ceil_mode`` over
 padding), else :class:`AveragePool`, which pads, sums each window with a depthwise
@@ -23,6 +30,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from onnx2torch.node_converters.pad import OnnxPadStatic
 from onnx2torch.node_converters.registry import TConverter
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
@@ -35,10 +43,7 @@ from pipeline.to_torch.ops.registry import (
     override_converter,
     register_helper,
     translates,
-    uses_onnx2torch,
 )
-
-uses_onnx2torch(__name__, ("MaxPool",), nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.Sequential)
 
 _AVERAGE_POOL_SOURCE = '''
 def average_pool(
@@ -124,7 +129,8 @@ _AVG_POOL_CLASSES: dict[int, type[nn.Module]] = {
 }
 
 
-def _input_spatial_sizes(node: OnnxNode, graph: OnnxGraph) -> list[int | None] | None:
+def input_spatial_sizes(node: OnnxNode, graph: OnnxGraph) -> list[int | None] | None:
+    """The static sizes of the spatial dims of ``node``'s first input (NC... layout)."""
     info = graph.value_info.get(node.input_values[0])
     if info is None or not info.type.tensor_type.HasField("shape"):
         return None
@@ -158,6 +164,32 @@ def same_pads(
     return begins + ends
 
 
+def explicit_pads(
+    node: OnnxNode,
+    graph: OnnxGraph,
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+) -> list[int]:
+    """``node``'s ONNX pads (begins, then ends), ``auto_pad`` resolved; NotImplementedError
+    for SAME_* with a stride above 1 over a spatial size unknown at import."""
+    rank = len(kernel)
+    auto_pad = node.attributes.get("auto_pad", "NOTSET")
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        sizes = input_spatial_sizes(node, graph) or [None] * rank
+        pads = same_pads(auto_pad, sizes, kernel, strides, dilations)
+        if pads is None:
+            raise NotImplementedError(
+                f"{node.operation_type} ({node.name}): auto_pad {auto_pad} with strides "
+                f"{list(strides)} needs the input's spatial sizes known at import "
+                f"(known: {sizes})"
+            )
+        return pads
+    if auto_pad == "VALID":
+        return [0] * 2 * rank
+    return list(node.attributes.get("pads", [0] * 2 * rank))
+
+
 @override_converter(
     "AveragePool",
     versions=(7, 10, 11),
@@ -176,20 +208,7 @@ def convert_average_pool(
     dilations = list(attributes.get("dilations", [1] * rank))
     ceil_mode = bool(attributes.get("ceil_mode", 0))
     count_include_pad = bool(attributes.get("count_include_pad", 0))
-    auto_pad = attributes.get("auto_pad", "NOTSET")
-    pads: list[int] | None
-    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        sizes = _input_spatial_sizes(node, graph) or [None] * rank
-        pads = same_pads(auto_pad, sizes, kernel, strides, dilations)
-        if pads is None:
-            raise NotImplementedError(
-                f"AveragePool ({node.name}): {auto_pad} with strides {strides} needs input "
-                "sizes known at import"
-            )
-    elif auto_pad == "VALID":
-        pads = [0] * 2 * rank
-    else:
-        pads = list(attributes.get("pads", [0] * 2 * rank))
+    pads = explicit_pads(node, graph, kernel, strides, dilations)
     begins, ends = pads[:rank], pads[rank:]
     torch_exact = (
         begins == ends
@@ -235,6 +254,146 @@ def _pool_args(module: nn.Module, names: Sequence[str], defaults: dict[str, Any]
         text = _tuple_or_int(value) if isinstance(value, list) else literals.number(value)
         parts.append(f"{name}={text}")
     return "".join(f", {p}" for p in parts)
+
+
+_MAX_POOL_CLASSES: dict[int, type[nn.MaxPool1d | nn.MaxPool2d | nn.MaxPool3d]] = {
+    1: nn.MaxPool1d,
+    2: nn.MaxPool2d,
+    3: nn.MaxPool3d,
+}
+
+_MAX_POOL_WITH_INDICES_SOURCE = '''
+def max_pool_with_indices(
+    x: torch.Tensor,
+    kernel_size: tuple[int, ...],
+    stride: tuple[int, ...],
+    padding: tuple[int, ...],
+    dilation: tuple[int, ...],
+    ceil_mode: bool = False,
+    storage_order: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ONNX MaxPool with its Indices output.  torch's indices count within each (n, c)
+    plane; ONNX's over the whole tensor, and column-major for ``storage_order=1`` (2-D)."""
+    pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[len(kernel_size) - 1]
+    values, indices = pool(
+        x, kernel_size, stride, padding, dilation, ceil_mode=ceil_mode, return_indices=True
+    )
+    if storage_order == 1:
+        height, width = x.shape[2], x.shape[3]
+        indices = (indices % width) * height + indices // width
+    plane = x.shape[2:].numel()
+    planes = torch.arange(x.shape[0] * x.shape[1], device=x.device)
+    offsets = planes.reshape(x.shape[0], x.shape[1], *[1] * len(kernel_size)) * plane
+    return values, indices + offsets
+'''
+register_helper("max_pool_with_indices", _MAX_POOL_WITH_INDICES_SOURCE)
+exec(_MAX_POOL_WITH_INDICES_SOURCE, _namespace)  # the source model.py gets, run here too
+max_pool_with_indices: Callable[..., tuple[torch.Tensor, torch.Tensor]] = _namespace[
+    "max_pool_with_indices"
+]
+
+
+class MaxPoolWithIndices(nn.Module):
+    """ONNX MaxPool with its ``Indices`` output: see :func:`max_pool_with_indices`."""
+
+    def __init__(
+        self,
+        kernel_size: Sequence[int],
+        stride: Sequence[int],
+        padding: Sequence[int],
+        dilation: Sequence[int],
+        ceil_mode: bool,
+        storage_order: int,
+    ) -> None:
+        super().__init__()
+        self.kernel_size = tuple(kernel_size)
+        self.stride = tuple(stride)
+        self.padding = tuple(padding)
+        self.dilation = tuple(dilation)
+        self.ceil_mode = ceil_mode
+        self.storage_order = storage_order
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The window maxima and their ONNX indices."""
+        return max_pool_with_indices(
+            x,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.ceil_mode,
+            self.storage_order,
+        )
+
+
+@override_converter(
+    "MaxPool",
+    versions=(8, 10, 11, 12),
+    produces=(nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.Sequential, MaxPoolWithIndices),
+)
+def convert_max_pool(
+    node: OnnxNode, graph: OnnxGraph, _fallback: TConverter | None
+) -> OperationConverterResult:
+    """MaxPool → ``nn.MaxPool{n}d``, after an ``F.pad`` with -inf where torch's own padding
+    cannot say it; :class:`MaxPoolWithIndices` when ``Indices`` is an output."""
+    attributes = node.attributes
+    kernel = list(attributes["kernel_shape"])
+    rank = len(kernel)
+    if rank not in _MAX_POOL_CLASSES:
+        raise NotImplementedError(f"MaxPool ({node.name}) with {rank} spatial dims")
+    strides = list(attributes.get("strides", [1] * rank))
+    dilations = list(attributes.get("dilations", [1] * rank))
+    ceil_mode = bool(attributes.get("ceil_mode", 0))
+    storage_order = int(attributes.get("storage_order", 0))
+    pads = explicit_pads(node, graph, kernel, strides, dilations)
+    begins, ends = pads[:rank], pads[rank:]
+    # torch pads symmetrically, at most half the dilated kernel.
+    native = begins == ends and all(
+        2 * p <= (k - 1) * d + 1 for p, k, d in zip(begins, kernel, dilations, strict=True)
+    )
+    with_indices = len([o for o in node.output_values if o]) > 1
+    module: nn.Module
+    if with_indices:
+        if not native:
+            raise NotImplementedError(
+                f"MaxPool ({node.name}): Indices with pads {pads} torch cannot apply itself"
+            )
+        if storage_order and rank != 2:
+            raise NotImplementedError(f"MaxPool ({node.name}): storage_order=1 in {rank}-D")
+        module = MaxPoolWithIndices(kernel, strides, begins, dilations, ceil_mode, storage_order)
+    else:
+        module = _MAX_POOL_CLASSES[rank](
+            kernel_size=tuple(kernel),
+            stride=tuple(strides),
+            padding=tuple(begins) if native else 0,
+            dilation=tuple(dilations),
+            ceil_mode=ceil_mode,
+        )
+        if not native:
+            pad = OnnxPadStatic.create_from_onnx_params(
+                onnx_pads=pads, constant_value=float("-inf")
+            )
+            module = nn.Sequential(pad, module)
+    return OperationConverterResult(
+        torch_module=module,
+        onnx_mapping=OnnxMapping(inputs=(node.input_values[0],), outputs=node.output_values),
+    )
+
+
+@translates(MaxPoolWithIndices)
+def _max_pool_with_indices(ctx: NodeContext) -> str:
+    module = ctx.module
+    assert isinstance(module, MaxPoolWithIndices)
+    text = (
+        f"{ctx.helper('max_pool_with_indices')}({ctx.args[0]}, "
+        f"{literals.ints(module.kernel_size)}, {literals.ints(module.stride)}, "
+        f"{literals.ints(module.padding)}, {literals.ints(module.dilation)}"
+    )
+    if module.ceil_mode:
+        text += ", ceil_mode=True"
+    if module.storage_order:
+        text += f", storage_order={module.storage_order}"
+    return text + ")"
 
 
 @translates(nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)

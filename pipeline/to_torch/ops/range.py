@@ -3,8 +3,12 @@
 Converter: ours (:func:`convert_range`): start/limit/delta known at import (integers, e.g.
 ``0 .. x.shape[1]``, or constant floats) make a :class:`StaticRange`; otherwise
 :class:`DynamicRange`, which reads them at run time (onnx2torch's ``OnnxRange`` is not used:
-it makes int64 of an int32 Range).  Both keep the ONNX element type.  Code form:
-``torch.arange(start, limit, delta, dtype=..., device=...)``.
+it makes int64 of an int32 Range).  Both keep the ONNX element type.  Code form of both:
+``torch.arange(start, limit, delta, dtype=..., device=...)``; for :class:`StaticRange` the
+bounds are numbers or read from ``x.shape`` (exports with a dynamic batch dimension), for
+:class:`DynamicRange` they are the 0-d tensors themselves.  That one is data-dependent (the
+output's length is the bounds' values): it runs eagerly, but ``torch.export`` does not trace
+it with bounds that are tensor data.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ from pipeline.to_torch.codegen import literals
 from pipeline.to_torch.ops.registry import (
     NodeContext,
     override_converter,
-    refuse,
     translates,
 )
 from pipeline.to_torch.ops.shape_values import Expr, ShapeArgs, elem_type, known_int_value
@@ -59,13 +62,6 @@ class DynamicRange(nn.Module):
         return torch.arange(
             start.item(), limit.item(), delta.item(), dtype=start.dtype, device=start.device
         )
-
-
-refuse(
-    DynamicRange,
-    "Range with bounds computed from tensor data: read at run time, so it neither exports "
-    "nor has a code form",
-)
 
 
 def _constant_float(graph: OnnxGraph, name: str) -> float | None:
@@ -118,4 +114,15 @@ def _range(ctx: NodeContext) -> str:
     return (
         f"torch.arange({start}, {limit}, {delta}, dtype={literals.dtype(module.dtype)}, "
         f"device={ctx.device_of}.device)"
+    )
+
+
+@translates(DynamicRange)
+def _dynamic_range(ctx: NodeContext) -> str:
+    start, limit, delta = ctx.args
+    meta = ctx.out if ctx.out is not None else ctx.metas[0]
+    dtype = f", dtype={literals.dtype(meta.dtype)}" if meta is not None else ""
+    return (
+        f"torch.arange({start}, {limit}, {delta}{dtype}, device={ctx.device_of}.device)"
+        "  # bounds from tensor data: does not export"
     )

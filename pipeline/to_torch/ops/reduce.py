@@ -9,10 +9,24 @@ onnx2torch's (``OnnxReduceStaticAxes``, ``OnnxReduceSumStaticAxes``).
 Code form: ``x.sum(dim=..., keepdim=...)`` and its kin; ``ReduceProd`` over several axes
 (torch's ``prod`` takes one) is a chain ``x.prod(dim=2).prod(dim=1)``, over all of them
 without ``keepdims`` ``x.prod()``.
+
+``ReduceMax``/``ReduceMin`` over an empty set: ONNX gives the type's lowest (highest) value,
+-inf (+inf) for floats, False (True) for bool; torch's ``amax``/``amin`` raise.  When a
+reduced dim is 0 in the input's static shape at import, the converter makes
+:class:`ReduceEmpty`, code form ``x.new_full((x.shape[0], 1), -float("inf"))`` (the kept
+sizes read from ``x.shape``; exportable).  A reduced dim unknown at import keeps the plain
+``x.amax(...)``: guarding every max over a dynamic dim would make the common code unreadable
+for a case Keras models do not produce, and torch fails loudly (IndexError), not silently,
+if such a dim turns out empty at run time.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from onnx import helper
 from onnx2torch.node_converters.reduce import (
     OnnxReduceStaticAxes,
     OnnxReduceSumDynamicAxes,
@@ -24,6 +38,7 @@ from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 from torch import nn
 
+from pipeline.to_torch.codegen import literals
 from pipeline.to_torch.ops.registry import (
     NodeContext,
     UntranslatableError,
@@ -32,7 +47,51 @@ from pipeline.to_torch.ops.registry import (
     translates,
     use_fallback,
 )
-from pipeline.to_torch.ops.shape_values import known_ints, static_dims
+from pipeline.to_torch.ops.shape_values import elem_type, known_ints, static_dims
+
+
+class ReduceEmpty(nn.Module):
+    """ReduceMax/ReduceMin over an empty set: ``fill`` (the type's lowest or highest value)
+    in the shape the reduction would have."""
+
+    def __init__(self, axes: Sequence[int], keepdims: bool, fill: bool | int | float) -> None:
+        super().__init__()
+        self.axes = tuple(axes)
+        self.keepdims = keepdims
+        self.fill = fill
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """A tensor of ``fill`` of ``x``'s dtype."""
+        shape = [1 if i in self.axes else n for i, n in enumerate(x.shape)]
+        if not self.keepdims:
+            shape = [n for i, n in enumerate(shape) if i not in self.axes]
+        return x.new_full(shape, self.fill)
+
+
+def _empty_reduce(
+    node: OnnxNode, graph: OnnxGraph, axes: Sequence[int], keepdims: bool
+) -> ReduceEmpty | None:
+    """A :class:`ReduceEmpty` if ``node`` is ReduceMax/ReduceMin with a reduced dim of
+    static size 0 (``axes`` non-negative; empty: all), else None."""
+    data = node.input_values[0]
+    dims, onnx_type = static_dims(graph, data), elem_type(graph, data)
+    if node.operation_type not in ("ReduceMax", "ReduceMin") or dims is None or not onnx_type:
+        return None
+    axes = list(axes) or list(range(len(dims)))
+    if not any(dims[a] == 0 for a in axes):
+        return None
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(onnx_type))
+    largest = node.operation_type == "ReduceMin"
+    fill: bool | int | float
+    if dtype == np.bool_:
+        fill = largest
+    elif dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        fill = int(info.max if largest else info.min)
+    else:
+        fill = float("inf") if largest else -float("inf")
+    return ReduceEmpty(axes, keepdims, fill)
+
 
 _AXES_INPUT_SINCE: dict[str, tuple[int, ...]] = {
     "ReduceSum": (13,),
@@ -63,10 +122,10 @@ def convert_reduce(
         module = nn.Identity()
     else:
         rank = len(dims) if dims is not None else 0
-        module = OnnxReduceStaticAxes(
-            operation_type=node.operation_type,
-            axes=[a + rank if a < 0 else a for a in axes] or None,
-            keepdims=node.attributes.get("keepdims", 1),
+        axes = [a + rank if a < 0 else a for a in axes]
+        keepdims = node.attributes.get("keepdims", 1)
+        module = _empty_reduce(node, graph, axes, bool(keepdims)) or OnnxReduceStaticAxes(
+            operation_type=node.operation_type, axes=axes or None, keepdims=keepdims
         )
     return OperationConverterResult(
         torch_module=module,
@@ -93,10 +152,10 @@ def convert_reduce_axes_attribute(
     if dims is None and any(a < 0 for a in axes):
         return use_fallback(fallback, node, graph, "negative axes of an input of unknown rank")
     rank = len(dims) if dims is not None else 0
-    module = OnnxReduceStaticAxes(
-        operation_type=node.operation_type,
-        axes=[a + rank if a < 0 else a for a in axes] or None,
-        keepdims=node.attributes.get("keepdims", 1),
+    axes = [a + rank if a < 0 else a for a in axes]
+    keepdims = node.attributes.get("keepdims", 1)
+    module = _empty_reduce(node, graph, axes, bool(keepdims)) or OnnxReduceStaticAxes(
+        operation_type=node.operation_type, axes=axes or None, keepdims=keepdims
     )
     return OperationConverterResult(
         torch_module=module,
@@ -108,7 +167,7 @@ for _op_type, _versions in _AXES_ATTRIBUTE_VERSIONS.items():
     override_converter(
         _op_type,
         versions=_versions,
-        produces=(OnnxReduceStaticAxes, OnnxReduceSumStaticAxes),
+        produces=(OnnxReduceStaticAxes, OnnxReduceSumStaticAxes, ReduceEmpty),
     )(convert_reduce_axes_attribute)
 
 
@@ -121,6 +180,7 @@ for _op_type, _versions in _AXES_INPUT_SINCE.items():
             OnnxReduceSumStaticAxes,
             OnnxReduceSumDynamicAxes,
             nn.Identity,
+            ReduceEmpty,
         ),
     )(convert_reduce)
 
@@ -163,3 +223,17 @@ def _reduce(ctx: NodeContext) -> str:
     if operation == "ReduceLogSumExp":
         return f"torch.logsumexp({x}, {dims})"
     raise UntranslatableError(f"{type(module).__name__}({operation})")
+
+
+@translates(ReduceEmpty)
+def _reduce_empty(ctx: NodeContext) -> str:
+    module = ctx.module
+    assert isinstance(module, ReduceEmpty)
+    x = ctx.args[0]
+    sizes = [
+        "1" if i in module.axes else f"{x}.shape[{i}]"
+        for i in range(ctx.rank())
+        if module.keepdims or i not in module.axes
+    ]
+    shape = f"({', '.join(sizes)},)" if len(sizes) == 1 else f"({', '.join(sizes)})"
+    return f"{x}.new_full({shape}, {literals.number(module.fill)})  # max/min of an empty set"

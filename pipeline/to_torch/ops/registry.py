@@ -302,7 +302,7 @@ _REPLACED = "never built: our converter makes its own module instead"
 
 REFUSED: dict[type, str] = {
     # Fallbacks of our converters.
-    OnnxConstantOfShape: _FALLBACK,
+    OnnxConstantOfShape: _REPLACED + " (StaticConstantOfShape, or DynamicConstantOfShape)",
     OnnxCumSum: _REPLACED + " (StaticCumSum, or DynamicCumSum for a run-time axis)",
     OnnxExpand: _FALLBACK,
     OnnxPadDynamic: _FALLBACK,

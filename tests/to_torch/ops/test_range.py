@@ -3,6 +3,7 @@ onnxruntime; bounds given at run time make the eager :class:`DynamicRange`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +74,15 @@ def test_range_run_time_bounds_keep_int32() -> None:
     got = module(*(torch.from_numpy(v) for v in feeds.values())).numpy()
     assert got.dtype == np.int32
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "bounds"), [(np.int32, (10, 4, -3)), (np.float32, (1.0, 5.0, 0.5))]
+)
+def test_range_run_time_bounds_code_form(
+    roundtrip: Callable[..., str], dtype: type, bounds: tuple[float, float, float]
+) -> None:
+    # Data-dependent: the generated code runs eagerly (torch.export cannot trace it).
+    node = helper.make_node("Range", ["s", "l", "d"], ["y"])
+    source = roundtrip(node, [np.array(b, dtype) for b in bounds])
+    assert f"torch.arange(s, l, d, dtype=torch.{np.dtype(dtype).name}" in source

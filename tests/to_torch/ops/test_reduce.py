@@ -1,12 +1,17 @@
-"""ReduceProd (one, several, all axes) and ReduceLogSum code forms against onnxruntime."""
+"""ReduceProd (one, several, all axes), ReduceLogSum and ReduceMax/ReduceMin over an empty
+set (:class:`ReduceEmpty`) code forms against onnxruntime."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from onnx import helper
+
+from pipeline.to_torch.codegen import load_generated
 
 X = np.random.default_rng(0).uniform(0.5, 1.5, size=(2, 3, 4)).astype(np.float32)
 
@@ -38,3 +43,38 @@ def test_negative_axes_attribute(roundtrip: Callable[..., str], op: str, keepdim
         roundtrip(node, [X], {"axes": np.array([-1, 0], dtype=np.int64)})
     else:
         roundtrip(helper.make_node(op, ["x"], ["y"], keepdims=keepdims, axes=[-1, 0]), [X])
+
+
+@pytest.mark.parametrize("op", ["ReduceMax", "ReduceMin"])
+@pytest.mark.parametrize("dtype", [np.float32, np.int32])
+@pytest.mark.parametrize("keepdims", [0, 1])
+def test_reduce_max_min_empty_set(
+    roundtrip: Callable[..., str], tmp_path: Path, op: str, dtype: type, keepdims: int
+) -> None:
+    # ONNX: the type's lowest (highest) value; torch's amax/amin raise on an empty dim.
+    x = np.zeros((2, 0, 4), dtype)
+    node = helper.make_node(op, ["x"], ["y"], axes=[1], keepdims=keepdims)
+    source = roundtrip(node, [x])
+    shape = "(x.shape[0], 1, x.shape[2])" if keepdims else "(x.shape[0], x.shape[2])"
+    assert f"x.new_full({shape}, " in source
+    generated = load_generated(tmp_path / "torch_model")
+    program = torch.export.export(
+        generated, (torch.from_numpy(x),), dynamic_shapes=({0: torch.export.Dim.AUTO},)
+    )
+    other = torch.from_numpy(np.zeros((3, 0, 4), dtype))
+    torch.testing.assert_close(program.module()(other), generated(other))
+
+
+def test_reduce_max_empty_set_bool(imported: Callable[..., torch.fx.GraphModule]) -> None:
+    # Not against onnxruntime: bool ReduceMax needs opset 20 (the one-node model is 17).
+    x = np.zeros((2, 0, 4), np.bool_)
+    node = helper.make_node("ReduceMax", ["x"], ["y"], axes=[1], keepdims=1)
+    module = imported(node, [x])
+    assert module(torch.from_numpy(x)).dtype == torch.bool
+    assert not module(torch.from_numpy(x)).any()
+
+
+def test_reduce_max_nonempty_keeps_amax(roundtrip: Callable[..., str]) -> None:
+    assert "x.amax(dim=1, keepdim=True)" in roundtrip(
+        helper.make_node("ReduceMax", ["x"], ["y"], axes=[1], keepdims=1), [X]
+    )
