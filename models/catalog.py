@@ -169,6 +169,37 @@ HUB: dict[str, HubEntry] = {
         HubEntry("clip", {"token_ids": (0, HUB_VOCAB)}),
         HubEntry("siglip_vision"),
         HubEntry("siglip", {"token_ids": (0, HUB_VOCAB)}),
+        # added toward every backbone
+        HubEntry("esm", {"token_ids": (0, HUB_VOCAB)}),
+        HubEntry("roformer_v2", {"token_ids": (0, HUB_VOCAB), "segment_ids": (0, 2)}),
+        HubEntry("smollm3", _TOKENS),
+        HubEntry("qwen3_moe", _TOKENS),
+        HubEntry("gpt_oss", _TOKENS),
+        HubEntry("t5gemma", _SEQ2SEQ),
+        HubEntry("moonshine", {"decoder_token_ids": (0, HUB_VOCAB)}),
+        HubEntry("xlnet", _ENCODER),
+        HubEntry("rwkv7", _TOKENS),
+        HubEntry("pali_gemma", {**_TOKENS, "response_mask": (0, 2)}),
+        HubEntry("dinov3"),
+        HubEntry("depth_anything"),
+        HubEntry("hgnetv2"),
+        HubEntry("qwen3_5", _TOKENS),
+        HubEntry("qwen3_5_moe", _TOKENS),
+        HubEntry("gemma4", {**_TOKENS, "position_ids": (0, 8)}),
+        HubEntry("t5gemma2", _SEQ2SEQ),
+        HubEntry(
+            "edrec", {"encoder_token_ids": (0, HUB_VOCAB), "decoder_token_ids": (0, HUB_VOCAB)}
+        ),
+        HubEntry("metaclip2", {"token_ids": (0, HUB_VOCAB)}),
+        HubEntry("vit_det"),
+        HubEntry("mit"),
+        HubEntry("segformer"),
+        HubEntry("resnet"),
+        HubEntry("vgg"),
+        HubEntry("densenet"),
+        HubEntry("xception"),
+        HubEntry("cspnet"),
+        HubEntry("mobilenet"),
     )
 }
 """keras-hub backbones in ``models/keras_hub.py`` → their input ranges and suite."""

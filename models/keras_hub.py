@@ -639,5 +639,532 @@ def siglip() -> keras.Model:
     )
 
 
+# Added toward "every backbone" (keras-hub 0.32.0) ----------------------------------------
+
+
+def esm() -> keras.Model:
+    """``ESMBackbone`` (ESM-2): rotary positions, padding taken from token 0."""
+    return _build(
+        lambda: models.ESMBackbone(
+            vocabulary_size=VOCAB,
+            num_layers=LAYERS,
+            num_heads=HEADS,
+            hidden_dim=HIDDEN,
+            intermediate_dim=INTERMEDIATE,
+            max_sequence_length=MAX_LENGTH,
+            dropout=0.0,
+        )
+    )
+
+
+def roformer_v2() -> keras.Model:
+    """``RoformerV2Backbone``: rotary attention, scale-only norms, mask from token 0."""
+    return _build(
+        lambda: models.RoformerV2Backbone(
+            vocabulary_size=VOCAB,
+            num_layers=LAYERS,
+            num_heads=HEADS,
+            hidden_dim=HIDDEN,
+            intermediate_dim=INTERMEDIATE,
+            head_size=HIDDEN // HEADS,
+            dropout=0.0,
+        )
+    )
+
+
+def smollm3() -> keras.Model:
+    """``SmolLM3Backbone``: rotary on the first layer only (the second is NoPE)."""
+    return _build(
+        lambda: models.SmolLM3Backbone(
+            vocabulary_size=VOCAB,
+            hidden_dim=HIDDEN,
+            intermediate_dim=INTERMEDIATE,
+            num_layers=LAYERS,
+            num_attention_heads=HEADS,
+            num_key_value_heads=KV_HEADS,
+            attention_bias=False,
+            attention_dropout=0.0,
+            rope_layer_enabled_list=[True, False],
+            layer_types=["attention"] * LAYERS,
+            mlp_bias=False,
+            layer_norm_epsilon=1e-6,
+            max_position_embeddings=MAX_LENGTH,
+            rope_theta=10000.0,
+            partial_rotary_factor=1.0,
+        )
+    )
+
+
+def qwen3_moe() -> keras.Model:
+    """``Qwen3MoeBackbone``: query/key norms, 4 experts, top 2."""
+    return _build(
+        lambda: models.Qwen3MoeBackbone(
+            vocabulary_size=VOCAB,
+            num_layers=LAYERS,
+            num_query_heads=HEADS,
+            num_key_value_heads=KV_HEADS,
+            hidden_dim=HIDDEN,
+            intermediate_dim=INTERMEDIATE,
+            moe_intermediate_dim=32,
+            num_experts=4,
+            head_dim=HIDDEN // HEADS,
+            top_k=2,
+            norm_top_k_prob=True,
+        )
+    )
+
+
+def gpt_oss() -> keras.Model:
+    """``GptOssBackbone``: attention sinks, 4 experts top 2, sliding window 4."""
+    return _build(
+        lambda: models.GptOssBackbone(
+            vocabulary_size=VOCAB,
+            num_layers=LAYERS,
+            num_query_heads=HEADS,
+            hidden_dim=HIDDEN,
+            intermediate_dim=INTERMEDIATE,
+            num_key_value_heads=KV_HEADS,
+            num_experts=4,
+            top_k=2,
+            sliding_window=4,
+            head_dim=HIDDEN // HEADS,
+        )
+    )
+
+
+def t5gemma() -> keras.Model:
+    """``T5GemmaBackbone``: Gemma-2 style encoder and decoder, sliding (4) then full layers."""
+    return _build(
+        lambda: models.T5GemmaBackbone(
+            vocabulary_size=VOCAB,
+            encoder_hidden_dim=HIDDEN,
+            encoder_intermediate_dim=INTERMEDIATE,
+            encoder_num_layers=LAYERS,
+            encoder_num_attention_heads=HEADS,
+            encoder_num_key_value_heads=KV_HEADS,
+            encoder_head_dim=HIDDEN // HEADS,
+            encoder_layer_types=["sliding_attention", "full_attention"],
+            decoder_hidden_dim=HIDDEN,
+            decoder_intermediate_dim=INTERMEDIATE,
+            decoder_num_layers=LAYERS,
+            decoder_num_attention_heads=HEADS,
+            decoder_num_key_value_heads=KV_HEADS,
+            decoder_head_dim=HIDDEN // HEADS,
+            decoder_layer_types=["sliding_attention", "full_attention"],
+            sliding_window=4,
+            attn_logit_softcapping=50.0,
+            final_logit_softcapping=30.0,
+        )
+    )
+
+
+MOONSHINE_AUDIO = 2048
+"""Moonshine's raw-audio length: its unpadded convolutions (kernel 127 stride 64, 7/3, 3/2)
+need at least 895 samples, more than a drawn dynamic axis gets, so the length is fixed."""
+
+
+def moonshine() -> keras.Model:
+    """``MoonshineBackbone``: raw-audio convolutional front end, encoder, SwiGLU decoder, fed
+    through fixed-length audio inputs (:data:`MOONSHINE_AUDIO`); the masks are boolean."""
+
+    def construct() -> keras.Model:
+        backbone = models.MoonshineBackbone(
+            vocabulary_size=VOCAB,
+            filter_dim=HIDDEN,
+            encoder_num_layers=LAYERS,
+            decoder_num_layers=LAYERS,
+            hidden_dim=HIDDEN,
+            intermediate_dim=INTERMEDIATE,
+            encoder_num_heads=HEADS,
+            decoder_num_heads=HEADS,
+            max_position_embeddings=MAX_LENGTH,
+        )
+        inputs = {
+            "encoder_input_values": keras.Input((MOONSHINE_AUDIO, 1), name="encoder_input_values"),
+            "encoder_padding_mask": keras.Input(
+                (MOONSHINE_AUDIO,), dtype="bool", name="encoder_padding_mask"
+            ),
+            "decoder_token_ids": keras.Input((None,), dtype="int32", name="decoder_token_ids"),
+            "decoder_padding_mask": keras.Input((None,), dtype="bool", name="decoder_padding_mask"),
+        }
+        return keras.Model(inputs, backbone(inputs), name="moonshine")
+
+    return _build(construct)
+
+
+def xlnet() -> keras.Model:
+    """``XLNetBackbone``: two-stream relative attention with segment biases."""
+    return _build(
+        lambda: models.XLNetBackbone(
+            vocabulary_size=VOCAB,
+            num_layers=LAYERS,
+            num_heads=HEADS,
+            hidden_dim=HIDDEN,
+            intermediate_dim=INTERMEDIATE,
+        )
+    )
+
+
+RWKV_LENGTH = 8
+"""RWKV-7's sequence length: on TensorFlow its recurrence is a Python loop over
+``range(T)``, so the length must be static."""
+
+
+def rwkv7() -> keras.Model:
+    """``RWKV7Backbone``: the RWKV-7 time-mix recurrence (head size 8) and channel mix, fed
+    through fixed-length inputs (:data:`RWKV_LENGTH`)."""
+
+    def construct() -> keras.Model:
+        backbone = models.RWKV7Backbone(
+            hidden_size=HIDDEN,
+            head_size=HIDDEN // HEADS,
+            num_layers=LAYERS,
+            vocabulary_size=VOCAB,
+            intermediate_dim=INTERMEDIATE,
+            gate_lora=16,
+            mv_lora=8,
+            aaa_lora=8,
+            decay_lora=8,
+        )
+        inputs = {
+            "token_ids": keras.Input((RWKV_LENGTH,), dtype="int32", name="token_ids"),
+            "padding_mask": keras.Input((RWKV_LENGTH,), dtype="int32", name="padding_mask"),
+        }
+        return keras.Model(inputs, backbone(inputs), name="rwkv7")
+
+    return _build(construct)
+
+
+def pali_gemma() -> keras.Model:
+    """``PaliGemmaBackbone``: a SigLIP-style ViT (8x8 patches) prefixed to a Gemma decoder."""
+    return _build(
+        lambda: models.PaliGemmaBackbone(
+            vocabulary_size=VOCAB,
+            image_size=IMAGE[0],
+            num_layers=LAYERS,
+            num_query_heads=HEADS,
+            num_key_value_heads=KV_HEADS,
+            hidden_dim=HIDDEN,
+            intermediate_dim=INTERMEDIATE,
+            head_dim=HIDDEN // HEADS,
+            vit_patch_size=8,
+            vit_num_heads=HEADS,
+            vit_hidden_dim=HIDDEN,
+            vit_num_layers=LAYERS,
+            vit_intermediate_dim=INTERMEDIATE,
+        )
+    )
+
+
+def dinov3() -> keras.Model:
+    """``DINOV3Backbone``: 4x4 patches, 4 register tokens, 2-D rotary attention."""
+    return _build(
+        lambda: models.DINOV3Backbone(
+            patch_size=4,
+            num_layers=LAYERS,
+            hidden_dim=HIDDEN,
+            num_heads=HEADS,
+            intermediate_dim=INTERMEDIATE,
+            image_shape=IMAGE,
+        )
+    )
+
+
+def depth_anything() -> keras.Model:
+    """``DepthAnythingBackbone``: a DINOv2 encoder (4x4 patches), reassemble/fusion neck and
+    depth head over both layers' features."""
+    return _build(
+        lambda: models.DepthAnythingBackbone(
+            image_encoder=models.DINOV2Backbone(
+                patch_size=4,
+                num_layers=LAYERS,
+                hidden_dim=HIDDEN,
+                num_heads=HEADS,
+                intermediate_dim=INTERMEDIATE,
+                image_shape=IMAGE,
+                position_embedding_shape=IMAGE,
+            ),
+            reassemble_factors=[2, 0.5],
+            neck_hidden_dims=[16, 32],
+            fusion_hidden_dim=HIDDEN,
+            head_hidden_dim=16,
+            head_in_index=-1,
+            feature_keys=["stage1", "stage2"],
+        )
+    )
+
+
+def hgnetv2() -> keras.Model:
+    """``HGNetV2Backbone``: two stages, learnable affine blocks, one light-conv stage."""
+    return _build(
+        lambda: models.HGNetV2Backbone(
+            depths=[1, 1],
+            embedding_size=16,
+            hidden_sizes=[32, 64],
+            stem_channels=[3, 8, 16],
+            hidden_act="relu",
+            use_learnable_affine_block=True,
+            stackwise_stage_filters=[(16, 8, 32, 1, 2, 3), (32, 16, 64, 1, 2, 3)],
+            apply_downsample=[False, True],
+            use_lightweight_conv_block=[False, True],
+            image_shape=IMAGE,
+        )
+    )
+
+
+def qwen3_5() -> keras.Model:
+    """``Qwen3_5Backbone``, text only: a gated delta-net linear-attention layer then a full
+    attention layer (partial rotary)."""
+    return _build(
+        lambda: models.Qwen3_5Backbone(
+            vocabulary_size=VOCAB,
+            num_layers=LAYERS,
+            num_query_heads=HEADS,
+            num_key_value_heads=KV_HEADS,
+            head_dim=HIDDEN // HEADS,
+            hidden_dim=HIDDEN,
+            intermediate_dim=INTERMEDIATE,
+            layer_types=["linear_attention", "full_attention"],
+            linear_num_key_heads=2,
+            linear_num_value_heads=4,
+            linear_key_head_dim=8,
+            linear_value_head_dim=8,
+        )
+    )
+
+
+def qwen3_5_moe() -> keras.Model:
+    """``Qwen3_5MoeBackbone``, text only: linear then full attention, 4 experts top 2 plus
+    a shared expert."""
+    return _build(
+        lambda: models.Qwen3_5MoeBackbone(
+            vocabulary_size=VOCAB,
+            num_layers=LAYERS,
+            num_query_heads=HEADS,
+            num_key_value_heads=KV_HEADS,
+            head_dim=HIDDEN // HEADS,
+            hidden_dim=HIDDEN,
+            moe_intermediate_dim=32,
+            shared_expert_intermediate_size=INTERMEDIATE,
+            num_experts=4,
+            top_k=2,
+            layer_types=["linear_attention", "full_attention"],
+            linear_num_key_heads=2,
+            linear_num_value_heads=4,
+            linear_key_head_dim=8,
+            linear_value_head_dim=8,
+        )
+    )
+
+
+def gemma4() -> keras.Model:
+    """``Gemma4Backbone``, text only: sliding window 4 then a global layer."""
+    return _build(
+        lambda: models.Gemma4Backbone(
+            vocabulary_size=VOCAB,
+            image_size=IMAGE[0],
+            num_layers=LAYERS,
+            num_query_heads=HEADS,
+            num_key_value_heads=KV_HEADS,
+            hidden_dim=HIDDEN,
+            intermediate_dim=INTERMEDIATE,
+            head_dim=HIDDEN // HEADS,
+            sliding_window_size=4,
+            sliding_window_pattern=2,
+        )
+    )
+
+
+def t5gemma2() -> keras.Model:
+    """``T5Gemma2Backbone``, text only: query/key norms, sliding (4) then full layers."""
+    return _build(
+        lambda: models.T5Gemma2Backbone(
+            vocabulary_size=VOCAB,
+            encoder_hidden_dim=HIDDEN,
+            encoder_intermediate_dim=INTERMEDIATE,
+            encoder_num_layers=LAYERS,
+            encoder_num_attention_heads=HEADS,
+            encoder_num_key_value_heads=KV_HEADS,
+            encoder_head_dim=HIDDEN // HEADS,
+            encoder_layer_types=["sliding_attention", "full_attention"],
+            decoder_hidden_dim=HIDDEN,
+            decoder_intermediate_dim=INTERMEDIATE,
+            decoder_num_layers=LAYERS,
+            decoder_num_attention_heads=HEADS,
+            decoder_num_key_value_heads=KV_HEADS,
+            decoder_head_dim=HIDDEN // HEADS,
+            decoder_layer_types=["sliding_attention", "full_attention"],
+            sliding_window=4,
+        )
+    )
+
+
+def edrec() -> keras.Model:
+    """``EdRecBackbone``: encoder-decoder recommender transformer (boolean masks)."""
+    return _build(
+        lambda: models.EdRecBackbone(
+            vocab_size=VOCAB,
+            num_layers_enc=LAYERS,
+            num_layers_dec=LAYERS,
+            hidden_dim=HIDDEN,
+            intermediate_dim=INTERMEDIATE,
+            num_heads=HEADS,
+        )
+    )
+
+
+def metaclip2() -> keras.Model:
+    """``MetaCLIP2Backbone``: CLIP-style vision and text encoders."""
+    return _build(
+        lambda: models.MetaCLIP2Backbone(
+            vision_encoder=models.MetaCLIP2VisionEncoder(
+                patch_size=8,
+                hidden_dim=HIDDEN,
+                num_layers=LAYERS,
+                num_heads=HEADS,
+                intermediate_dim=INTERMEDIATE,
+                image_shape=IMAGE,
+            ),
+            text_encoder=models.MetaCLIP2TextEncoder(
+                vocabulary_size=VOCAB,
+                embedding_dim=HIDDEN,
+                hidden_dim=HIDDEN,
+                num_layers=LAYERS,
+                num_heads=HEADS,
+                intermediate_dim=INTERMEDIATE,
+                max_sequence_length=MAX_LENGTH,
+            ),
+            projection_dim=HIDDEN,
+        )
+    )
+
+
+def vit_det() -> keras.Model:
+    """``ViTDetBackbone``: 4x4 patches, windowed (4) then global attention, relative
+    positions, convolutional neck."""
+    return _build(
+        lambda: models.ViTDetBackbone(
+            hidden_size=HIDDEN,
+            num_layers=LAYERS,
+            intermediate_dim=INTERMEDIATE,
+            num_heads=HEADS,
+            global_attention_layer_indices=[1],
+            image_shape=IMAGE,
+            patch_size=4,
+            num_output_channels=16,
+            window_size=4,
+        )
+    )
+
+
+def _mit() -> keras.Model:
+    return models.MiTBackbone(
+        layerwise_depths=[1, 1],
+        num_layers=LAYERS,
+        layerwise_num_heads=[1, 2],
+        layerwise_sr_ratios=[2, 1],
+        max_drop_path_rate=0.0,
+        layerwise_patch_sizes=[7, 3],
+        layerwise_strides=[4, 2],
+        image_shape=IMAGE,
+        hidden_dims=[16, HIDDEN],
+    )
+
+
+def mit() -> keras.Model:
+    """``MiTBackbone`` (SegFormer's Mix Transformer): two stages, spatial-reduction attention."""
+    return _build(_mit)
+
+
+def segformer() -> keras.Model:
+    """``SegFormerBackbone``: the MiT encoder and an all-MLP decoder."""
+    return _build(lambda: models.SegFormerBackbone(image_encoder=_mit(), projection_filters=16))
+
+
+def resnet() -> keras.Model:
+    """``ResNetBackbone``: ResNet-v2 (pre-activation) basic blocks, two stages."""
+    return _build(
+        lambda: models.ResNetBackbone(
+            input_conv_filters=[64],  # the constructor requires 64 wide first stages
+            input_conv_kernel_sizes=[7],
+            stackwise_num_filters=[64, 32],
+            stackwise_num_blocks=[1, 1],
+            stackwise_num_strides=[1, 2],
+            block_type="basic_block",
+            use_pre_activation=True,
+            image_shape=IMAGE,
+        )
+    )
+
+
+def vgg() -> keras.Model:
+    """``VGGBackbone``: two conv stages with max pooling."""
+    return _build(
+        lambda: models.VGGBackbone(
+            stackwise_num_repeats=[1, 2], stackwise_num_filters=[16, 32], image_shape=IMAGE
+        )
+    )
+
+
+def densenet() -> keras.Model:
+    """``DenseNetBackbone``: two dense blocks, growth rate 8."""
+    return _build(
+        lambda: models.DenseNetBackbone(
+            stackwise_num_repeats=[2, 2], image_shape=IMAGE, growth_rate=8
+        )
+    )
+
+
+def xception() -> keras.Model:
+    """``XceptionBackbone``: separable-convolution stages."""
+    return _build(
+        lambda: models.XceptionBackbone(
+            stackwise_conv_filters=[[16, 32], [32, 64]],
+            stackwise_pooling=[True, False],
+            image_shape=IMAGE,
+        )
+    )
+
+
+def cspnet() -> keras.Model:
+    """``CSPNetBackbone``: cross-stage partial dark blocks."""
+    return _build(
+        lambda: models.CSPNetBackbone(
+            stem_filters=16,
+            stem_kernel_size=3,
+            stem_strides=1,
+            stackwise_depth=[1, 1],
+            stackwise_strides=[1, 2],
+            stackwise_num_filters=[16, 32],
+            block_type="dark_block",
+            stage_type="dark",
+            image_shape=IMAGE,
+        )
+    )
+
+
+def mobilenet() -> keras.Model:
+    """``MobileNetBackbone`` (v3 style): inverted residuals with squeeze-and-excite."""
+    return _build(
+        lambda: models.MobileNetBackbone(
+            stackwise_expansion=[[16, 24], [48, 48]],
+            stackwise_num_blocks=[2, 2],
+            stackwise_num_filters=[[8, 8], [16, 16]],
+            stackwise_kernel_size=[[3, 3], [5, 5]],
+            stackwise_num_strides=[[2, 1], [2, 1]],
+            stackwise_se_ratio=[[None, None], [0.25, 0.25]],
+            stackwise_activation=[["relu", "relu"], ["hard_swish", "hard_swish"]],
+            stackwise_padding=[[1, 1], [2, 2]],
+            output_num_filters=32,
+            depthwise_filters=8,
+            depthwise_stride=1,
+            depthwise_residual=False,
+            last_layer_filter=32,
+            squeeze_and_excite=0.5,
+            image_shape=IMAGE,
+        )
+    )
+
+
 FACTORIES: dict[str, Callable[[], keras.Model]] = {name: globals()[name] for name in HUB}
 """Every factory of :data:`models.catalog.HUB`, by name."""
