@@ -14,9 +14,11 @@ Ops understood on the way (the set tf2onnx uses for shape arithmetic): initializ
 ``Constant`` nodes, ``Shape``, ``Cast``, ``Identity``, ``Gather``, ``Slice``, ``Concat``,
 ``Squeeze``, ``Unsqueeze``, ``Reshape``, ``ReduceProd``/``Sum``/``Max``/``Min``, element-wise
 ``Add``/``Sub``/``Mul``/``Div``/``Mod``/``Max``/``Min``/``Neg``, and the comparisons,
-``Not`` and ``Where`` that tf2onnx writes for ``tf.slice``'s "size -1 means to the end"
+``Not``/``And``/``Or``/``Xor`` and ``Where`` that tf2onnx writes for ``tf.slice``'s "size -1 means to the end"
 (``end = begin + size + (size == -1) * INT_MAX``): a dimension is never negative, so
-``Equal(x.shape[1], -1)`` is known to be false whatever the sequence length.  A whole-number
+``Equal(x.shape[1], -1)`` is known to be false whatever the sequence length; nor is it at
+or above 1e9, so tf2onnx's tests of a slice end against its ``1e9`` and ``INT32_MAX``
+sentinels are decided too.  A whole-number
 float (``Cast(x.shape[1], FLOAT)``, a ``Range``'s ``0.0``/``1.0``) is known too, for the
 positions of a rotary embedding; it is never divided.  Anything else makes the value unknown
 and its consumer falls back to onnx2torch.
@@ -98,6 +100,11 @@ def binop(op: str, lhs: Expr, rhs: Expr) -> Expr:
         return lhs
     if (op == "mul" and lhs == 1) or (op == "add" and lhs == 0):
         return rhs
+    if op in ("max", "min"):
+        # A dimension against a negative clamp (tf2onnx's max(end, -1e9)): decided already.
+        for dim, bound in ((lhs, rhs), (rhs, lhs)):
+            if isinstance(bound, int) and bound < 0 and _nonnegative(dim):
+                return dim if op == "max" else bound
     return BinOp(op, lhs, rhs)
 
 
@@ -188,10 +195,12 @@ def _from_array(array: np.ndarray) -> IntValue | None:
     if array.ndim > 1 or array.size > _MAX_CONSTANT_ELEMENTS:
         return None
     if array.dtype.kind == "f":
-        # Whole-number float scalars (a Range's 0.0 and 1.0); other floats are data.
-        if array.ndim != 0 or not np.isfinite(array) or float(array) != int(array):
+        # Whole-number floats (a Range's 0.0 and 1.0, tf2onnx's float clamps of slice ends
+        # at +-1e9); other floats are data.
+        if not np.all(np.isfinite(array)) or not np.all(array == np.trunc(array)):
             return None
-        return IntValue((int(array),), scalar=True, is_float=True)
+        values = tuple(int(v) for v in array.reshape(-1))
+        return IntValue(values, scalar=array.ndim == 0, is_float=True)
     if array.dtype.kind not in "iub":
         return None
     return IntValue(tuple(int(v) for v in array.reshape(-1)), scalar=array.ndim == 0)
@@ -244,6 +253,13 @@ _COMPARE = {
 }
 
 
+_LOGICAL: dict[str, Callable[[Any, Any], Any]] = {
+    "And": operator.and_,
+    "Or": operator.or_,
+    "Xor": operator.xor,
+}
+
+
 def _nonnegative(expr: Expr) -> bool:
     """Whether ``expr`` is known to be >= 0 whatever the run-time dims (a dim is)."""
     if isinstance(expr, int):
@@ -264,7 +280,30 @@ def _compare(op: str, a: Expr, b: Expr) -> int | None:
         return int(_COMPARE[op](0, -1))  # any a >= 0 compares with b < 0 as 0 with -1
     if isinstance(a, int) and a < 0 and _nonnegative(b):
         return int(_COMPARE[op](-1, 0))
+    # tf2onnx tests slice ends against its "to the end" sentinels (1e9, INT32_MAX): a
+    # dimension is taken to be below 1e9, as no tensor here has a billion rows.
+    if isinstance(b, int) and b >= _HUGE and _nonnegative(a) and _dims_only(a):
+        return int(_COMPARE[op](0, 1))
+    if isinstance(a, int) and a >= _HUGE and _nonnegative(b) and _dims_only(b):
+        return int(_COMPARE[op](1, 0))
     return None
+
+
+_HUGE = 10**9
+"""At or above this, a number is a sentinel, never a dimension."""
+
+
+def _dims_only(expr: Expr) -> bool:
+    """Whether ``expr`` is one dimension, or a dimension plus or minus a small number."""
+    if isinstance(expr, DimOf):
+        return True
+    return (
+        isinstance(expr, BinOp)
+        and expr.op in ("add", "sub")
+        and isinstance(expr.lhs, DimOf)
+        and isinstance(expr.rhs, int)
+        and abs(expr.rhs) < 2**16
+    )
 
 
 def _truth(expr: Expr) -> int | None:
@@ -308,6 +347,15 @@ def _infer(
         if to in _FLOAT_TYPES:
             return IntValue(first.elems, first.scalar, is_float=True)
         return None
+    if op in _LOGICAL:
+        if len(inputs) != 2 or inputs[1] is None:
+            return None
+        rows = _broadcast([first, inputs[1]])
+        bits = [[_truth(e) for e in row] for row in rows] if rows is not None else None
+        if bits is None or any(t is None for row in bits for t in row):
+            return None
+        combined = [_LOGICAL[op](a, b) for a, b in zip(bits[0], bits[1], strict=True)]
+        return IntValue(tuple(int(c) for c in combined), first.scalar and inputs[1].scalar)
     if op == "Not":
         return _mapped(first, lambda e: None if (t := _truth(e)) is None else 1 - t)
     if op in _COMPARE:
