@@ -134,6 +134,9 @@ class IntValue:
     is_float: bool = False
     """A floating-point tensor holding whole numbers (``Cast(Shape(x)[1], FLOAT)``): fine for
     ``Range`` and comparisons, never divided (float division does not truncate)."""
+    rows: int | None = None
+    """Rank 2 with this many rows (``elems`` row by row): ``tf.pad``'s ``[[before, after],
+    ...]`` as tf2onnx builds it, before it becomes ONNX's flat ``pads``."""
 
     def ints(self) -> list[int] | None:
         """The elements as ints, or None if any depends on a run-time dimension."""
@@ -192,6 +195,8 @@ def dim_expr(graph: OnnxGraph, name: str, axis: int) -> Expr:
 
 
 def _from_array(array: np.ndarray) -> IntValue | None:
+    if array.ndim == 2 and array.dtype.kind in "iu" and 0 < array.size <= _MAX_CONSTANT_ELEMENTS:
+        return IntValue(tuple(int(v) for v in array.reshape(-1)), rows=array.shape[0])
     if array.ndim > 1 or array.size > _MAX_CONSTANT_ELEMENTS:
         return None
     if array.dtype.kind == "f":
@@ -260,15 +265,38 @@ _LOGICAL: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
+def _lower_bound(expr: Expr) -> int | None:
+    """A number ``expr`` is never below, whatever the run-time dims, or None.
+
+    A run-time dimension is taken to be at least 1, as ``torch.export`` takes its dynamic
+    dimensions to be at least 2: an empty sequence is not a model input worth a guard.
+    """
+    if isinstance(expr, int):
+        return expr
+    if isinstance(expr, DimOf):
+        return 1
+    lhs, rhs = _lower_bound(expr.lhs), _lower_bound(expr.rhs)
+    if lhs is None:
+        return None
+    if expr.op == "sub" and isinstance(expr.rhs, int):
+        return lhs - expr.rhs
+    if rhs is None:
+        return None
+    if expr.op == "add":
+        return lhs + rhs
+    if expr.op == "max":
+        return max(lhs, rhs)
+    if expr.op == "min":
+        return min(lhs, rhs)
+    if expr.op in ("mul", "div", "mod") and lhs >= 0 and rhs >= 0:
+        return 0
+    return None
+
+
 def _nonnegative(expr: Expr) -> bool:
     """Whether ``expr`` is known to be >= 0 whatever the run-time dims (a dim is)."""
-    if isinstance(expr, int):
-        return expr >= 0
-    if isinstance(expr, DimOf):
-        return True
-    return expr.op in ("add", "mul", "div", "mod", "max", "min") and (
-        _nonnegative(expr.lhs) and _nonnegative(expr.rhs)
-    )
+    bound = _lower_bound(expr)
+    return bound is not None and bound >= 0
 
 
 def _compare(op: str, a: Expr, b: Expr) -> int | None:
@@ -276,9 +304,10 @@ def _compare(op: str, a: Expr, b: Expr) -> int | None:
     (tf2onnx's ``size == -1`` test in ``tf.slice``)."""
     if isinstance(a, int) and isinstance(b, int):
         return int(_COMPARE[op](a, b))
-    if isinstance(b, int) and b < 0 and _nonnegative(a):
-        return int(_COMPARE[op](0, -1))  # any a >= 0 compares with b < 0 as 0 with -1
-    if isinstance(a, int) and a < 0 and _nonnegative(b):
+    low_a, low_b = _lower_bound(a), _lower_bound(b)
+    if isinstance(b, int) and b < 0 and low_a is not None and low_a > b:
+        return int(_COMPARE[op](0, -1))  # any a > b compares with b as 0 with -1
+    if isinstance(a, int) and a < 0 and low_b is not None and low_b > a:
         return int(_COMPARE[op](-1, 0))
     # tf2onnx tests slice ends against its "to the end" sentinels (1e9, INT32_MAX): a
     # dimension is taken to be below 1e9, as no tensor here has a billion rows.
@@ -332,6 +361,9 @@ def _infer(
         rank = len(dims)
         start, end = _attr(node, "start", 0), _attr(node, "end", rank)
         return IntValue(tuple(dim_expr(graph, node.input[0], a) for a in range(rank)[start:end]))
+    matrix = _infer_matrix(node, inputs)
+    if matrix is not _NOT_A_MATRIX:
+        return matrix  # type: ignore[return-value]
     if any(v is None for v in inputs[:1]):
         return None
     first = inputs[0]
@@ -439,6 +471,49 @@ def _infer(
         for e in first.elems[1:]:
             total = binop(_REDUCE[op], total, e)
         return IntValue((total,), scalar=not _attr(node, "keepdims", 1))
+    return None
+
+
+_NOT_A_MATRIX = object()
+
+
+def _infer_matrix(node: onnx.NodeProto, inputs: list[IntValue | None]) -> object:
+    """The rank-2 subset: how tf2onnx assembles ``tf.pad``'s paddings from run-time sizes
+    (rows unsqueezed from vectors, concatenated, transposed, flattened to ONNX ``pads``).
+    Returns :data:`_NOT_A_MATRIX` where no rank-2 value is involved."""
+    op = node.op_type
+    first = inputs[0] if inputs else None
+    if not any(v is not None and v.rows is not None for v in inputs):
+        if op != "Unsqueeze" or first is None or first.scalar:
+            return _NOT_A_MATRIX
+        axes = _attr(node, "axes")
+        if axes is None and len(inputs) > 1 and inputs[1] is not None:
+            axes = inputs[1].ints()
+        if axes is not None and list(axes) in ([0], [-2]):
+            return IntValue(first.elems, rows=1)
+        if axes is not None and list(axes) in ([1], [-1]):
+            return IntValue(first.elems, rows=len(first.elems))
+        return None
+    if first is None or first.rows is None or not first.rows:
+        return None
+    columns = len(first.elems) // first.rows
+    if op == "Identity" or (op == "Cast" and _attr(node, "to") in _INTEGER_TYPES):
+        return IntValue(first.elems, rows=first.rows)
+    if op == "Concat" and _attr(node, "axis", 0) in (0, -2):
+        parts = [v for v in inputs if v is not None and v.rows]
+        if len(parts) != len(inputs) or any(len(v.elems) != columns * (v.rows or 0) for v in parts):
+            return None
+        return IntValue(
+            tuple(e for v in parts for e in v.elems), rows=sum(v.rows or 0 for v in parts)
+        )
+    if op == "Transpose" and list(_attr(node, "perm", [1, 0])) == [1, 0]:
+        flipped = tuple(
+            first.elems[r * columns + c] for c in range(columns) for r in range(first.rows)
+        )
+        return IntValue(flipped, rows=columns)
+    if op == "Reshape" and len(inputs) > 1 and inputs[1] is not None:
+        if inputs[1].ints() in ([-1], [len(first.elems)]):
+            return IntValue(first.elems)
     return None
 
 

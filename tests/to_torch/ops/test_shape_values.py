@@ -65,3 +65,41 @@ def test_float_division_is_never_folded() -> None:
     ]
     value = known_int_value(_graph(nodes, {"two": np.array([2.0], np.float32)}), "end")
     assert value is None
+
+
+def test_tf_pad_paddings_built_from_the_length_are_known() -> None:
+    # tf.pad(mask, [[0, 0], [length - 4, 0]]) as tf2onnx writes it (PaliGemma's response
+    # mask): rows unsqueezed from vectors, concatenated, transposed, flattened to pads.
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "one"], ["length"], axis=0),
+        helper.make_node("Sub", ["length", "four"], ["before"]),
+        helper.make_node("Concat", ["before", "zero"], ["row"], axis=0),
+        helper.make_node("Unsqueeze", ["row", "axis0"], ["row2"]),
+        helper.make_node("Concat", ["zeros_row", "row2"], ["paddings"], axis=0),
+        helper.make_node("Transpose", ["paddings"], ["flipped"], perm=[1, 0]),
+        helper.make_node("Reshape", ["flipped", "flat"], ["end"]),
+    ]
+    constants = {
+        "one": np.array([1], np.int64),
+        "four": np.array([4], np.int64),
+        "zero": np.array([0], np.int64),
+        "axis0": np.array([0], np.int64),
+        "zeros_row": np.zeros((1, 2), np.int64),
+        "flat": np.array([-1], np.int64),
+    }
+    value = known_int_value(_graph(nodes, constants), "end")
+    assert value is not None and value.rows is None
+    before = value.elems[1]
+    assert value.elems[0] == 0 and value.elems[2:] == (0, 0)
+    assert not isinstance(before, int)  # length - 4: read from x.shape at run time
+
+
+def test_a_matrix_never_reaches_vector_arithmetic() -> None:
+    # A rank-2 constant added to a shape: vector rules must not read its elements flat.
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Add", ["shape", "grid"], ["end"]),
+    ]
+    value = known_int_value(_graph(nodes, {"grid": np.ones((2, 2), np.int64)}), "end")
+    assert value is None
