@@ -65,3 +65,37 @@ def test_a_new_run_removes_the_log_an_earlier_failure_kept(tmp_path: Path) -> No
     assert result.verdict == "pass"
     assert not stale.parent.exists()
     assert (out / "tf_worker.log").is_file()  # a successful run's log is in the run
+
+
+PYTHON_LOOP = """
+import keras
+from keras import layers, ops
+
+
+class StepByStep(layers.Layer):
+    # RWKV-7's recurrence under TensorFlow: a Python loop over the run-time length.
+    def call(self, x):
+        total = x[:, 0] * 0.0
+        for t in range(ops.shape(x)[1]):
+            total = total + x[:, t]
+        return total
+
+    def compute_output_spec(self, x):
+        return keras.KerasTensor((x.shape[0], x.shape[2]), dtype=x.dtype)
+
+
+def looped():
+    x = keras.Input((None, 4), name="x")
+    return keras.Model(x, StepByStep(name="steps")(x))
+"""
+
+
+def test_when_both_export_routes_fail_the_first_cause_is_named(tmp_path: Path) -> None:
+    factory = tmp_path / "looped.py"
+    factory.write_text(PYTHON_LOOP)
+    with pytest.raises(OnnxExportError) as caught:
+        pipeline.convert(f"{factory}:looped", tmp_path / "run")
+    message = str(caught.value)
+    assert "stateless_call route" in message and "frozen-graph route" in message, message
+    assert "SymbolicTensor" in message or "integer" in message, message
+    assert "\n" not in message

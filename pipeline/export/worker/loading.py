@@ -137,9 +137,17 @@ def _keras_model(
                 model, specs, opset, paths, fingerprint=fingerprint, feeds=last_feeds
             ).proto
         except Exception as err:  # a model stateless_call cannot trace: the frozen route
-            print(f"stateless export failed ({one_line(err)}); exporting the frozen graph")
+            first = one_line(err)
+            print(f"stateless export failed ({first}); exporting the frozen graph")
             last_feeds.clear()
-            return export_keras_frozen(model, specs, opset, paths, fingerprint=fingerprint)
+            try:
+                return export_keras_frozen(model, specs, opset, paths, fingerprint=fingerprint)
+            except Exception as frozen:
+                # Both routes failed: the first one's cause is usually the model's own (a
+                # Python loop over a run-time length), the fallback's only a consequence.
+                raise ExportRoutesFailed(
+                    f"stateless_call route: {first}; frozen-graph route: {one_line(frozen)}"
+                ) from frozen
 
     def feeds() -> dict[str, np.ndarray]:
         return dict(last_feeds)
@@ -153,6 +161,10 @@ def _keras_model(
         keras_model=model,
         variable_feeds=feeds,
     )
+
+
+class ExportRoutesFailed(Exception):
+    """Both export routes failed; the message names each route's cause, the first first."""
 
 
 def _keras_variables(model: Any, recorded: dict[int, tuple[Any, Any, Any]]) -> list[TfVariable]:
