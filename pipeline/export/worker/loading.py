@@ -145,9 +145,9 @@ def _keras_model(
             except Exception as frozen:
                 # Both routes failed: the first one's cause is usually the model's own (a
                 # Python loop over a run-time length), the fallback's only a consequence.
-                raise ExportRoutesFailed(
-                    f"stateless_call route: {first}; frozen-graph route: {one_line(frozen)}"
-                ) from frozen
+                second = one_line(frozen)
+                also = "" if second == first else f" (then the frozen-graph route: {second})"
+                raise ExportRoutesFailed(f"{first}{also}") from frozen
 
     def feeds() -> dict[str, np.ndarray]:
         return dict(last_feeds)
@@ -164,7 +164,8 @@ def _keras_model(
 
 
 class ExportRoutesFailed(Exception):
-    """Both export routes failed; the message names each route's cause, the first first."""
+    """Both export routes failed: the message is the first route's ``Type: cause``, then the
+    fallback's where it differs."""
 
 
 def _keras_variables(model: Any, recorded: dict[int, tuple[Any, Any, Any]]) -> list[TfVariable]:
