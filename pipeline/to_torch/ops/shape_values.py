@@ -511,9 +511,9 @@ def _infer_matrix(node: onnx.NodeProto, inputs: list[IntValue | None]) -> object
             first.elems[r * columns + c] for c in range(columns) for r in range(first.rows)
         )
         return IntValue(flipped, rows=columns)
-    if op == "Reshape" and len(inputs) > 1 and inputs[1] is not None:
-        if inputs[1].ints() in ([-1], [len(first.elems)]):
-            return IntValue(first.elems)
+    target = inputs[1] if op == "Reshape" and len(inputs) > 1 else None
+    if target is not None and target.ints() in ([-1], [len(first.elems)]):
+        return IntValue(first.elems)
     return None
 
 
