@@ -31,7 +31,7 @@ from pipeline.core.errors import Tf2TorchError
 from pipeline.passes import default_passes
 from pipeline.passes.keras_gru_loop import KerasGruLoopPass
 from pipeline.to_torch.importer import import_onnx
-from pipeline.to_torch.ops.recurrent import OnnxRecurrent, ReverseSequence
+from pipeline.to_torch.ops.recurrent import GruResetBefore, OnnxRecurrent, ReverseSequence
 
 ATOL = 1e-5
 INPUT, HIDDEN, SEQ = 4, 5, 6
@@ -283,8 +283,6 @@ def test_zero_initial_states_are_dropped() -> None:
 @pytest.mark.parametrize(
     ("op", "attrs", "reason"),
     [
-        ("GRU", {"linear_before_reset": 0}, "linear_before_reset=0"),
-        ("GRU", {}, "linear_before_reset=0"),  # ONNX's default is 0
         ("LSTM", {"clip": 3.0}, "clip"),
         ("LSTM", {"input_forget": 1}, "input_forget=1"),
         ("LSTM", {"activations": ["Sigmoid", "Relu", "Tanh"]}, "activations"),
@@ -485,7 +483,9 @@ def test_keras_gru_with_two_units_is_not_confused_by_its_bias(keras_gru_onnx: Pa
     np.testing.assert_allclose(got, data["y"], atol=1e-5, rtol=0)
 
 
-def test_keras_gru_without_reset_after_is_refused_by_name(keras_gru_onnx: Path) -> None:
+def test_keras_gru_without_reset_after_becomes_a_reset_before_gru(keras_gru_onnx: Path) -> None:
+    # Keras GRU(reset_after=False) is ONNX linear_before_reset=0, which nn.GRU cannot express:
+    # it imports as GruResetBefore (the GRU in plain torch ops) and matches Keras.
     model = onnx.load(keras_gru_onnx / "gru_no_reset_after.onnx")
     data = np.load(keras_gru_onnx / "gru_no_reset_after.npz")
     result = KerasGruLoopPass().apply(model)
@@ -494,8 +494,10 @@ def test_keras_gru_without_reset_after_is_refused_by_name(keras_gru_onnx: Path) 
     assert helper.get_attribute_value(gru.attribute[-1]) == 0  # linear_before_reset
     (after,) = _ort(result.model, {"sequence": data["x"]})
     np.testing.assert_allclose(after, data["y"], atol=1e-5, rtol=0)
-    with pytest.raises(Tf2TorchError, match="reset_after=False"):
-        import_onnx(result.model)
+    module = import_onnx(result.model)
+    assert any(isinstance(m, GruResetBefore) for m in module.modules())
+    got = module(torch.from_numpy(data["x"])).detach().numpy()
+    np.testing.assert_allclose(got, data["y"], atol=1e-5, rtol=0)
 
 
 def test_pass_leaves_other_loops_alone() -> None:

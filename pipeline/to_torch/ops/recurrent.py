@@ -18,7 +18,15 @@ reordered:
 - LSTM: ONNX ``(i, o, f, c)`` → torch ``(i, f, g, o)``;
 - GRU: ONNX ``(z, r, h)`` → torch ``(r, z, n)``.  Only ``linear_before_reset=1`` is torch's
   (and Keras ``reset_after=True``'s) cell: ``n = tanh(W_n x + b_in + r * (R_n h + b_hn))``.
-  With 0 the reset gate multiplies ``h`` *before* ``R_n``, which ``nn.GRU`` cannot express.
+  With 0 (ONNX's default; Keras ``reset_after=False``, Keras 2's default) the reset gate
+  multiplies ``h`` *before* ``R_n``, which ``nn.GRU`` cannot express: such a node becomes a
+  :class:`GruResetBefore` instead, a GRU layer in plain torch ops looping over time, with one
+  parameter per direction of ``W``, ``R`` and each half of ``B`` (ONNX's layout and gate
+  order, so provenance finds each Keras variable in one tensor).  Its code form is the class
+  itself: its source is written into ``model.py`` (``codegen/modules.py``'s
+  ``CUSTOM_CLASSES``, which this module extends) and it is called as ``self.<gru>(x[, h0])``.
+  Its time loop runs ``x.shape[0]`` steps, so ``torch.export`` needs a static sequence
+  length (a dynamic one violates its constraints; the batch stays dynamic).
 
 ONNX ``B = [Wb, Rb]`` gives ``bias_ih`` and ``bias_hh``; without ``B`` the torch module has
 no biases (ONNX's default is zeros).  ``direction="reverse"`` runs a forward ``nn.LSTM`` over
@@ -39,7 +47,9 @@ sequence length everywhere.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -48,8 +58,10 @@ from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_const_value
 from torch import nn
 
+from pipeline.to_torch.codegen import modules as codegen_modules
 from pipeline.to_torch.ops.registry import (
     NodeContext,
+    call_attribute,
     new_converter,
     register_helper,
     translates,
@@ -145,6 +157,125 @@ class OnnxRecurrent(nn.Module):
         return tuple(results)
 
 
+class GruResetBefore(nn.Module):
+    """An ONNX ``GRU`` with ``linear_before_reset=0`` (Keras ``reset_after=False``) in plain
+    torch ops: the reset gate scales ``h`` *before* the recurrent matmul, which ``nn.GRU``
+    cannot express.  Per step, gates in ONNX's (and Keras's) order ``(z, r, h)``::
+
+        z = sigmoid(x W_z^T + h R_z^T + Wb_z + Rb_z)
+        r = sigmoid(x W_r^T + h R_r^T + Wb_r + Rb_r)
+        n = tanh(x W_h^T + (r * h) R_h^T + Wb_h + Rb_h)
+        h = (1 - z) * n + z * h
+
+    Weights are named like ``nn.GRU``'s (``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``,
+    ``bias_hh_l0``, ``_reverse`` for the backward direction of a bidirectional layer) but keep
+    ONNX's layout: one direction of ``W`` (3H, in), ``R`` (3H, H) and the two halves of
+    ``B`` (3H each), gate blocks unreordered.  ``direction`` is ONNX's (``forward``,
+    ``reverse``, ``bidirectional``); ``layout`` 0: ``x`` is (seq, batch, in), 1: (batch, seq,
+    in).  ``forward(x, h0=None)`` returns ``Y`` ((seq, dirs, batch, H) in layout 0, (batch,
+    seq, dirs, H) in layout 1) when ``outputs`` is 1, else ``(Y, Y_h)`` (Y_h (dirs, batch, H)
+    in layout 0, (batch, dirs, H) in layout 1).  The time loop is a Python loop over
+    ``x.shape[0]``: ``torch.export`` unrolls it for a static sequence length.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        direction: str = "forward",
+        layout: int = 0,
+        outputs: int = 2,
+    ) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+        self.direction = direction
+        self.layout = layout
+        self.outputs = outputs
+        gates = 3 * hidden_size
+        suffixes = ["", "_reverse"] if direction == "bidirectional" else [""]
+        for suffix in suffixes:
+            self.register_parameter(
+                f"weight_ih_l0{suffix}", nn.Parameter(torch.zeros(gates, input_size))
+            )
+            self.register_parameter(
+                f"weight_hh_l0{suffix}", nn.Parameter(torch.zeros(gates, hidden_size))
+            )
+            if bias:
+                self.register_parameter(f"bias_ih_l0{suffix}", nn.Parameter(torch.zeros(gates)))
+                self.register_parameter(f"bias_hh_l0{suffix}", nn.Parameter(torch.zeros(gates)))
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.input_size}, {self.hidden_size}, bias={self.bias}, "
+            f"direction={self.direction!r}, layout={self.layout}, outputs={self.outputs}"
+        )
+
+    def _run(
+        self, x: torch.Tensor, h: torch.Tensor, suffix: str, backward: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One direction over (seq, batch, in) ``x`` from ``h`` (batch, H): (seq, batch, H)
+        and the last state."""
+        size = self.hidden_size
+        w = getattr(self, f"weight_ih_l0{suffix}")
+        r = getattr(self, f"weight_hh_l0{suffix}")
+        gx = torch.matmul(x, w.t())  # (seq, batch, 3H): the input part of every step
+        r_zr, r_h = r[: 2 * size], r[2 * size :]
+        b_zr: torch.Tensor | None = None
+        b_h: torch.Tensor | None = None
+        if self.bias:
+            wb = getattr(self, f"bias_ih_l0{suffix}")
+            rb = getattr(self, f"bias_hh_l0{suffix}")
+            gx = gx + wb
+            b_zr, b_h = rb[: 2 * size], rb[2 * size :]
+        steps = x.shape[0]
+        order = range(steps - 1, -1, -1) if backward else range(steps)
+        ys: list[torch.Tensor] = [h] * steps
+        for t in order:
+            x_z, x_r, x_h = gx[t].split(size, dim=-1)
+            h_zr = torch.matmul(h, r_zr.t())
+            if b_zr is not None:
+                h_zr = h_zr + b_zr
+            h_z, h_r = h_zr.split(size, dim=-1)
+            z = torch.sigmoid(x_z + h_z)
+            reset = torch.sigmoid(x_r + h_r)
+            h_n = torch.matmul(reset * h, r_h.t())
+            if b_h is not None:
+                h_n = h_n + b_h
+            n = torch.tanh(x_h + h_n)
+            h = (1 - z) * n + z * h
+            ys[t] = h
+        return torch.stack(ys, dim=0), h
+
+    def forward(
+        self, x: torch.Tensor, h0: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """ONNX's ``Y`` (and ``Y_h``) for ``x`` and the initial state ``h0`` (zeros if None)."""
+        if self.layout == 1:
+            x = x.transpose(0, 1)
+            h0 = None if h0 is None else h0.transpose(0, 1)
+        dirs = 2 if self.direction == "bidirectional" else 1
+        if h0 is None:
+            h0 = x.new_zeros(dirs, x.shape[1], self.hidden_size)
+        ys, hs = [], []
+        for d in range(dirs):
+            y, h = self._run(
+                x, h0[d], "_reverse" if d == 1 else "", d == 1 or self.direction == "reverse"
+            )
+            ys.append(y)
+            hs.append(h)
+        y_all = torch.stack(ys, dim=1)  # (seq, dirs, batch, H)
+        h_n = torch.stack(hs, dim=0)  # (dirs, batch, H)
+        if self.layout == 1:
+            y_all = y_all.permute(2, 0, 1, 3)
+            h_n = h_n.transpose(0, 1)
+        if self.outputs == 1:
+            return y_all
+        return y_all, h_n
+
+
 def _constant(graph: OnnxGraph, node: OnnxNode, name: str, what: str) -> np.ndarray:
     try:
         value = get_const_value(name, graph)
@@ -207,11 +338,6 @@ def _check_attributes(node: OnnxNode, graph: OnnxGraph, num_directions: int) -> 
         reject(f"clip={attrs['clip']} (nn.{op} has no cell clipping)")
     if attrs.get("input_forget", 0):
         reject("input_forget=1 (coupled input/forget gates; nn.LSTM has separate ones)")
-    if op == "GRU" and attrs.get("linear_before_reset", 0) != 1:
-        reject(
-            "linear_before_reset=0 (Keras reset_after=False): the reset gate scales h before "
-            "the recurrent matmul, which nn.GRU (linear_before_reset=1 semantics) cannot express"
-        )
 
     inputs = node.input_values
     if op == "LSTM" and len(inputs) > 7 and inputs[7]:
@@ -236,7 +362,23 @@ def _gate_blocks(array: np.ndarray, order: Sequence[int]) -> np.ndarray:
     return np.concatenate([blocks[i] for i in order], axis=0)
 
 
-def _build_rnn(node: OnnxNode, graph: OnnxGraph) -> tuple[nn.LSTM | nn.GRU, int, bool]:
+@dataclass(frozen=True)
+class _Weights:
+    """A node's checked constants and settings."""
+
+    w: np.ndarray
+    r: np.ndarray
+    b: np.ndarray | None
+    hidden_size: int
+    direction: str
+    layout: int
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.direction == "bidirectional" else 1
+
+
+def _checked_weights(node: OnnxNode, graph: OnnxGraph) -> _Weights:
     op = node.operation_type
     attrs = node.attributes
     direction = attrs.get("direction", "forward")
@@ -265,7 +407,15 @@ def _build_rnn(node: OnnxNode, graph: OnnxGraph) -> tuple[nn.LSTM | nn.GRU, int,
         )
     if b is not None and b.shape != (num_directions, 2 * num_gates * hidden_size):
         raise NotImplementedError(f"{op} ({node.name}): B has shape {b.shape}")
+    return _Weights(w, r, b, hidden_size, direction, layout)
 
+
+def _build_rnn(node: OnnxNode, graph: OnnxGraph) -> tuple[nn.LSTM | nn.GRU, int, bool]:
+    op = node.operation_type
+    weights = _checked_weights(node, graph)
+    w, r, b = weights.w, weights.r, weights.b
+    hidden_size, layout = weights.hidden_size, weights.layout
+    num_directions, direction = weights.num_directions, weights.direction
     rnn_class = nn.LSTM if op == "LSTM" else nn.GRU
     dtype = torch.from_numpy(w[:0]).dtype
     rnn = rnn_class(
@@ -296,6 +446,8 @@ def _build_rnn(node: OnnxNode, graph: OnnxGraph) -> tuple[nn.LSTM | nn.GRU, int,
 def convert_recurrent(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """ONNX ``LSTM``/``GRU`` → :class:`OnnxRecurrent` (inputs ``X``, ``initial_h``,
     ``initial_c``; states known to be zero are left out)."""
+    if node.operation_type == "GRU" and node.attributes.get("linear_before_reset", 0) == 0:
+        return _convert_reset_before(node, graph)
     rnn, layout, reverse = _build_rnn(node, graph)
     inputs = node.input_values
     state_names = [inputs[i] if len(inputs) > i else "" for i in (5, 6)]
@@ -319,8 +471,41 @@ def convert_recurrent(node: OnnxNode, graph: OnnxGraph) -> OperationConverterRes
     )
 
 
+def _convert_reset_before(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """ONNX ``GRU`` with ``linear_before_reset=0`` → :class:`GruResetBefore` (inputs ``X``
+    and ``initial_h`` unless it is known to be zeros)."""
+    weights = _checked_weights(node, graph)
+    w, r, b = weights.w, weights.r, weights.b
+    inputs = node.input_values
+    outputs = tuple(node.output_values)
+    module = GruResetBefore(
+        int(w.shape[2]),
+        weights.hidden_size,
+        bias=b is not None,
+        direction=weights.direction,
+        layout=weights.layout,
+        outputs=min(len(outputs), 2),
+    ).to(torch.from_numpy(w[:0]).dtype)
+    with torch.no_grad():
+        for d in range(weights.num_directions):
+            suffix = "_reverse" if d == 1 else ""
+            tensors = {f"weight_ih_l0{suffix}": w[d], f"weight_hh_l0{suffix}": r[d]}
+            if b is not None:
+                tensors[f"bias_ih_l0{suffix}"], tensors[f"bias_hh_l0{suffix}"] = np.split(b[d], 2)
+            for name, value in tensors.items():
+                getattr(module, name).copy_(torch.from_numpy(np.ascontiguousarray(value)))
+    h0 = inputs[5] if len(inputs) > 5 else ""
+    h0 = "" if _known_zeros(graph, h0) else h0
+    return OperationConverterResult(
+        torch_module=module,
+        onnx_mapping=OnnxMapping(inputs=(inputs[0], *([h0] if h0 else [])), outputs=outputs),
+    )
+
+
 new_converter("LSTM", versions=_VERSIONS, produces=(OnnxRecurrent,))(convert_recurrent)
-new_converter("GRU", versions=_VERSIONS, produces=(OnnxRecurrent,))(convert_recurrent)
+new_converter("GRU", versions=_VERSIONS, produces=(OnnxRecurrent, GruResetBefore))(
+    convert_recurrent
+)
 
 
 class ReverseSequence(nn.Module):
@@ -487,3 +672,21 @@ def reverse_sequence(data: torch.Tensor, lengths: torch.Tensor, time_axis: int) 
     return torch.gather(data, time_axis, index)
 ''',
 )
+
+
+# GruResetBefore is written into model.py as a class (its source) and called as
+# ``self.<path>(x[, h0])``: codegen's walk calls any module of ``CUSTOM_CLASSES`` through
+# ``call_attribute``, and builds it from the constructor below.  Registered here (the op's home)
+# rather than in codegen/modules.py; the translator entry records the same code form.
+def _gru_reset_before_constructor(module: nn.Module) -> str:
+    assert isinstance(module, GruResetBefore)
+    return (
+        f"GruResetBefore({module.input_size}, {module.hidden_size}, bias={module.bias}, "
+        f"direction={module.direction!r}, layout={module.layout}, outputs={module.outputs})"
+    )
+
+
+codegen_modules.CUSTOM_CLASSES[GruResetBefore] = codegen_modules.CustomClass(
+    inspect.getsource(GruResetBefore), _gru_reset_before_constructor
+)
+translates(GruResetBefore)(call_attribute)
