@@ -10,6 +10,8 @@ helper ``onnx_cumsum`` when exclusive/reversed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from onnx2torch.node_converters.registry import TConverter
 from onnx2torch.onnx_graph import OnnxGraph
@@ -27,13 +29,19 @@ from pipeline.to_torch.ops.registry import (
 )
 from pipeline.to_torch.ops.shape_values import known_ints
 
-
-def _cumsum_along(x: torch.Tensor, axis: int, exclusive: bool, reverse: bool) -> torch.Tensor:
-    x = torch.flip(x, (axis,)) if reverse else x
-    result = torch.cumsum(x, dim=axis, dtype=x.dtype)  # torch widens int32 to int64
+onnx_cumsum: Callable[..., torch.Tensor] = register_helper(
+    "onnx_cumsum",
+    '''
+def onnx_cumsum(x: torch.Tensor, axis: int, exclusive: bool, reverse: bool) -> torch.Tensor:
+    """ONNX CumSum with its ``exclusive`` and ``reverse`` attributes."""
+    if reverse:
+        x = torch.flip(x, (axis,))
+    result = torch.cumsum(x, dim=axis, dtype=x.dtype)  # torch alone widens int32 to int64
     if exclusive:
         result = result - x
     return torch.flip(result, (axis,)) if reverse else result
+''',
+)
 
 
 class StaticCumSum(nn.Module):
@@ -47,7 +55,7 @@ class StaticCumSum(nn.Module):
 
     def forward(self, input_tensor: torch.Tensor) -> torch.Tensor:
         """The cumulative sum."""
-        return _cumsum_along(input_tensor, self.axis, self.exclusive, self.reverse)
+        return onnx_cumsum(input_tensor, self.axis, self.exclusive, self.reverse)
 
 
 class DynamicCumSum(nn.Module):
@@ -60,7 +68,7 @@ class DynamicCumSum(nn.Module):
 
     def forward(self, input_tensor: torch.Tensor, axis: torch.Tensor) -> torch.Tensor:
         """The cumulative sum along ``int(axis)``."""
-        return _cumsum_along(input_tensor, int(axis.item()), self.exclusive, self.reverse)
+        return onnx_cumsum(input_tensor, int(axis.item()), self.exclusive, self.reverse)
 
 
 refuse(
@@ -104,18 +112,3 @@ def _cumsum(ctx: NodeContext) -> str:
         f"{name}({ctx.args[0]}, {module.axis}, exclusive={module.exclusive}, "
         f"reverse={module.reverse})"
     )
-
-
-register_helper(
-    "onnx_cumsum",
-    '''
-def onnx_cumsum(x: torch.Tensor, axis: int, exclusive: bool, reverse: bool) -> torch.Tensor:
-    """ONNX CumSum with its ``exclusive`` and ``reverse`` attributes."""
-    if reverse:
-        x = torch.flip(x, (axis,))
-    result = torch.cumsum(x, dim=axis, dtype=x.dtype)
-    if exclusive:
-        result = result - x
-    return torch.flip(result, (axis,)) if reverse else result
-''',
-)

@@ -104,10 +104,7 @@ def gather_nd(x: torch.Tensor, indices: torch.Tensor, batch_dims: int) -> torch.
     batch = torch.arange(x.shape[0], device=x.device).reshape(-1, *[1] * (indices.dim() - 2))
     return x[(batch, *indices.unbind(-1))].unflatten(0, batch_shape)
 '''
-register_helper("gather_nd", _GATHER_ND)
-_gather_namespace: dict[str, Any] = {"torch": torch}
-exec(_GATHER_ND, _gather_namespace)  # the source model.py gets, run here too
-gather_nd = _gather_namespace["gather_nd"]
+gather_nd = register_helper("gather_nd", _GATHER_ND)
 
 
 class GatherND(nn.Module):
@@ -180,10 +177,7 @@ def scatter_nd_multiply(
     flat_updates = updates.reshape(-1, *flat_x.shape[1:])
     return flat_x.index_reduce(0, flat_index.reshape(-1), flat_updates, "prod").reshape(x.shape)
 '''
-register_helper("scatter_nd_multiply", _SCATTER_ND_MULTIPLY)
-_namespace: dict[str, Any] = {"torch": torch}
-exec(_SCATTER_ND_MULTIPLY, _namespace)  # the source model.py gets, run here too
-scatter_nd_multiply = _namespace["scatter_nd_multiply"]
+scatter_nd_multiply = register_helper("scatter_nd_multiply", _SCATTER_ND_MULTIPLY)
 
 
 class ScatterND(nn.Module):

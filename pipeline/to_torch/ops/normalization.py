@@ -20,8 +20,6 @@ read) and ``F.local_response_norm(x, 3, alpha=..., beta=..., k=...)``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from onnx2torch.node_converters.batch_norm import OnnxBatchNorm
@@ -105,10 +103,9 @@ def layer_norm_with_statistics(
     y = (x - mean) * inv_std_dev * scale
     return (y if bias is None else y + bias), mean, inv_std_dev
 '''
-register_helper("layer_norm_with_statistics", _LAYER_NORM_WITH_STATISTICS)
-_namespace: dict[str, Any] = {"torch": torch}
-exec(_LAYER_NORM_WITH_STATISTICS, _namespace)  # the source model.py gets, run here too
-layer_norm_with_statistics = _namespace["layer_norm_with_statistics"]
+layer_norm_with_statistics = register_helper(
+    "layer_norm_with_statistics", _LAYER_NORM_WITH_STATISTICS
+)
 
 
 class LayerNormalization(nn.Module):

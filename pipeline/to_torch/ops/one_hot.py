@@ -11,6 +11,8 @@ out-of-range index and checks the indices' values, so does not ``torch.export``)
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from onnx import numpy_helper
@@ -27,19 +29,7 @@ from pipeline.to_torch.ops.registry import (
 )
 from pipeline.to_torch.ops.shape_values import known_ints
 
-
-def one_hot(indices: torch.Tensor, depth: int, values: torch.Tensor, axis: int) -> torch.Tensor:
-    """ONNX OneHot: ``values[1]`` where ``indices`` (wrapped if negative) hits, else
-    ``values[0]``; the new axis of size ``depth`` at ``axis``."""
-    indices = indices.to(torch.int64)
-    indices = torch.where(indices < 0, indices + depth, indices)
-    hot = indices.unsqueeze(-1) == torch.arange(depth, device=indices.device)
-    if axis != -1:
-        hot = hot.movedim(-1, axis)
-    return torch.where(hot, values[1], values[0])
-
-
-register_helper(
+one_hot: Callable[..., torch.Tensor] = register_helper(
     "onnx_one_hot",
     '''
 def onnx_one_hot(

@@ -29,7 +29,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from onnx2torch.node_converters.pad import OnnxPadStatic
 from onnx2torch.node_converters.registry import TConverter
 from onnx2torch.onnx_graph import OnnxGraph
@@ -82,10 +81,7 @@ def average_pool(
     counts = conv(counted, ones, stride=stride, dilation=dilation)
     return sums / counts
 '''
-register_helper("average_pool", _AVERAGE_POOL_SOURCE)
-_namespace: dict[str, Any] = {"torch": torch, "F": F}
-exec(_AVERAGE_POOL_SOURCE, _namespace)  # the source model.py gets, run here too
-average_pool: Callable[..., torch.Tensor] = _namespace["average_pool"]
+average_pool: Callable[..., torch.Tensor] = register_helper("average_pool", _AVERAGE_POOL_SOURCE)
 
 
 class AveragePool(nn.Module):
@@ -286,11 +282,9 @@ def max_pool_with_indices(
     offsets = planes.reshape(x.shape[0], x.shape[1], *[1] * len(kernel_size)) * plane
     return values, indices + offsets
 '''
-register_helper("max_pool_with_indices", _MAX_POOL_WITH_INDICES_SOURCE)
-exec(_MAX_POOL_WITH_INDICES_SOURCE, _namespace)  # the source model.py gets, run here too
-max_pool_with_indices: Callable[..., tuple[torch.Tensor, torch.Tensor]] = _namespace[
-    "max_pool_with_indices"
-]
+max_pool_with_indices: Callable[..., tuple[torch.Tensor, torch.Tensor]] = register_helper(
+    "max_pool_with_indices", _MAX_POOL_WITH_INDICES_SOURCE
+)
 
 
 class MaxPoolWithIndices(nn.Module):

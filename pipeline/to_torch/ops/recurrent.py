@@ -48,7 +48,7 @@ sequence length everywhere.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -524,15 +524,7 @@ class ReverseSequence(nn.Module):
 
     def forward(self, data: torch.Tensor, sequence_lens: torch.Tensor) -> torch.Tensor:
         """``data`` with each sequence's valid prefix reversed."""
-        steps = torch.arange(data.shape[self.time_axis], device=data.device)
-        lengths = sequence_lens.to(torch.int64)
-        if self.time_axis == 0:  # index (time, batch)
-            steps, lengths = steps[:, None], lengths[None, :]
-        else:  # (batch, time)
-            steps, lengths = steps[None, :], lengths[:, None]
-        index = torch.where(steps < lengths, lengths - 1 - steps, steps)
-        index = index.reshape(*index.shape, *([1] * (data.dim() - 2))).expand_as(data)
-        return torch.gather(data, self.time_axis, index)
+        return reverse_sequence(data, sequence_lens, self.time_axis)
 
 
 @new_converter("ReverseSequence", versions=(10,), produces=(ReverseSequence,))
@@ -656,7 +648,7 @@ def _reverse_sequence(ctx: NodeContext) -> str:
     return f"{name}({ctx.args[0]}, {ctx.args[1]}, time_axis={module.time_axis})"
 
 
-register_helper(
+reverse_sequence: Callable[..., torch.Tensor] = register_helper(
     "reverse_sequence",
     '''
 def reverse_sequence(data: torch.Tensor, lengths: torch.Tensor, time_axis: int) -> torch.Tensor:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from onnx import defs
@@ -276,11 +276,16 @@ HELPERS: dict[str, str] = {}
 """Helper functions written into ``model.py`` for ops with no one-expression form."""
 
 
-def register_helper(name: str, source: str) -> None:
-    """Register ``source`` (a ``def name(...)``) as the helper function ``name``."""
+def register_helper(name: str, source: str) -> Callable[..., Any]:
+    """Register ``source`` (a ``def name(...)`` using ``torch`` and ``F``) as the helper
+    function ``name`` written into ``model.py``, and return that function, compiled from the
+    same source: the imported module calls it, so the two can never differ."""
     if name in HELPERS:
         raise ValueError(f"helper {name!r} registered twice")
     HELPERS[name] = source
+    namespace: dict[str, Any] = {"torch": torch, "F": torch.nn.functional}
+    exec(source, namespace)
+    return namespace[name]
 
 
 def dim_arg(axes: Sequence[int]) -> str:

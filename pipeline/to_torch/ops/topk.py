@@ -11,6 +11,8 @@ of a stable sort.  Code form: the helper ``onnx_topk`` (``torch.sort(..., stable
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from onnx2torch.node_converters.registry import TConverter
 from onnx2torch.onnx_graph import OnnxGraph
@@ -27,6 +29,18 @@ from pipeline.to_torch.ops.registry import (
 )
 from pipeline.to_torch.ops.shape_values import known_ints
 
+onnx_topk: Callable[..., tuple[torch.Tensor, torch.Tensor]] = register_helper(
+    "onnx_topk",
+    '''
+def onnx_topk(
+    x: torch.Tensor, k: int, dim: int, largest: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.topk, but with the lower index first among equal values (as ONNX TopK)."""
+    values, indices = torch.sort(x, dim=dim, descending=largest, stable=True)
+    return values.narrow(dim, 0, k), indices.narrow(dim, 0, k)
+''',
+)
+
 
 class StaticTopK(nn.Module):
     """ONNX TopK with a fixed ``k``; returns (values, indices) like ONNX, the lower index
@@ -41,10 +55,7 @@ class StaticTopK(nn.Module):
 
     def forward(self, input_tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Values and int64 indices of the ``k`` largest (or smallest) elements."""
-        values, indices = torch.sort(
-            input_tensor, dim=self.axis, descending=self.largest, stable=True
-        )
-        return values.narrow(self.axis, 0, self.k), indices.narrow(self.axis, 0, self.k)
+        return onnx_topk(input_tensor, self.k, self.axis, self.largest)
 
 
 class DynamicTopK(nn.Module):
@@ -59,11 +70,7 @@ class DynamicTopK(nn.Module):
         self, input_tensor: torch.Tensor, k: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Values and int64 indices of the ``k`` largest (or smallest) elements."""
-        values, indices = torch.sort(
-            input_tensor, dim=self.axis, descending=self.largest, stable=True
-        )
-        count = int(k.reshape(-1)[0].item())
-        return values.narrow(self.axis, 0, count), indices.narrow(self.axis, 0, count)
+        return onnx_topk(input_tensor, int(k.reshape(-1)[0].item()), self.axis, self.largest)
 
 
 refuse(
@@ -107,16 +114,3 @@ def _topk(ctx: NodeContext) -> str:
     assert isinstance(module, StaticTopK)
     name = ctx.helper("onnx_topk")
     return f"{name}({ctx.args[0]}, {module.k}, dim={module.axis}, largest={module.largest})"
-
-
-register_helper(
-    "onnx_topk",
-    '''
-def onnx_topk(
-    x: torch.Tensor, k: int, dim: int, largest: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """torch.topk, but with the lower index first among equal values (as ONNX TopK)."""
-    values, indices = torch.sort(x, dim=dim, descending=largest, stable=True)
-    return values.narrow(dim, 0, k), indices.narrow(dim, 0, k)
-''',
-)
