@@ -20,6 +20,8 @@ The list itself, :data:`models.catalog.CORPUS`, imports no TensorFlow.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
+from typing import Any
 
 import keras
 import numpy as np
@@ -36,11 +38,11 @@ channels a near-zero batch variance: EfficientNetB7's logits reached 5e4 in infe
 training mode on the same inputs) and float32 disagreed with float64 by 4e4.  With 64: 4.3."""
 
 
-def randomize_constants(model: keras.Model, rng: np.random.Generator) -> None:
-    """Redraw every trainable variable whose elements are all one constant ``c`` (biases,
+def randomize_constants(variables: Iterable[Any], rng: np.random.Generator) -> None:
+    """Redraw each of ``variables`` whose elements are all one constant ``c`` (biases,
     BatchNorm/LayerNorm ``gamma`` and ``beta``, layer scales): ``c = 0`` becomes N(0, 0.1²),
     any other ``c`` becomes ``c`` times U(0.5, 1.5)."""
-    for variable in model.trainable_variables:
+    for variable in variables:
         values = keras.ops.convert_to_numpy(variable)
         if values.size == 0 or not np.all(values == values.flat[0]):
             continue
@@ -58,7 +60,7 @@ def calibrate_batchnorm(model: keras.Model, size: int, seed: int = SEED) -> kera
     BatchNormalization's moving statistics to the statistics of one random batch (a
     training-mode call with ``momentum`` 0); momentum is restored afterwards."""
     rng = np.random.default_rng(seed)
-    randomize_constants(model, rng)
+    randomize_constants(model.trainable_variables, rng)
     norms = [
         layer
         for layer in model._flatten_layers(include_self=False, recursive=True)

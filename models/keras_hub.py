@@ -31,7 +31,9 @@ from types import ModuleType
 import keras
 import numpy as np
 
-# The worker imports a factory file with its folder on sys.path, so the sibling is `catalog`.
+# The worker imports a factory file with its folder on sys.path, so the siblings are
+# `applications` and `catalog`.
+from applications import randomize_constants
 from catalog import HUB
 
 
@@ -63,19 +65,8 @@ IMAGE = (32, 32, 3)
 def randomize(model: keras.Model, seed: int = SEED) -> keras.Model:
     """Redraw every variable whose elements are all one constant ``c``: ``c = 0`` becomes
     N(0, 0.1²), any other ``c`` becomes ``c`` x U(0.5, 1.5).  Others keep their draw."""
-    rng = np.random.default_rng(seed)
-    for variable in model.weights:
-        if not variable.dtype.startswith("float"):
-            continue
-        values = keras.ops.convert_to_numpy(variable)
-        if values.size == 0 or not np.all(values == values.flat[0]):
-            continue
-        constant = float(values.flat[0])
-        if constant == 0.0:
-            drawn = rng.normal(0.0, 0.1, values.shape)
-        else:
-            drawn = constant * rng.uniform(0.5, 1.5, values.shape)
-        variable.assign(drawn.astype(values.dtype))
+    floating = [v for v in model.weights if v.dtype.startswith("float")]
+    randomize_constants(floating, np.random.default_rng(seed))
     return model
 
 
