@@ -79,6 +79,17 @@ class EmittedSource:
     untranslatable: list[str] = field(default_factory=list)
 
 
+def _tensor_attribute(path: str, tensor: torch.Tensor) -> Attribute:
+    """The attribute of a weight (a parameter table tensor) at its path in the imported module."""
+    return Attribute(
+        attribute_path(path),
+        path,
+        tensor=tensor,
+        parameter=isinstance(tensor, nn.Parameter),
+        trainable=bool(tensor.requires_grad),
+    )
+
+
 class CodegenError(Exception):
     """The graph holds ops with no translator or modules with no constructor (all listed)."""
 
@@ -182,15 +193,7 @@ class _Writer:
         owner, _, attr = target.rpartition(".")
         tensor = getattr(self.gm.get_submodule(owner) if owner else self.gm, attr)
         if target in self.table_names or isinstance(tensor, nn.Parameter):
-            return self._add(
-                Attribute(
-                    attribute_path(target),
-                    target,
-                    tensor=tensor,
-                    parameter=isinstance(tensor, nn.Parameter),
-                    trainable=bool(tensor.requires_grad),
-                )
-            )
+            return self._add(_tensor_attribute(target, tensor))
         return self._constant(node, tensor)
 
     def _module_attribute(self, node: torch.fx.Node, module: nn.Module) -> str:
@@ -379,17 +382,8 @@ class _Writer:
             if any(name == h or name.startswith(h + ".") for h in held):
                 continue
             tensor = tensors.get(name)
-            if not isinstance(tensor, torch.Tensor):
-                continue
-            self._add(
-                Attribute(
-                    attribute_path(name),
-                    name,
-                    tensor=tensor,
-                    parameter=isinstance(tensor, nn.Parameter),
-                    trainable=bool(tensor.requires_grad),
-                )
-            )
+            if isinstance(tensor, torch.Tensor):
+                self._add(_tensor_attribute(name, tensor))
 
     def write_init(self) -> list[str]:
         """The body of ``__init__``: containers, modules, parameters and buffers."""

@@ -117,19 +117,28 @@ def convert_reduce(
     dims = static_dims(graph, data)
     if axes is None or (dims is None and any(a < 0 for a in axes)):
         return use_fallback(fallback, node, graph, "axes computed from tensor data")
-    module: nn.Module
     if not axes and node.attributes.get("noop_with_empty_axes", 0):
-        module = nn.Identity()
-    else:
-        rank = len(dims) if dims is not None else 0
-        axes = [a + rank if a < 0 else a for a in axes]
-        keepdims = node.attributes.get("keepdims", 1)
-        module = _empty_reduce(node, graph, axes, bool(keepdims)) or OnnxReduceStaticAxes(
-            operation_type=node.operation_type, axes=axes or None, keepdims=keepdims
+        return OperationConverterResult(
+            torch_module=nn.Identity(),
+            onnx_mapping=OnnxMapping(inputs=(data,), outputs=node.output_values),
         )
+    return _reduce_over(node, graph, axes, dims)
+
+
+def _reduce_over(
+    node: OnnxNode, graph: OnnxGraph, axes: list[int], dims: list[int | None] | None
+) -> OperationConverterResult:
+    """The static-axes reduction of ``node``'s first input over ``axes``, made non-negative
+    (onnx2torch's module reduces the wrong axes for a negative one when ``keepdims=0``)."""
+    rank = len(dims) if dims is not None else 0
+    axes = [a + rank if a < 0 else a for a in axes]
+    keepdims = node.attributes.get("keepdims", 1)
+    module = _empty_reduce(node, graph, axes, bool(keepdims)) or OnnxReduceStaticAxes(
+        operation_type=node.operation_type, axes=axes or None, keepdims=keepdims
+    )
     return OperationConverterResult(
         torch_module=module,
-        onnx_mapping=OnnxMapping(inputs=(data,), outputs=node.output_values),
+        onnx_mapping=OnnxMapping(inputs=(node.input_values[0],), outputs=node.output_values),
     )
 
 
@@ -151,16 +160,7 @@ def convert_reduce_axes_attribute(
     dims = static_dims(graph, data)
     if dims is None and any(a < 0 for a in axes):
         return use_fallback(fallback, node, graph, "negative axes of an input of unknown rank")
-    rank = len(dims) if dims is not None else 0
-    axes = [a + rank if a < 0 else a for a in axes]
-    keepdims = node.attributes.get("keepdims", 1)
-    module = _empty_reduce(node, graph, axes, bool(keepdims)) or OnnxReduceStaticAxes(
-        operation_type=node.operation_type, axes=axes or None, keepdims=keepdims
-    )
-    return OperationConverterResult(
-        torch_module=module,
-        onnx_mapping=OnnxMapping(inputs=(data,), outputs=node.output_values),
-    )
+    return _reduce_over(node, graph, axes, dims)
 
 
 for _op_type, _versions in _AXES_ATTRIBUTE_VERSIONS.items():
