@@ -28,7 +28,7 @@ from pipeline.core.extras import require_tensorflow
 from pipeline.export.client import prestart_tf_worker
 from pipeline.export.inputs import parse_input_ranges, parse_input_specs
 from pipeline.export.sources import parse_source
-from pipeline.verify.report import print_summary
+from pipeline.verify.report import print_summary, quiet_line
 
 
 def default_out_dir(source: str) -> Path:
@@ -108,7 +108,12 @@ def add_parser(subparsers: Any, help: str, description: str) -> None:
     p.add_argument(
         "--json", action="store_true", help="print report.json to stdout instead of the table"
     )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="one line per model: verdict, worst error (or what failed) and seconds",
+    )
     p.set_defaults(run=run)
 
 
@@ -152,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
         result = convert(args.source, out_dir, options)
     if args.json:
         print(json.dumps(result.report, indent=2))
+    elif args.quiet:
+        print(quiet_line(result.report, str(out_dir)))
     else:
         print_summary(make_console(), result.report)
     return 0 if result else 1

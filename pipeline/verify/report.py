@@ -473,3 +473,43 @@ def print_summary(console: Console, report: Mapping[str, Any]) -> None:
         else "outputs agree; the parameters or gradients do not (see above)"
     )
     console.print(f"[bold {colour}]{verdict.upper()}[/]: {detail}")
+
+
+def quiet_line(report: Mapping[str, Any], run_dir: str) -> str:
+    """The one line ``convert -q`` prints: verdict, the worst comparison (its max abs error,
+    pair, output and share of its tolerance) and the seconds the stages took; on a fail,
+    the first thing that failed instead of the worst comparison."""
+    seconds = sum(float(s.get("seconds") or 0.0) for s in (report.get("stages") or {}).values())
+    comparisons = report.get("comparisons") or []
+    verdict = str(report.get("verdict", "error")).upper()
+    if report.get("verdict") == "pass":
+        if not comparisons:
+            return f"{verdict} {run_dir}: {seconds:.1f} s"
+
+        def share(c: Mapping[str, Any]) -> float:
+            bound = (c.get("atol") or 0.0) + (c.get("rtol") or 0.0) * abs(c.get("worst_ref") or 0.0)
+            return (c.get("max_abs") or 0.0) / bound if bound else 0.0
+
+        worst = max(comparisons, key=share)
+        return (
+            f"{verdict} {run_dir}: worst {worst['pair']} {worst['output']} "
+            f"{_fmt(worst.get('max_abs'))} ({share(worst):.2f} of its tolerance), {seconds:.1f} s"
+        )
+    failing = [c for c in comparisons if not c.get("pass")]
+    if failing:
+        c = failing[0]
+        what = (
+            f"{len(failing)} comparison(s) out of tolerance, first {c['pair']} {c['output']}: "
+            f"max abs {_fmt(c.get('max_abs'))} > {_tol(c.get('atol') or 0.0)}"
+        )
+    else:
+        problems = (report.get("parameter_count") or {}).get("problems") or []
+        bad = [g["tf_name"] for g in report.get("gradients") or [] if not g.get("pass", True)]
+        what = (
+            f"parameters: {problems[0]['name']}: {problems[0]['reason']}"
+            if problems
+            else f"{len(bad)} gradient(s) differ, first {bad[0]}"
+            if bad
+            else "see report.md"
+        )
+    return f"{verdict} {run_dir}: {what}, {seconds:.1f} s"
