@@ -174,7 +174,9 @@ def test_quiet_convert_of_an_lstm_is_one_line_and_stderr_stays_empty(tmp_path: P
 
 def test_quiet_fail_names_what_failed(tmp_path: Path) -> None:
     out = tmp_path / "mlp"
-    proc = tf2torch("convert", f"{ZOO}:dense_mlp", "-o", str(out), "-q", "--atol", "0", "--rtol", "0")
+    proc = tf2torch(
+        "convert", f"{ZOO}:dense_mlp", "-o", str(out), "-q", "--atol", "0", "--rtol", "0"
+    )
     lines = proc.stdout.splitlines()
     assert proc.returncode == 1 and len(lines) == 1, proc.stdout
     assert lines[0].startswith(f"FAIL {out}: ") and "out of tolerance" in lines[0], lines[0]
