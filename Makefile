@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: setup demo test test-slow corpus keras-hub conformance lint bench bench-memory bench-workers fuzz clean
+.PHONY: setup demo test test-slow corpus keras-hub layer-matrix conformance lint bench bench-memory bench-workers fuzz clean
 
 $(VENV_STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3.11 -m venv .venv || python3 -m venv .venv
@@ -24,16 +24,16 @@ test: $(VENV_STAMP)
 test-slow: $(VENV_STAMP)
 	$(PY) -m pytest -q -m slow
 
-# Every keras.applications network through convert (part of test-slow), then the README table.
-# CORPUS_SEED=N draws other weights and inputs (the false-alarm reruns; table
-# runs/corpus-seedN.md); CORPUS_FAULTS=0 skips the planted faults (a false-alarm rerun only);
-# CORPUS_JOBS=2 converts two networks at a time.
-CORPUS_TABLE := runs/corpus$(if $(CORPUS_SEED),-seed$(CORPUS_SEED))
+# Every keras.applications network through convert (part of test-slow), then its page
+# docs/results/corpus.md.  CORPUS_SEED=N draws other weights and inputs (the false-alarm
+# reruns; page docs/results/corpus-seedN.md); CORPUS_FAULTS=0 skips the planted faults (a
+# false-alarm rerun only); CORPUS_JOBS=2 converts two networks at a time.
+CORPUS_NAME := corpus$(if $(CORPUS_SEED),-seed$(CORPUS_SEED))
 corpus: $(VENV_STAMP)
-	rm -f $(CORPUS_TABLE).jsonl
-	$(if $(CORPUS_SEED),TF2TORCH_CORPUS_SEED=$(CORPUS_SEED)) $(if $(CORPUS_FAULTS),TF2TORCH_CORPUS_FAULTS=$(CORPUS_FAULTS)) TF2TORCH_CORPUS_TABLE=$(CORPUS_TABLE).jsonl \
+	rm -f runs/$(CORPUS_NAME).jsonl; mkdir -p runs
+	$(if $(CORPUS_SEED),TF2TORCH_CORPUS_SEED=$(CORPUS_SEED)) $(if $(CORPUS_FAULTS),TF2TORCH_CORPUS_FAULTS=$(CORPUS_FAULTS)) TF2TORCH_CORPUS_TABLE=runs/$(CORPUS_NAME).jsonl \
 	$(PY) -m pytest -q -m slow -n $(or $(CORPUS_JOBS),1) tests/test_corpus.py; status=$$?; \
-	$(PY) bench/corpus_table.py $(CORPUS_TABLE).jsonl $(CORPUS_TABLE).md; exit $$status
+	$(PY) bench/corpus_table.py runs/$(CORPUS_NAME).jsonl docs/results/$(CORPUS_NAME).md $(CORPUS_SEED) > /dev/null; exit $$status
 
 # The keras-hub corpus (tests/test_keras_hub.py, all backbones, two at a time), then its table
 # in docs/results/keras_hub.md.
@@ -41,6 +41,14 @@ keras-hub: $(VENV_STAMP)
 	rm -f runs/keras_hub.jsonl; mkdir -p runs
 	TF2TORCH_HUB_TABLE=runs/keras_hub.jsonl $(PY) -m pytest -q -m "" -n $(or $(HUB_JOBS),2) tests/test_keras_hub.py; status=$$?; \
 	$(PY) bench/hub_table.py runs/keras_hub.jsonl docs/results/keras_hub.md > /dev/null; exit $$status
+
+# The Keras layer matrix (tests/test_layer_matrix.py: every models/layer_matrix.py case on the
+# keras3 route, and on the Keras 2 .h5/SavedModel routes where tf_keras is installed; two at a
+# time), then its page docs/results/layer_matrix.md.
+layer-matrix: $(VENV_STAMP)
+	rm -f runs/layer_matrix.jsonl; mkdir -p runs
+	TF2TORCH_LAYER_TABLE=runs/layer_matrix.jsonl $(PY) -m pytest -q -m "" -n $(or $(LAYER_JOBS),2) tests/test_layer_matrix.py; status=$$?; \
+	$(PY) bench/layer_matrix_table.py runs/layer_matrix.jsonl docs/results/layer_matrix.md > /dev/null; exit $$status
 
 # ONNX's own node tests through import and code generation, tallied per op
 # (docs/results/conformance.md and .json).

@@ -1,0 +1,53 @@
+"""The header every generated results page starts with: title, what it is, and the date,
+machine and library versions of the run that wrote it (``docs/results/*.md``)."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import os
+import platform
+from pathlib import Path
+
+PACKAGES = (
+    "keras",
+    "tensorflow-cpu",
+    "tf2onnx",
+    "onnx",
+    "onnx2torch",
+    "onnxruntime-gpu",
+    "torch",
+)
+
+
+def version(package: str) -> str:
+    """The installed version of ``package``, or ``not installed``."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def header(title: str, description: str, packages: tuple[str, ...] = PACKAGES) -> list[str]:
+    """Markdown lines: ``# title``, the description, then date, machine and versions."""
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    versions = ", ".join(f"{p} {version(p)}" for p in packages)
+    return [
+        f"# {title}",
+        "",
+        description,
+        "",
+        f"- date: {now}",
+        f"- machine: {platform.platform()} ({platform.machine()}), {os.cpu_count()} CPUs",
+        f"- versions: {versions}",
+        "",
+    ]
+
+
+def write_page(path: str | Path, title: str, description: str, text: str) -> None:
+    """Write a benchmark's printed tables as a results page: the header, then ``text`` as a
+    preformatted block (the tables exactly as the terminal showed them)."""
+    lines = [*header(title, description), "```", text.rstrip(), "```"]
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("\n".join(lines) + "\n")
