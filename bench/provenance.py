@@ -32,6 +32,7 @@ def header(title: str, description: str, packages: tuple[str, ...] = PACKAGES) -
     """Markdown lines: ``# title``, the description, then date, machine and versions."""
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     versions = ", ".join(f"{p} {version(p)}" for p in packages)
+    load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
     return [
         f"# {title}",
         "",
@@ -40,6 +41,8 @@ def header(title: str, description: str, packages: tuple[str, ...] = PACKAGES) -
         f"- date: {now}",
         f"- machine: {platform.platform()} ({platform.machine()}), {os.cpu_count()} CPUs",
         f"- versions: {versions}",
+        f"- load average when written (1/5/15 min): {load}"
+        " (other work on the machine slows timings, not ratios measured in the same run)",
         "",
     ]
 
