@@ -33,6 +33,7 @@ from onnx2torch.node_converters.registry import get_converter
 import pipeline.to_torch.ops  # noqa: F401 -- registers our converters in onnx2torch
 from pipeline.core.errors import ExportError, Tf2TorchError, UnsupportedOpsError
 from pipeline.core.onnx_graph import all_nodes
+from pipeline.to_torch.ops import loop
 
 _STAGE = "import"
 
@@ -47,8 +48,8 @@ def find_unsupported_ops(model: onnx.ModelProto) -> dict[str, list[str]]:
 
     Returns op type (``domain::OpType`` outside the default domain) → node names (a node
     without a name is shown as ``<OpType #i>``), or an empty dict if all are supported.
-    Control-flow ops (``If``, ``Loop``, ``Scan``) have no converter, so they are listed
-    together with whatever inside their bodies is unsupported.
+    Control-flow ops without a converter (``If``, ``Scan``) are listed together with
+    whatever inside their bodies is unsupported; a ``Loop``'s body is checked here too.
     """
     opsets = {o.domain or "": o.version for o in model.opset_import}
     opsets.setdefault("ai.onnx", opsets.get("", 0))
@@ -123,11 +124,17 @@ def import_onnx(model: onnx.ModelProto) -> torch.fx.GraphModule:
     unsupported = find_unsupported_ops(model)
     if unsupported:
         raise UnsupportedOpsError(_STAGE, unsupported)
+    # A Loop's body is imported as a model of its own, with this model's opsets.
+    opsets = loop.MODEL_OPSETS.set(tuple((o.domain, o.version) for o in model.opset_import))
     try:
         module = onnx2torch.convert(_with_distinct_outputs(model))
+    except Tf2TorchError:
+        raise  # a Loop body's own import failure, already one line
     except (NotImplementedError, ValueError, RuntimeError, KeyError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise Tf2TorchError(f"{_STAGE}: onnx2torch could not convert the graph: {message}") from exc
+    finally:
+        loop.MODEL_OPSETS.reset(opsets)
     _drop_dead_code(module)
     _outputs_as_tuple(module)
     return module

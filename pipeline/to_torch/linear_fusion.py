@@ -100,12 +100,21 @@ def fuse_linear_layers(
             through = user
         return None
 
+    # A kernel some other op reads as a tensor (a Loop's body, which Keras's RNN also peels
+    # a first step of) stays one tensor: a Linear beside it would be a second copy.
+    read_raw = {
+        index
+        for node in module.graph.nodes
+        if node.op == "get_attr"
+        and any(not (is_call(module, u, OnnxMatMul) and u.args[1:2] == (node,)) for u in node.users)
+        and (index := whole(node, -1)) is not None
+    }
     for matmul in list(module.graph.nodes):
         if not is_call(module, matmul, OnnxMatMul) or len(matmul.args) != 2:
             continue
         kernel_node = matmul.args[1]
         k_index = whole(kernel_node, 2)
-        if k_index is None or not isinstance(kernel_node, torch.fx.Node):
+        if k_index is None or not isinstance(kernel_node, torch.fx.Node) or k_index in read_raw:
             continue
         if len(kernel_node.users) != 1:
             continue

@@ -36,13 +36,17 @@ from pipeline.to_torch.codegen.naming import (
     sanitize,
     snake,
 )
+from pipeline.to_torch.codegen.simplify import simplify
 from pipeline.to_torch.ops import registry
+from pipeline.to_torch.ops.loop import OnnxLoop
 from pipeline.to_torch.ops.recurrent import OnnxRecurrent, RecurrentSequence
 
 _SMALL_CONSTANT = 16
 """Constants up to this many elements are written out in ``__init__`` (also in the weights)."""
 _RECURRENT = (OnnxRecurrent, RecurrentSequence)
 """Wrappers whose ``rnn`` (``nn.LSTM``/``nn.GRU``) is the attribute of the generated class."""
+_INLINE = (OnnxLoop,)
+"""Modules written as statements of their own (a loop and its body method), never attributes."""
 _OP_NUMBER = re.compile(r"(__\d+|_\d+)+$")
 _INLINE_USERS = (OnnxBinaryMathOperation, OnnxCompare, OnnxPow, OnnxMinMax, OnnxWhere)
 """Ops whose constant operands may be Python scalars (broadcast like a 0-d tensor)."""
@@ -133,11 +137,18 @@ class _Writer:
         self.missing: list[str] = []
         self.device_of = self.input_names[0] if self.input_names else "self"
         self.model_prefix = ""
+        self.prefix = ""
+        """The path of ``gm`` in the imported module (a loop body's), for state renames."""
+        self.methods: dict[str, list[str]] = {}
+        """Methods of the generated class besides ``forward`` (loop bodies): name → lines."""
+        self.root_modules: dict[int, str] = {}
+        self.now = 0
         # Modules with weights (and recurrent wrappers) become attributes of the class.
         self.attribute_targets = {
             str(n.target)
             for n in self.nodes
             if n.op == "call_module"
+            and not isinstance(gm.get_submodule(str(n.target)), _INLINE)
             and (
                 any(True for _ in gm.get_submodule(str(n.target)).state_dict())
                 or isinstance(gm.get_submodule(str(n.target)), _RECURRENT)
@@ -151,6 +162,7 @@ class _Writer:
     # ------------------------------------------------------------------ attributes
 
     def _add(self, attribute: Attribute) -> str:
+        attribute.original = self.prefix + attribute.original
         existing = self.attributes.get(attribute.path)
         if existing is not None and existing.original != attribute.original:
             raise CodegenError(f"two tensors want the attribute {attribute.path}")
@@ -270,8 +282,11 @@ class _Writer:
         # Keras applications prefix every layer with the model's name
         # (`convnext_tiny_stage_0_...`); a temporary does not need to repeat it.
         prefix = f"{self.model_prefix}_"
-        if self.model_prefix and base.lower().startswith(prefix) and len(base) > len(prefix):
-            return base[len(prefix) :]
+        rest = base[len(prefix) :]
+        # Not when only a number would be left: a model `ReLU` (prefix `re_lu`) with its layer
+        # `re_lu_1` would name the temporary `1`.
+        if self.model_prefix and base.lower().startswith(prefix) and rest[:1].isalpha():
+            return rest
         return base
 
     # ------------------------------------------------------------------- rendering
@@ -306,10 +321,14 @@ class _Writer:
             if isinstance(module, OnnxConstant):
                 self.rendered[node] = self._constant(node, module.value)
                 continue
+            self.now = self.index[node]
             expression = self._expression(node, module)
             if expression is None:
                 continue
             layers = self._layers_of(node)
+            if isinstance(expression, registry.Block):
+                statements.extend((layers[0] if layers else None, s) for s in expression.lines)
+                expression = expression.value
             name = self.names.allocate(
                 self._base(node), _op_name(str(node.target)), self.index[node], self.last_use[node]
             )
@@ -334,7 +353,59 @@ class _Writer:
             lines.append(statement)
         return lines
 
-    def _expression(self, node: torch.fx.Node, module: nn.Module | None) -> str | None:
+    def _fresh(self, base: str) -> str:
+        """A variable name for a block's own statements: free now, never handed out again
+        (a value the current node reads keeps its name until after the node)."""
+        return self.names.allocate(base, "", self.now - 1, len(self.nodes) + 1)
+
+    def _write_method(
+        self,
+        body: nn.Module,
+        example: Sequence[torch.Tensor],
+        base: str,
+        params: Sequence[str],
+    ) -> str:
+        """Write the graph module ``body`` (a submodule of the graph, e.g. a loop body) as a
+        method of the generated class taking ``params``; returns the method's name."""
+        assert isinstance(body, torch.fx.GraphModule)
+        simplify(body)
+        ShapeProp(body).propagate(*example)
+        writer = _Writer(body, (), params, self.reader, self.layer_classes)
+        for param in writer.input_names:  # never rebound: the method reads them throughout
+            writer.names.reserve(param)
+        writer.model_prefix = self.model_prefix
+        writer.root_modules = self.root_modules
+        writer.prefix = self.root_modules.get(id(body), "") + "."
+        # One class: attributes, helpers, classes and methods are shared with this writer.
+        writer.attributes = self.attributes
+        writer.taken_tops = self.taken_tops
+        writer.helpers = self.helpers
+        writer.helper_ops = self.helper_ops
+        writer.classes = self.classes
+        writer.missing = self.missing
+        writer.methods = self.methods
+        lines = writer.write_forward()
+        taken = (
+            set(self.methods)
+            | {"forward"}
+            | self.taken_tops
+            | {p.split(".")[0] for p in self.attributes}
+        )
+        name, n = base, 1
+        while name in taken:
+            name, n = f"{base}_{n}", n + 1
+        signature = ", ".join(f"{p}: torch.Tensor" for p in writer.input_names)
+        self.methods[name] = [
+            f"def {name}(self, {signature}) -> tuple[torch.Tensor, ...]:",
+            f'    """One iteration of a loop: ``({", ".join(writer.input_names[:2])}, ...)`` in, '
+            '``(cond, *carried, *scanned)`` out."""',
+            *(f"    {line}" for line in lines),
+        ]
+        return name
+
+    def _expression(
+        self, node: torch.fx.Node, module: nn.Module | None
+    ) -> str | registry.Block | None:
         args = [self._arg(a) for a in node.args]
         metas = [_meta(a) for a in node.args]
         attribute = ""
@@ -361,6 +432,8 @@ class _Writer:
             out=_meta(node),
             attribute=attribute,
             device_of=self.device_of,
+            write_method=self._write_method,
+            fresh=self._fresh,
         )
         try:
             expression = translator(context)
@@ -507,12 +580,20 @@ def emit_source(
     ``table_names`` are the parameter table's torch names (kept at their paths).  Raises
     :class:`CodegenError` listing every op without a translator.
     """
-    ShapeProp(gm).propagate(*example_inputs)
+    loops = [m for m in gm.modules() if isinstance(m, OnnxLoop)]
+    for loop in loops:  # each loop keeps its body's first arguments, to write the body
+        loop.recording, loop.example = True, None
+    try:
+        ShapeProp(gm).propagate(*example_inputs)
+    finally:
+        for loop in loops:
+            loop.recording = False
     layer_classes = {str(layer["name"]): str(layer["class"]) for layer in layers}
     writer = _Writer(
         gm, table_names, input_names, ScopeReader(layer_classes, model_name), layer_classes
     )
     writer.model_prefix = snake(model_name) if model_name else ""
+    writer.root_modules = {id(m): name for name, m in gm.named_modules()}
     forward = writer.write_forward()
     writer.add_unread_table_tensors(table_tensors or {})
     init = writer.write_init()
@@ -532,6 +613,7 @@ def emit_source(
         [registry.HELPERS[h].strip() for h in sorted(writer.helpers)],
         list(writer.classes.values()),
         channels_first,
+        [line for lines in writer.methods.values() for line in ["", *lines]],
     )
     transposes = sum(len(re.findall(r"\.(permute|transpose)\(", line)) for line in forward)
     return EmittedSource(source, class_name, state, renames, sorted(writer.helper_ops), transposes)
@@ -547,8 +629,9 @@ def _file(
     helpers: Sequence[str],
     classes: Sequence[str],
     channels_first: bool = False,
+    methods: Sequence[str] = (),
 ) -> str:
-    body = "\n".join([*init, *forward])
+    body = "\n".join([*init, *forward, *methods])
     uses_functional = "F." in body or any("F." in h for h in [*helpers, *classes])
     imports = ["import torch"]
     if uses_functional:
@@ -583,6 +666,7 @@ def _file(
         "",
         f"    def forward(self, {signature}) -> {result_type}:",
         *(f"        {line}" for line in forward),
+        *(f"    {line}" if line else "" for line in methods),
     ]
     blocks.append("\n".join(class_lines))
     return "\n\n\n".join(blocks) + "\n"

@@ -64,9 +64,12 @@ def class_name(model_name: str | None, fallback: str = "Model") -> str:
 
 
 def snake(name: str) -> str:
-    """``name`` in lower snake case (``BiasAdd`` → ``bias_add``, ``bn_Conv1`` → ``bn_conv1``)."""
+    """``name`` in lower snake case (``BiasAdd`` → ``bias_add``, ``bn_Conv1`` → ``bn_conv1``,
+    ``1`` → ``x_1``: never a leading digit)."""
     spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name)
-    return re.sub(r"_+", "_", sanitize(spaced).lower()).strip("_") or "x"
+    text = re.sub(r"_+", "_", sanitize(spaced).lower()).strip("_") or "x"
+    # Stripping sanitize's `_` prefix must not leave a name that starts with a digit.
+    return f"x_{text}" if text[0].isdigit() else text
 
 
 class ScopeReader:

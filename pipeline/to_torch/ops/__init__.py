@@ -40,6 +40,7 @@ from pipeline.to_torch.ops import (  # noqa: F401 -- imported to register conver
     gather_scatter,
     global_pool,
     layout,
+    loop,
     nan_inf,
     normalization,
     one_hot,

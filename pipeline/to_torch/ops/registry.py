@@ -199,6 +199,14 @@ class NodeContext:
     device_of: str = ""
     """A tensor variable whose ``.device`` new tensors are made on."""
     helpers: set[str] = field(default_factory=set)
+    write_method: Callable[[nn.Module, Sequence[torch.Tensor], str, Sequence[str]], str] | None = (
+        None
+    )
+    """``write_method(graph_module, example_args, base_name, param_names)``: write a graph
+    module (a loop body) as a method of the generated class; returns the method's name."""
+    fresh: Callable[[str], str] | None = None
+    """``fresh(base)``: a new variable name of ``forward`` for a :class:`Block`'s own
+    statements (never reused)."""
 
     def helper(self, name: str) -> str:
         """Use the helper function ``name`` (written into the file once)."""
@@ -233,7 +241,16 @@ class NodeContext:
         return [literals.shape_expr(e, dim_of) for e in exprs]
 
 
-Translator = Callable[[NodeContext], str]
+@dataclass
+class Block:
+    """A code form of several statements (a loop): ``lines`` (indented with four spaces per
+    level, relative to ``forward``) run first, then the node's value is ``value``."""
+
+    lines: list[str]
+    value: str
+
+
+Translator = Callable[[NodeContext], str | Block]
 TRANSLATORS: dict[type, Translator] = {}
 
 
