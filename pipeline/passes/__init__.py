@@ -43,6 +43,8 @@ from pipeline.passes.explicit_pads import ExplicitPadsPass
 from pipeline.passes.fold_batch_norm import FoldBatchNormPass
 from pipeline.passes.keras_gru_loop import KerasGruLoopPass
 from pipeline.passes.layer_norm import LayerNormPass
+from pipeline.passes.shape_only import ShapeOnlyPass
+from pipeline.passes.signbit import SignbitPass
 from pipeline.passes.transposes import TransposePass
 from pipeline.passes.variable_layout import VariableLayoutPass
 
@@ -86,12 +88,14 @@ def builtin_passes() -> list[FixupPass]:
     """The generic built-in passes (not about one custom op), in the order they run."""
     return [
         ErfcPass(),
+        SignbitPass(),
         VariableLayoutPass(),
         BatchNormPass(),
         LayerNormPass(),
         TransposePass(),
         ConvBiasPass(),
         ExplicitPadsPass(),
+        ShapeOnlyPass(),
         KerasGruLoopPass(),
     ]
 

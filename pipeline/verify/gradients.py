@@ -20,6 +20,7 @@ import torch
 from pipeline.core import compare
 from pipeline.core.torch_runner import module_device, positional_args
 from pipeline.to_torch.parameters import ParameterEntry, apply_transform
+from pipeline.verify.ties import TF_MAX_POOL3D_TIE, tf_max_pool3d_routing
 
 
 @dataclass
@@ -163,6 +164,41 @@ def torch_gradients(
             p.grad = None
 
 
+@dataclass(frozen=True)
+class TieRouted:
+    """Torch's gradients with every ``max_pool3d`` differentiated as TF's MaxPool3D is
+    (:mod:`pipeline.verify.ties`), and how many pool windows that changed."""
+
+    gradients: dict[str, np.ndarray]
+    tied_windows: int
+
+    @property
+    def note(self) -> str:
+        """What a gradient row that agrees only this way says."""
+        return (
+            f"agrees with TF's MaxPool3D tie routing ({self.tied_windows} pool windows hold "
+            f"elements within {TF_MAX_POOL3D_TIE:g} of their maximum; TF's gradient gives each "
+            "of them the whole gradient, torch's gives it to one)"
+        )
+
+
+def tie_routed_gradients(
+    module: torch.nn.Module,
+    inputs: Mapping[str, np.ndarray],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    weights: Mapping[str, np.ndarray],
+) -> TieRouted | None:
+    """:func:`torch_gradients` with every ``max_pool3d`` routed TF's way, or None when no
+    pool window of ``module`` on ``inputs`` routes differently (then torch's gradients are
+    TF's already)."""
+    with tf_max_pool3d_routing() as routing:
+        grads = torch_gradients(module, inputs, input_names, output_names, weights)
+    if routing.tied_windows == 0:
+        return None
+    return TieRouted(grads, routing.tied_windows)
+
+
 def compare_gradients(
     entries: Sequence[ParameterEntry],
     tf_grads: Mapping[str, np.ndarray],
@@ -170,6 +206,7 @@ def compare_gradients(
     tolerance: compare.Tolerance,
     noise: Mapping[str, compare.Noise] | None = None,
     tf_noise: Mapping[str, compare.Noise] | None = None,
+    tie_routed: TieRouted | None = None,
 ) -> list[GradientComparison]:
     """Compare TF and torch gradients for every trainable TF variable through ``entries``.
 
@@ -184,6 +221,11 @@ def compare_gradients(
     other stands for both.  The floor is only ever a widening because a gradient, unlike an
     output, jumps where float32 and float64 fall on two sides of a ReLU or max-pool kink;
     where the two frameworks decide a kink alike, their gradients are much closer than that.
+
+    ``tie_routed`` (:func:`tie_routed_gradients`) is the tie-aware rule: a gradient that
+    disagrees with torch's own passes, with a note, when it agrees within the same tolerance
+    with torch's gradient routed through MaxPool3D ties as TF routes them.  Only the pool's
+    tie routing changes there, so a wrong weight or a misplaced parameter still fails.
     """
     noise = noise or {}
     tf_noise = tf_noise or {}
@@ -237,6 +279,21 @@ def compare_gradients(
         c = compare.compare_pair(
             "tf-torch", entry.tf_name, expected.astype(np.float32), got.astype(np.float32), tol
         )
+        note = c.note or ""
+        if not c and tie_routed is not None:
+            routed = tie_routed.gradients.get(entry.torch_name)
+            if routed is None:
+                routed = np.zeros_like(expected)
+            tied = compare.compare_pair(
+                "tf-torch",
+                entry.tf_name,
+                expected.astype(np.float32),
+                routed.astype(np.float32),
+                tol,
+            )
+            if tied:
+                apart = "?" if c.max_abs is None else f"{c.max_abs:.3g}"
+                c, note = tied, f"{tie_routed.note}; with torch's routing {apart} apart"
         results.append(
             GradientComparison(
                 entry.tf_name,
@@ -244,7 +301,7 @@ def compare_gradients(
                 c.max_abs,
                 c.max_rel,
                 bool(c),
-                c.note or "",
+                note,
                 noise_floor=own.noise if own is not None else None,
                 noise_floor_tf=tf_floor.noise if tf_floor is not None else None,
             )

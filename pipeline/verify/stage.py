@@ -13,7 +13,12 @@ from pipeline.core import compare
 from pipeline.core.ort_runner import OrtRunner
 from pipeline.core.torch_runner import place_module, run_torch
 from pipeline.to_torch.parameters import ParameterEntry
-from pipeline.verify.gradients import GradientComparison, compare_gradients, torch_gradients
+from pipeline.verify.gradients import (
+    GradientComparison,
+    compare_gradients,
+    tie_routed_gradients,
+    torch_gradients,
+)
 from pipeline.verify.noise import (
     NoiseFloors,
     measure_gradient_noise,
@@ -167,6 +172,20 @@ def check_gradients(
         noise,
         tf_floors,
     )
+    if not all(c.passed for c in checks):
+        # TF's MaxPool3D gradient routes near-ties its own way: judge again with that routing
+        # (pipeline.verify.ties) where the module's pools have such ties on these inputs.
+        routed = tie_routed_gradients(module, *args)
+        if routed is not None:
+            checks = compare_gradients(
+                list(parameters),
+                dict(tf_gradients),
+                torch_grads,
+                compare.DTYPE_DEFAULTS["float32"],
+                noise,
+                tf_floors,
+                routed,
+            )
     return checks, unmeasured
 
 
