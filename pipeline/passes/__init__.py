@@ -37,6 +37,7 @@ from pipeline.core.errors import BadInputError, PassError
 from pipeline.core.ort_runner import OrtRunner
 from pipeline.passes.base import FixupPass, PassRecord, PassResult
 from pipeline.passes.batch_norm import BatchNormPass
+from pipeline.passes.bucketize import BucketizePass
 from pipeline.passes.conv_bias import ConvBiasPass
 from pipeline.passes.erfc import ErfcPass
 from pipeline.passes.explicit_pads import ExplicitPadsPass
@@ -89,6 +90,7 @@ def builtin_passes() -> list[FixupPass]:
     return [
         ErfcPass(),
         SignbitPass(),
+        BucketizePass(),
         VariableLayoutPass(),
         BatchNormPass(),
         LayerNormPass(),

@@ -101,6 +101,7 @@ def _match(loop: onnx.NodeProto, initializers: dict[str, np.ndarray]) -> _Candid
         return None
     t_index = carried_in.index(index)
 
+    matmul_reads = {i for n in body.node if n.op_type == "MatMul" for i in n.input}
     constants: dict[int, np.ndarray] = {}
     changing = []
     for k, (name_in, name_out) in enumerate(zip(carried_in, carried_out, strict=True)):
@@ -108,9 +109,12 @@ def _match(loop: onnx.NodeProto, initializers: dict[str, np.ndarray]) -> _Candid
             continue
         if name_in == name_out:
             value = initializers.get(loop.input[2 + k])
-            if value is None:
-                return None
-            constants[k] = value
+            if value is None and name_in in matmul_reads:
+                return None  # a weight computed at run time: not a GRU of constants
+            if value is not None:
+                constants[k] = value
+            # Else a run-time value passed through for the loop condition only (a sequence
+            # length from ``x.shape``); the numeric check holds the trip count to it.
         else:
             changing.append(k)
     if len(changing) != 1:

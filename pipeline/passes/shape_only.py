@@ -208,21 +208,32 @@ def _equal_shapes(model: onnx.ModelProto, probes: dict[str, list[str]]) -> dict[
     return chosen
 
 
-def _drop_unread(model: onnx.ModelProto) -> None:
-    """Remove main-graph nodes whose outputs nothing reads, then unread initializers."""
+def _drop_unread(model: onnx.ModelProto, doomed: set[str]) -> None:
+    """Remove the main-graph nodes named by their first output in ``doomed`` once nothing
+    reads them, then the initializers they alone read.  Nodes and initializers that were
+    unread before this pass are not its business (the import drops dead code itself)."""
     graph = model.graph
     outputs = {v.name for v in graph.output}
+    read_before = set(_used_names(graph)) | outputs
     while True:
         readers = _used_names(graph)
         dead = [
-            n for n in graph.node if not any(o in outputs or readers.get(o) for o in n.output if o)
+            n
+            for n in graph.node
+            if n.output
+            and n.output[0] in doomed
+            and not any(o in outputs or readers.get(o) for o in n.output if o)
         ]
         if not dead:
             break
         for node in dead:
             graph.node.remove(node)
     readers = _used_names(graph)
-    unread = {t.name for t in graph.initializer if t.name not in readers and t.name not in outputs}
+    unread = {
+        t.name
+        for t in graph.initializer
+        if t.name in read_before and t.name not in readers and t.name not in outputs
+    }
     if unread:
         keep = [t for t in graph.initializer if t.name not in unread]
         del graph.initializer[:]
@@ -260,6 +271,7 @@ class ShapeOnlyPass:
         for index in shapes:
             by_value[nodes[index].input[0]].add(index)
         probes: dict[str, list[str]] = {}
+        dies_with: dict[str, set[int]] = {}
         for value, shape_nodes in by_value.items():
             producer = producers.get(value)
             if producer is None or nodes[producer].op_type not in _ELEMENTWISE:
@@ -272,6 +284,7 @@ class ShapeOnlyPass:
             cands = _candidates(value, producers, nodes, dead)
             if cands:
                 probes[value] = cands
+                dies_with[value] = dead
         if not probes:
             return PassResult(model, 0)
         chosen = _equal_shapes(model, probes)
@@ -283,7 +296,8 @@ class ShapeOnlyPass:
             if node.op_type == "Shape" and node.input[0] in chosen:
                 node.input[0] = chosen[node.input[0]]
                 changes += 1
-        _drop_unread(model)
+        doomed = {nodes[i].output[0] for v in chosen for i in dies_with[v] if nodes[i].output}
+        _drop_unread(model, doomed)
         record = provenance.read(model)
         if record is not None:
             record.prune(t.name for t in model.graph.initializer)

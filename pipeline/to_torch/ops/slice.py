@@ -1,8 +1,12 @@
 """ONNX ``Slice`` (10, 11, 13).
 
 Converter: ours (:func:`convert_slice`): starts/ends/axes/steps known at import (ends may be
-arithmetic on ``x.shape``) make a :class:`StaticSlice`; otherwise onnx2torch's ``OnnxSlice``.
-Code form: basic indexing ``x[a:b, :, ::2]`` (a flip first for negative steps).
+arithmetic on ``x.shape``) make a :class:`StaticSlice`.  Starts or ends computed from tensor
+data (a ``Loop`` body slicing at its iteration number) with axes and positive steps known at
+import make a :class:`RunTimeSlice`, which reads them with ``int()`` each call (eager code;
+``torch.export`` cannot trace it).  Otherwise onnx2torch's ``OnnxSlice``.
+Code form: basic indexing ``x[a:b, :, ::2]`` (a flip first for negative steps), with
+``int(starts[0])`` bounds for :class:`RunTimeSlice`.
 """
 
 from __future__ import annotations
@@ -88,7 +92,57 @@ def _axis_slice(axis: int, start: Expr, end: Expr, step: int, dim: int | None) -
     return AxisSlice(axis, dim - 1 - start_c, dim - 1 - end_c, -step, flip=True)
 
 
-@override_converter("Slice", versions=(10, 11, 13), produces=(StaticSlice, OnnxSlice))
+class RunTimeSlice(torch.nn.Module):
+    """Basic indexing with bounds read from the ``starts`` and ``ends`` tensors at run time
+    (``axes`` non-negative, ``steps`` positive: Python's clamping is ONNX's)."""
+
+    def __init__(self, axes: list[int], steps: list[int]) -> None:
+        super().__init__()
+        self.axes = axes
+        self.steps = steps
+        self.rank = max(axes) + 1
+
+    def extra_repr(self) -> str:
+        return f"axes={self.axes}, steps={self.steps}"
+
+    def forward(self, x: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+        """``x`` sliced along ``axes`` from ``starts`` to ``ends``."""
+        index: list[slice] = [slice(None)] * self.rank
+        for i, (axis, step) in enumerate(zip(self.axes, self.steps, strict=True)):
+            index[axis] = slice(int(starts[i]), int(ends[i]), step)
+        return x[tuple(index)]
+
+
+def _run_time_slice(
+    node: OnnxNode, graph: OnnxGraph, fallback: TConverter | None
+) -> OperationConverterResult:
+    """Slice with bounds from tensor data → :class:`RunTimeSlice` where axes and positive
+    steps are known at import, else onnx2torch's ``OnnxSlice``."""
+    names = [*node.input_values, "", ""]
+    axes = known_ints(graph, names[3]) if names[3] else None
+    steps = known_ints(graph, names[4]) if names[4] else None
+    dims = static_dims(graph, names[0])
+    if (names[3] and axes is None) or (names[4] and steps is None):
+        return use_fallback(fallback, node, graph, "slice axes/steps are computed from data")
+    if axes is None:  # every axis from 0, as many as the starts have elements
+        count = static_dims(graph, names[1])
+        if count is None or len(count) != 1 or count[0] is None:
+            return use_fallback(fallback, node, graph, "slice bounds of unknown length")
+        axes = list(range(count[0]))
+    if any(a < 0 for a in axes):
+        if dims is None:
+            return use_fallback(fallback, node, graph, "negative axes on a tensor of unknown rank")
+        axes = [a + len(dims) if a < 0 else a for a in axes]
+    steps = steps if steps is not None else [1] * len(axes)
+    if any(step <= 0 for step in steps):
+        return use_fallback(fallback, node, graph, "negative step with bounds from tensor data")
+    return OperationConverterResult(
+        torch_module=RunTimeSlice(list(axes), list(steps)),
+        onnx_mapping=OnnxMapping(inputs=tuple(names[:3]), outputs=node.output_values),
+    )
+
+
+@override_converter("Slice", versions=(10, 11, 13), produces=(StaticSlice, RunTimeSlice, OnnxSlice))
 def convert_slice(
     node: OnnxNode, graph: OnnxGraph, fallback: TConverter | None
 ) -> OperationConverterResult:
@@ -105,7 +159,7 @@ def convert_slice(
         or (names[3] and axes is None)
         or (names[4] and steps is None)
     ):
-        return use_fallback(fallback, node, graph, "slice bounds are computed from tensor data")
+        return _run_time_slice(node, graph, fallback)
     axes = axes if axes is not None else list(range(len(starts.elems)))
     steps = steps if steps is not None else [1] * len(axes)
     if any(a < 0 for a in axes) and dims is None:
@@ -142,3 +196,15 @@ def _slice(ctx: NodeContext) -> str:
     while index and index[-1] == ":":
         index.pop()
     return f"{x}[{', '.join(index)}]" if index else x
+
+
+@translates(RunTimeSlice)
+def _run_time_slice_code(ctx: NodeContext) -> str:
+    """``x[:, int(starts[0]):int(ends[0])]``."""
+    module = ctx.module
+    assert isinstance(module, RunTimeSlice)
+    x, starts, ends = ctx.args[:3]
+    index = [":"] * module.rank
+    for i, (axis, step) in enumerate(zip(module.axes, module.steps, strict=True)):
+        index[axis] = f"int({starts}[{i}]):int({ends}[{i}])" + (f":{step}" if step != 1 else "")
+    return f"{x}[{', '.join(index)}]"
