@@ -6,8 +6,11 @@
 - :mod:`~pipeline.training.optimizers`, :mod:`~pipeline.training.schedules`,
   :mod:`~pipeline.training.losses`, :mod:`~pipeline.training.regularizers`,
   :mod:`~pipeline.training.clipping`: torch objects that reproduce Keras's rules;
-- :mod:`~pipeline.training.build`: all of them for a converted module, through the run's
-  parameter table; :mod:`~pipeline.training.check`: the K-step proof (``train-check``).
+- :mod:`~pipeline.training.emit` (+ :mod:`~pipeline.training.recipe`): all of them written
+  out as the run's torch-only ``torch_model/training.py``;
+- :mod:`~pipeline.training.build`: that code run on a converted module, through the run's
+  parameter table; :mod:`~pipeline.training.check`: the K-step proof (``train-check``),
+  judged against both frameworks' float32 noise (:mod:`~pipeline.training.judge`).
 
 Importing this package imports neither torch nor TensorFlow.
 """

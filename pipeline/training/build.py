@@ -1,92 +1,54 @@
 """Everything ``compile()`` set up, rebuilt in torch for a converted module.
 
-:func:`build_training` takes the module (:func:`pipeline.api.load_torch`), its parameter
-table and a :class:`~pipeline.training.config.TrainingConfig`, and returns a
-:class:`TorchTraining` whose :meth:`~TorchTraining.step` is one Keras ``train_step``: forward
-in training mode, the compiled loss plus the regularizers' penalties, backward, clipping,
-the optimizer update, then the learning-rate schedule.  Every TF trainable variable is
-optimized through the torch tensor(s) the table names, in model order.
+:func:`training_code` writes Keras's recipe as torch code (:mod:`pipeline.training.emit`:
+the run's ``torch_model/training.py``); :func:`build_training` runs that code on a module
+(:func:`pipeline.api.load_torch`) and returns its ``Training`` (:class:`TorchTraining`),
+whose :meth:`~TorchTraining.step` is one Keras ``train_step``: forward in training mode,
+the compiled loss plus the regularizers' penalties, backward, clipping, the optimizer
+update, then the learning-rate schedule.  Every TF trainable variable is optimized through
+the torch tensor(s) the run's parameter table names, in model order.  The emitted code is
+what is run, here and in ``train-check``: what is proven is what the user gets.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
-from pipeline.core.errors import BadInputError
-from pipeline.training.clipping import GradientClipping
 from pipeline.training.config import TrainingConfig, check_supported
-from pipeline.training.losses import KerasLoss
-from pipeline.training.optimizers import build_optimizer
-from pipeline.training.regularizers import RegularizationPenalty, penalty_of
-from pipeline.training.schedules import KerasSchedule, learning_rate_function
-from pipeline.training.train_mode import set_training
-from pipeline.training.variables import MappedVariable, map_variables
+from pipeline.training.emit import (
+    equivalents_for,
+    load_training_module,
+    registered_in,
+    training_source,
+    variable_rows,
+)
+from pipeline.training.recipe import Training as TorchTraining
+from pipeline.training.variables import map_variables
+
+__all__ = ["TorchTraining", "build_training", "training_code"]
 
 
-@dataclass
-class TorchTraining:
-    """A converted module with Keras's optimizer, schedule, loss, penalty and clipping."""
+def _names(table: Sequence[Mapping[str, Any]], names: Sequence[str] | None) -> list[str]:
+    if names is not None:
+        return list(names)
+    return list(dict.fromkeys(str(r["tf_name"]) for r in table if r.get("tf_name")))
 
-    module: torch.nn.Module
-    variables: list[MappedVariable]
-    optimizer: torch.optim.Optimizer
-    scheduler: KerasSchedule | None
-    loss: KerasLoss
-    penalty: RegularizationPenalty
-    clipping: GradientClipping
-    loss_scale: float | None = None
 
-    def _trainable_groups(self) -> list[list[torch.Tensor]]:
-        return [v.tensors for v in self.variables if v.trainable]
-
-    def train_mode(self, training: bool = True) -> None:
-        """BatchNorm in Keras's training arithmetic (``True``) or inference (``False``);
-        a frozen (``trainable=False``) BatchNorm stays in inference, as in Keras."""
-        frozen = {p.torch_name for v in self.variables if not v.trainable for p in v.parts}
-        set_training(self.module, training, frozen)
-
-    def compute_loss(
-        self, outputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]
-    ) -> torch.Tensor:
-        """Keras's ``compute_loss``: the compiled loss plus every regularizer's penalty."""
-        loss = self.loss(outputs, targets)
-        penalties = self.penalty()
-        return torch.sum(torch.stack([loss, *penalties])) if penalties else loss
-
-    def backward(self, loss: torch.Tensor) -> None:
-        """``loss.backward()``, through Keras's ``loss_scale_factor`` when it has one."""
-        if not self.loss_scale:
-            loss.backward()
-            return
-        (loss * self.loss_scale).backward()
-        with torch.no_grad():
-            for group in self._trainable_groups():
-                for t in group:
-                    if t.grad is not None:
-                        t.grad.div_(self.loss_scale)
-
-    def apply_gradients(self) -> None:
-        """Keras's ``optimizer.apply``: clip, update, then advance the schedule."""
-        self.clipping(self._trainable_groups())
-        self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
-
-    def step(self, inputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]) -> float:
-        """One training step on a batch (inputs and targets in the model's order); returns
-        the loss Keras reports: the compiled loss plus every regularizer's penalty."""
-        self.train_mode(True)
-        self.optimizer.zero_grad(set_to_none=True)
-        result = self.module(*inputs)
-        outputs = list(result) if isinstance(result, list | tuple) else [result]
-        total = self.compute_loss(outputs, targets)
-        self.backward(total)
-        self.apply_gradients()
-        return float(total.detach())
+def training_code(
+    config: TrainingConfig,
+    table: Sequence[Mapping[str, Any]],
+    variable_names: Sequence[str] | None = None,
+    *,
+    model_name: str = "the model",
+) -> str:
+    """The text of ``torch_model/training.py`` for ``config`` on a run's parameter
+    ``table`` (``variable_names``: the TF variables in model order, default the table's)."""
+    check_supported(config)
+    rows = variable_rows(table, _names(table, variable_names))
+    return training_source(config, rows, model_name=model_name, registered=registered_in(config))
 
 
 def build_training(
@@ -94,41 +56,21 @@ def build_training(
     config: TrainingConfig,
     table: Sequence[Mapping[str, Any]],
     variable_names: Sequence[str] | None = None,
+    *,
+    source: str | None = None,
 ) -> TorchTraining:
-    """The :class:`TorchTraining` of ``module`` under ``config``.
+    """The ``Training`` of ``module`` under ``config``: :func:`training_code` (or
+    ``source``, emitted text) executed, and its ``build_training(module)`` called.
 
     ``table`` is the run's parameter table (``report.json`` ``parameters``, also
     ``module.tf2torch_parameters``); ``variable_names`` the TF variables in model order
     (default: the table's order).  Raises :class:`~pipeline.training.config.TrainingConfigError`
-    for anything in ``config`` torch cannot reproduce.
+    for anything in ``config`` torch cannot reproduce, :class:`BadInputError` for a TF
+    variable without a torch tensor.
     """
     check_supported(config)
-    if variable_names is None:
-        variable_names = list(dict.fromkeys(str(r["tf_name"]) for r in table if r.get("tf_name")))
-    variables = map_variables(module, table, variable_names)
-    trainable = [v for v in variables if v.trainable]
-    lr_at = learning_rate_function(config.optimizer.learning_rate)
-    params = [(v.tf_name, t) for v in trainable for t in v.tensors]
-    optimizer = build_optimizer(params, config.optimizer, lr_at(0))
-    scheduler = (
-        KerasSchedule(optimizer, lr_at)
-        if not isinstance(config.optimizer.learning_rate, float)
-        else None
-    )
-    by_name = {v.tf_name: v for v in variables}
-    penalties = []
-    for reg in config.regularizers:
-        if reg.variable not in by_name:
-            raise BadInputError(f"regularized TF variable {reg.variable} is not in the module")
-        penalties.append(penalty_of(reg, by_name[reg.variable].tensors))
-    scale = config.optimizer.option("loss_scale_factor")
-    return TorchTraining(
-        module=module,
-        variables=variables,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        loss=KerasLoss(config.losses, config.epsilon),
-        penalty=RegularizationPenalty(penalties),
-        clipping=GradientClipping.from_config(config.optimizer),
-        loss_scale=float(scale) if scale else None,
-    )
+    names = _names(table, variable_names)
+    map_variables(module, table, names)  # a clear error for a variable without a tensor
+    text = source if source is not None else training_code(config, table, names)
+    emitted = load_training_module(text)
+    return cast(TorchTraining, emitted.build_training(module, equivalents_for(config)))

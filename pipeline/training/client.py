@@ -44,6 +44,8 @@ class TfJob:
     eager: bool = False
     """Run Keras's ``train_step`` eagerly (``compile(run_eagerly=True)``) instead of as a
     traced ``tf.function``: no tracing cost, same kernels without graph rewrites."""
+    float64: bool = True
+    """Also train the model's float64 twin (TF's own float32 drift, for the noise floors)."""
 
 
 @dataclass
@@ -58,6 +60,12 @@ class TfTraining:
     values: list[list[np.ndarray]]
     batches: list[Batch]
     timings: dict[str, float] = field(default_factory=dict)
+    losses64: list[float] = field(default_factory=list)
+    """The float64 twin's loss per step (empty without a twin)."""
+    values64: list[list[np.ndarray]] = field(default_factory=list)
+    """The float64 twin's variables before (index 0) and after each step (empty without)."""
+    float64_error: str | None = None
+    """Why the twin did not train (None when it did)."""
     evaluation: dict[str, Any] | None = None
     """For an ``evaluate`` job: Keras's ``logs`` and the ``metrics`` it built; ``batches``
     then holds the whole data set as one batch."""
@@ -131,6 +139,7 @@ def train_in_tf(
                 "data": str(Path(job.data).resolve()) if job.data else None,
                 "input_ranges": {k: list(v) for k, v in job.input_ranges.items()},
                 "eager": job.eager,
+                "float64": job.float64,
                 "evaluate": job.evaluate,
                 "out_npz": str(work_dir / f"job{i}.npz"),
             }
@@ -166,6 +175,13 @@ def train_in_tf(
             ],
             batches=read_batches(_load(Path(entry["batches_npz"])), max(steps, 1)),
             timings=dict(entry.get("timings", {})),
+            losses64=[float(x) for x in entry.get("losses64", [])],
+            values64=[
+                [arrays[f"value64/{k}/{i}"] for i in range(n_variables)] for k in range(steps + 1)
+            ]
+            if entry.get("losses64")
+            else [],
+            float64_error=entry.get("float64_error"),
             evaluation=entry.get("evaluation"),
         )
     return TfTrainingAnswer(

@@ -36,16 +36,6 @@ class GradientClipping:
     global_clipnorm: float | None = None
     clipvalue: float | None = None
 
-    @classmethod
-    def from_config(cls, optimizer: OptimizerConfig) -> GradientClipping:
-        """The clipping ``optimizer``'s config asks for, with Keras's precedence
-        (``clipnorm``, then ``global_clipnorm``, then ``clipvalue``; 0 means off)."""
-        for key in ("clipnorm", "global_clipnorm", "clipvalue"):
-            value = optimizer.option(key)
-            if value and float(value) > 0:
-                return cls(**{key: float(value)})
-        return cls()
-
     def __bool__(self) -> bool:
         return any(v is not None for v in (self.clipnorm, self.global_clipnorm, self.clipvalue))
 
@@ -78,3 +68,13 @@ class GradientClipping:
             for group in grads:
                 for g in group:
                     g.clamp_(-v, v)
+
+
+def clipping_of(optimizer: OptimizerConfig) -> GradientClipping:
+    """The clipping ``optimizer``'s config asks for, with Keras's precedence (``clipnorm``,
+    then ``global_clipnorm``, then ``clipvalue``; 0 means off)."""
+    for key in ("clipnorm", "global_clipnorm", "clipvalue"):
+        value = optimizer.option(key)
+        if value and float(value) > 0:
+            return GradientClipping(**{key: float(value)})
+    return GradientClipping()

@@ -29,6 +29,7 @@ from pipeline.training.build import build_training
 from pipeline.training.client import TfJob, TfTraining, TfTrainingAnswer, train_in_tf
 from pipeline.training.config import read_description
 from pipeline.training.metrics import MetricState
+from pipeline.training.variables import map_variables
 from pipeline.verify import report
 
 _TINY = float(np.finfo(np.float32).tiny)
@@ -118,7 +119,7 @@ def evaluate_in_torch(
     assert tf_run.evaluation is not None, "not an evaluate job"
     names = [str(v["path"]) for v in answer.variables]
     training = build_training(module, tf_run.config, table, names)
-    for variable, value in zip(training.variables, tf_run.values[0], strict=True):
+    for variable, value in zip(map_variables(module, table, names), tf_run.values[0], strict=True):
         variable.assign(value)
     training.train_mode(False)
     data = tf_run.batches[0]

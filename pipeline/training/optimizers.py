@@ -18,6 +18,7 @@ weight decay, and ``torch.optim.Adadelta`` without weight decay.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -421,9 +422,11 @@ def register_optimizer(name: str, factory: OptimizerFactory) -> None:
     register_name("optimizer", name)
 
 
-def _weight_decay_groups(
+def weight_decay_groups(
     params: Sequence[tuple[str, torch.Tensor]], config: OptimizerConfig
 ) -> list[dict[str, Any]]:
+    """Keras's weight decay as param groups: the decayed variables, then those
+    ``exclude_from_weight_decay`` took out (``weight_decay`` None); empty groups dropped."""
     decay = config.option("weight_decay")
     excluded = set(config.no_weight_decay)
     decayed = [p for name, p in params if name not in excluded]
@@ -432,6 +435,60 @@ def _weight_decay_groups(
     if kept:
         groups.append({"params": kept, "weight_decay": None})
     return [g for g in groups if g["params"]]
+
+
+@dataclass(frozen=True)
+class OptimizerPlan:
+    """Which torch class applies a Keras optimizer's rule, and with which arguments
+    (besides the param groups and ``lr``); ``builtin`` for ``torch.optim``'s own, whose
+    groups take ``weight_decay`` 0.0 where Keras has none; ``note`` says why that class."""
+
+    cls: type[torch.optim.Optimizer]
+    kwargs: dict[str, Any]
+    builtin: bool
+    note: str
+
+
+def optimizer_plan(config: OptimizerConfig) -> OptimizerPlan:
+    """The :class:`OptimizerPlan` of a built-in Keras optimizer (module docstring: torch's
+    own class where it computes Keras's rule, a Keras class otherwise)."""
+    name = config.class_name
+    if name not in KERAS_OPTIMIZERS:
+        raise TrainingConfigError(
+            f"optimizer {name} (config key 'optimizer') has no torch equivalent in tf2torch"
+        )
+    decay = config.option("weight_decay")
+    scheduled = isinstance(config.learning_rate, Schedule)
+    if name == "SGD":
+        momentum = float(config.option("momentum", 0.0))
+        if momentum == 0 or (not scheduled and decay is None):
+            return OptimizerPlan(
+                torch.optim.SGD,
+                {"momentum": momentum, "nesterov": bool(config.option("nesterov", False))},
+                True,
+                "torch.optim.SGD computes Keras's SGD here (no momentum, or momentum at a "
+                "constant learning rate without weight decay)",
+            )
+    if name == "Adadelta" and decay is None:
+        return OptimizerPlan(
+            torch.optim.Adadelta,
+            {
+                "rho": float(config.option("rho", 0.95)),
+                "eps": float(config.option("epsilon", 1e-7)),
+                "weight_decay": 0.0,
+            },
+            True,
+            "torch.optim.Adadelta computes Keras's Adadelta (same epsilon placement)",
+        )
+    cls, keys = KERAS_OPTIMIZERS[name]
+    hyper = {k: config.config[k] for k in keys if config.config.get(k) is not None}
+    return OptimizerPlan(
+        cls,
+        hyper,
+        False,
+        f"no torch.optim class computes its rule; {cls.__name__} is written out above "
+        "(its docstring says how torch's differs)",
+    )
 
 
 def build_optimizer(
@@ -444,35 +501,18 @@ def build_optimizer(
     group's ``lr`` (:class:`pipeline.training.schedules.KerasSchedule`).  A torch built-in
     is used where it applies Keras's rule (module docstring), a Keras class otherwise.
     """
-    name = config.class_name
-    groups = _weight_decay_groups(params, config)
-    if name in _REGISTERED:
+    groups = weight_decay_groups(params, config)
+    if config.class_name in _REGISTERED:
         for group in groups:
             group["lr"] = initial_lr
-        return _REGISTERED[name](groups, config)
-    if name not in KERAS_OPTIMIZERS:
-        raise TrainingConfigError(
-            f"optimizer {name} (config key 'optimizer') has no torch equivalent in tf2torch"
-        )
-    decay = config.option("weight_decay")
-    scheduled = isinstance(config.learning_rate, Schedule)
-    if name == "SGD":
-        momentum = float(config.option("momentum", 0.0))
-        if momentum == 0 or (not scheduled and decay is None):
-            return torch.optim.SGD(
-                [{**g, "weight_decay": g["weight_decay"] or 0.0} for g in groups],
-                lr=initial_lr,
-                momentum=momentum,
-                nesterov=bool(config.option("nesterov", False)),
-            )
-    if name == "Adadelta" and decay is None:
-        return torch.optim.Adadelta(
-            [{**g, "weight_decay": 0.0} for g in groups],
-            lr=initial_lr,
-            rho=float(config.option("rho", 0.95)),
-            eps=float(config.option("epsilon", 1e-7)),
-            weight_decay=0.0,
-        )
-    cls, keys = KERAS_OPTIMIZERS[name]
-    hyper = {k: config.config[k] for k in keys if config.config.get(k) is not None}
-    return cls(groups, lr=initial_lr, **hyper)
+        return _REGISTERED[config.class_name](groups, config)
+    plan = optimizer_plan(config)
+    if plan.builtin:
+        groups = [{**g, "weight_decay": g["weight_decay"] or 0.0} for g in groups]
+    optimizer: torch.optim.Optimizer = plan.cls(groups, lr=initial_lr, **plan.kwargs)  # type: ignore[call-arg]
+    return optimizer
+
+
+def registered_optimizer(name: str) -> OptimizerFactory | None:
+    """The factory :func:`register_optimizer` registered for ``name``, if any."""
+    return _REGISTERED.get(name)

@@ -15,7 +15,9 @@ then each **job** of the request, in order:
    empty slots, as after ``compile()``), draws or reads the batches
    (:mod:`pipeline.training.data`) and runs ``model.train_on_batch`` (Keras's
    ``train_step`` + ``optimizer.apply``, BatchNorm in training mode) once per batch,
-   recording the loss, the learning rate and every variable after each step.
+   recording the loss, the learning rate and every variable after each step;
+4. unless the job's ``float64`` is false, trains the model's float64 twin the same way
+   (:func:`train_float64_twin`): train-check's measure of TF's own float32 drift.
 
 Dropout-like layers (``Dropout``, ``SpatialDropout*``, ``GaussianDropout``, ``AlphaDropout``,
 ``GaussianNoise``) are switched off (rate 0) for every job: the converted module comes from
@@ -24,21 +26,22 @@ an inference graph and has none, so the report lists them as the one known diffe
 Request keys: those :func:`pipeline.export.worker.loading.load_model` reads, ``cwd``, ``result``,
 ``registered`` (user-registered optimizer/loss names) and ``jobs``, each with ``name``,
 ``description`` (or null), ``origin``, ``steps``, ``batch``, ``seed``, ``input_ranges``,
-``data`` (an ``.npz`` path or null) and ``out_npz``.
+``data`` (an ``.npz`` path or null), ``float64`` (default true) and ``out_npz``.
 
 Answer: ``outputs`` (Keras output names), ``inputs`` (the signature), ``variables`` (path,
 shape, trainable, in ``model.weights`` order), ``dropout`` and per job ``name`` and either
 ``error`` (``kind``, ``message``) or ``config`` (:meth:`TrainingConfig.to_json`), ``losses``
-and ``learning_rates`` per step.  The job's ``out_npz`` holds the batches
-(:func:`~pipeline.training.data.save_batches`) and ``value/<step>/<i>`` for step 0 (before
-training) to K.
+and ``learning_rates`` per step, ``losses64`` (the twin's) and ``float64_error`` (why the twin
+did not train, or null).  The job's ``out_npz`` holds the batches
+(:func:`~pipeline.training.data.save_batches`), ``value/<step>/<i>`` for step 0 (before
+training) to K and the twin's ``value64/<step>/<i>``.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +246,20 @@ def run_job(
         values.update(
             {f"value/{step}/{i}": np.asarray(v.numpy()) for i, v in enumerate(model.weights)}
         )
+    losses64: list[float] = []
+    float64_error = "not asked for"
+    if job.get("float64", True):
+        started64 = time.perf_counter()
+        model.set_weights(initial)
+        try:
+            losses64, values64 = train_float64_twin(
+                model, arguments, config, batches, specs, eager=bool(job.get("eager", False))
+            )
+            values.update(values64)
+            float64_error = ""
+        except Exception as err:  # no twin: train-check says why and uses torch's floor alone
+            float64_error = f"TF's float64 twin could not train: {one_line(err)}"
+        timings["float64"] = time.perf_counter() - started64
     out = Path(job["out_npz"])
     save_batches(out.with_name(out.stem + ".batches.npz"), batches)
     write_npz(out, values)
@@ -250,11 +267,92 @@ def run_job(
         "name": job["name"],
         "config": config.to_json(),
         "losses": losses,
+        "losses64": losses64,
+        "float64_error": float64_error or None,
         "learning_rates": rates,
         "batches_npz": str(out.with_name(out.stem + ".batches.npz")),
         "timings": {k: round(v, 3) for k, v in timings.items()}
         | {"total": round(time.perf_counter() - started, 3)},
     }
+
+
+def _float64_loss(loss: Any) -> Any:
+    """A compile() ``loss`` entry that computes in float64: a ``Loss`` object is copied
+    with its dtype made float64 (a copy, not ``from_config``: Keras's ``Huber`` forgets its
+    ``delta`` there); names and functions take the dtype of the compiled loss."""
+    import copy
+
+    import keras
+    from keras.src import dtype_policies
+
+    if isinstance(loss, Mapping):
+        return {k: _float64_loss(v) for k, v in loss.items()}
+    if isinstance(loss, list | tuple):
+        return [_float64_loss(v) for v in loss]
+    if isinstance(loss, keras.losses.Loss):
+        wide = copy.copy(loss)
+        wide._dtype_policy = dtype_policies.get("float64")
+        wide._dtype = "float64"
+        return wide
+    return loss
+
+
+def train_float64_twin(
+    model: Any,
+    arguments: Mapping[str, Any],
+    config: TrainingConfig,
+    batches: Sequence[Batch],
+    specs: Sequence[TensorSpec],
+    *,
+    eager: bool = False,
+) -> tuple[list[float], dict[str, np.ndarray]]:
+    """The same training in float64: the model's float64 twin
+    (:func:`pipeline.export.worker.reference.float64_twin`, built from ``model``'s current
+    values) with a fresh optimizer of the same config, the same loss computed in float64
+    (``floatx`` float64 while it compiles and trains) and the same regularizers, on the
+    same batches widened to float64.  Returns the loss of each step and ``value64/<step>/<i>``
+    (``i`` in ``model.weights`` order) for step 0 to K.  Raises where the twin cannot be
+    built or trained (a layer that ignores the dtype, an op without a float64 kernel)."""
+    import keras
+
+    from pipeline.export.worker.reference import float64_twin
+
+    twin, variables = float64_twin(model)
+    for source, target in zip(model.weights, variables, strict=True):
+        if hasattr(source, "regularizer"):  # the description's ones are not in the config
+            target.regularizer = source.regularizer
+    previous = keras.config.floatx()
+    keras.config.set_floatx("float64")
+    try:
+        twin.compile(
+            optimizer=_fresh_optimizer(arguments["optimizer"]),
+            loss=_float64_loss(arguments.get("loss")),
+            loss_weights=arguments.get("loss_weights"),
+            jit_compile=False,
+            run_eagerly=eager,
+        )
+        values = {f"value64/0/{i}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
+        losses = []
+        for step, b in enumerate(batches, start=1):
+            x = [_wide(b.inputs[s.name]) for s in specs]
+            y = [_wide(b.targets[t.output]) for t in config.losses]
+            logs = twin.train_on_batch(
+                x[0] if len(x) == 1 else x, y[0] if len(y) == 1 else y, return_dict=True
+            )
+            losses.append(float(logs["loss"]))
+            values.update(
+                {f"value64/{step}/{i}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
+            )
+    finally:
+        keras.config.set_floatx(previous)
+    for key, value in values.items():
+        if value.dtype.kind == "f" and value.dtype != np.float64:
+            raise ValueError(f"the twin's variable {key.split('/')[-1]} is {value.dtype}")
+    return losses, values
+
+
+def _wide(array: np.ndarray) -> np.ndarray:
+    return array.astype(np.float64) if array.dtype.kind == "f" else array
 
 
 def _evaluate(

@@ -22,7 +22,7 @@ import torch
 import pipeline
 from pipeline.core.errors import BadInputError
 from pipeline.export.sources import parse_source
-from pipeline.training.build import TorchTraining, build_training
+from pipeline.training.build import TorchTraining
 from pipeline.training.check import TrainCheckResult, replay_in_torch
 from pipeline.training.client import TfJob, TfTrainingAnswer, train_in_tf
 from pipeline.training.config import TrainingConfigError
@@ -30,7 +30,7 @@ from pipeline.training.evaluate import evaluate_in_torch
 from pipeline.training.losses import register_loss
 from pipeline.training.schedules import KerasSchedule, learning_rate_function
 
-STEPS, BATCH, RTOL = 5, 8, 1e-5
+STEPS, BATCH = 5, 8
 
 FACTORY = """
 import keras
@@ -278,14 +278,7 @@ def _replay(
     run, answer = heads
     module = pipeline.load_torch(run)
     tf_run = answer.job(job)
-    training = None
-    if customize is not None:
-        names = [str(v["path"]) for v in answer.variables]
-        training = build_training(module, tf_run.config, module.tf2torch_parameters, names)
-        customize(training)
-    return replay_in_torch(
-        module, module.tf2torch_parameters, answer, tf_run, rtol=RTOL, training=training
-    )
+    return replay_in_torch(module, module.tf2torch_parameters, answer, tf_run, customize=customize)
 
 
 def _replay_config(heads: tuple[Path, TfTrainingAnswer], job: str) -> Any:
@@ -293,10 +286,9 @@ def _replay_config(heads: tuple[Path, TfTrainingAnswer], job: str) -> Any:
 
 
 def _assert_agrees(result: TrainCheckResult) -> None:
-    table = [
-        (s.step, s.worst.variable, f"{s.worst.rel:.1e}", f"{s.loss_rel:.1e}") for s in result.steps
-    ]
+    table = [(s.step, s.worst.variable, f"{s.margin:.2f}", s.loss.passed) for s in result.steps]
     assert result, f"Keras and torch part ways: {table}"
+    assert result.rule.kind == "noise" and not result.rule.unmeasured, result.notes
     assert len(result.steps) == STEPS
 
 
@@ -328,7 +320,7 @@ def test_compiled_model_is_read_and_reproduced(heads: tuple[Path, TfTrainingAnsw
     assert answer.dropout == [{"layer": "dropout", "class_name": "Dropout", "rate": 0.25}]
     result = _replay(heads, "compiled")
     _assert_agrees(result)
-    compared = {e["variable"] for e in result.final}
+    compared = {j.variable for j in result.final}
     assert {"bn/moving_mean", "bn/moving_variance"} <= compared  # buffers too
 
 
@@ -400,7 +392,12 @@ def test_registered_custom_loss(heads: tuple[Path, TfTrainingAnswer]) -> None:
     assert (config.losses[0].name, config.losses[0].config["scale"]) == ("scaled_mse", 3.0)
     module = pipeline.load_torch(run)
     result = replay_in_torch(module, module.tf2torch_parameters, custom, custom.job("custom"))
-    _assert_agrees(result)
+    # Keras's float64 twin does not compile with a custom loss function from a compile
+    # config (Could not locate function 'scaled_mse'): TF's floor is not measured, the
+    # report says so, and torch's floor stands for both sides
+    assert set(result.rule.unmeasured) <= {"tf"}, result.rule
+    assert all("no float64 run for tf" in n for n in result.notes[: len(result.rule.unmeasured)])
+    assert result and len(result.steps) == STEPS, result.notes
 
 
 def test_evaluate_metrics_agree(heads: tuple[Path, TfTrainingAnswer]) -> None:

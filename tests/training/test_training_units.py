@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.training.clipping import GradientClipping
+from pipeline.training.clipping import GradientClipping, clipping_of
 from pipeline.training.config import (
     LossTerm,
     OptimizerConfig,
@@ -238,7 +238,7 @@ def test_clipping_precedence_is_keras_s() -> None:
     config = OptimizerConfig(
         "SGD", 0.1, {"clipnorm": 0.0, "global_clipnorm": 2.0, "clipvalue": 1.0}
     )
-    assert GradientClipping.from_config(config) == GradientClipping(global_clipnorm=2.0)
+    assert clipping_of(config) == GradientClipping(global_clipnorm=2.0)
 
 
 # ------------------------------------------------------------------- batch norm

@@ -55,7 +55,7 @@ def float64_twin(model: Any) -> tuple[Any, list[Any]]:
             # A bare operation in a functional graph (MobileNetV3's ``x + 3.0``) has no dtype
             # of its own: it computes in its inputs', float64 in the twin.
             return layer.__class__.from_config(layer.get_config())
-        return layer.__class__.from_config({**layer.get_config(), "dtype": "float64"})
+        return layer.__class__.from_config(_float64_config(layer.get_config()))
 
     twin = keras.models.clone_model(model, clone_function=widen, recursive=True)
     src, dst = list(model.weights), list(twin.weights)
@@ -81,6 +81,18 @@ def float64_twin(model: Any) -> tuple[Any, list[Any]]:
     return twin, dst
 
 
+def _float64_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A layer config with ``dtype`` float64, and so the configs of the layers a wrapper
+    builds from its own (``Bidirectional``'s ``layer``, an ``RNN``'s ``cell``), which would
+    otherwise keep their float32 policy."""
+    out = {**config, "dtype": "float64"}
+    for key in ("layer", "backward_layer", "cell"):
+        inner = out.get(key)
+        if isinstance(inner, dict) and isinstance(inner.get("config"), dict):
+            out[key] = {**inner, "config": _float64_config(inner["config"])}
+    return out
+
+
 def _variable_keys(model: Any) -> list[str]:
     """``model.weights``' paths made unique as :class:`LoadedModel` lists them."""
     from pipeline.export.worker.loading import top_level_owners, unique_paths
@@ -103,7 +115,7 @@ def _float64_gradients(
     from pipeline.export.worker.stateless_export import flat_outputs, pack_inputs
 
     if loaded.keras_model is None:
-        raise ValueError("not a Keras model (no float64 twin can be built)")
+        raise ValueError("a SavedModel has no Keras layers to rebuild in float64")
     twin, twin_variables = float64_twin(loaded.keras_model)
     tensors = {
         k: tf.constant(v.astype(np.float64) if v.dtype.kind == "f" else v)
@@ -175,7 +187,7 @@ def write_variables_and_gradients(
             high, out64 = _float64_gradients(loaded, arrays, outputs, weights)
             npz.update({f"output64/{k}": v for k, v in out64.items()})
         except Exception as err:  # no twin: the check keeps torch's floor alone, saying why
-            noise_unmeasured = f"TF's float64 twin failed: {type(err).__name__}: {one_line(err)}"
+            noise_unmeasured = f"TF's float64 twin failed: {one_line(err)}"
     meta = []
     for i, v in enumerate(loaded.variables):
         value = np.asarray(v.variable)
