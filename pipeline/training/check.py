@@ -227,9 +227,9 @@ class _TorchRun:
 
 
 def _float64_copy(module: torch.nn.Module) -> torch.nn.Module:
-    from pipeline.verify.noise import _float64_module
+    from pipeline.verify.noise import float64_module
 
-    return _float64_module(copy.deepcopy(module), in_place=True)
+    return float64_module(copy.deepcopy(module), in_place=True)
 
 
 def replay_in_torch(

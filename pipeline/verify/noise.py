@@ -73,7 +73,7 @@ def _widened(value: object) -> object:
     return value
 
 
-def _float64_module(module: torch.nn.Module, *, in_place: bool = False) -> torch.nn.Module:
+def float64_module(module: torch.nn.Module, *, in_place: bool = False) -> torch.nn.Module:
     """A float64 copy of ``module`` (``module`` itself with ``in_place``, for a module made
     only to be measured: a large model's weights then exist once in float32 and once in
     float64, not twice in float32 on the way): parameters and buffers in float64, and in
@@ -136,7 +136,7 @@ def measure_noise(
             native = import_onnx(widened).eval()
             del widened
         # The float32 import has run: widen it rather than hold a copy beside it.
-        wide = _float64_module(native, in_place=True)
+        wide = float64_module(native, in_place=True)
         high = _run(wide, inputs, input_names, output_names, device, torch.float64)
     except Exception as err:  # any failure only means "no floor": fixed tolerances apply
         text = " ".join(str(err).split())[:200]
@@ -216,7 +216,7 @@ def module_own_floors(
     if not floors.floors:
         return {}
     try:
-        wide = _float64_module(module)
+        wide = float64_module(module)
         high = _run(wide, inputs, input_names, output_names, module_device(module), torch.float64)
     except Exception as err:  # no float64 copy: the graph's floor stands for the module's
         log.info("the module's own float64 run failed: %s", " ".join(str(err).split())[:200])
@@ -242,7 +242,7 @@ def measure_gradient_noise(
     float64 copy's outputs by name (what TF's float64 twin is held against).
     """
     try:
-        wide = _float64_module(module)
+        wide = float64_module(module)
         wide_inputs = {
             k: v.astype(np.float64) if np.asarray(v).dtype.kind == "f" else v
             for k, v in inputs.items()
