@@ -6,9 +6,10 @@ image), and onnx2torch refuses ``SAME_UPPER`` ("auto_pad is not implemented").  
 ``SAME_*`` stands for are fixed by the kernel, strides and dilations, plus the input size
 when a stride is above 1 (ONNX's definition): ``total = max((ceil(in/s) - 1)·s + (k-1)·d + 1
 - in, 0)``, ``total // 2`` at the start and the rest at the end for ``SAME_UPPER`` (the
-other way round for ``SAME_LOWER``).  A node whose input size is needed but unknown after
-shape inference is left alone (the import stage then names it).  Safe: the runner checks
-ONNX Runtime's outputs before and after.
+other way round for ``SAME_LOWER``).  Sizes come from shape inference with data propagation
+(a Reshape to a shape computed from the input's Shape keeps its sizes).  A node whose input
+size is needed but unknown after that is left alone (the import stage then names it).  Safe:
+the runner checks ONNX Runtime's outputs before and after.
 """
 
 from __future__ import annotations
@@ -84,7 +85,9 @@ class ExplicitPadsPass:
         out = onnx.ModelProto()
         out.CopyFrom(model)
         try:
-            shaped = onnx.shape_inference.infer_shapes(out)
+            # data_prop: a Dense before the node (tf2onnx's Tensordot) reshapes to a shape it
+            # computes from Shape/Gather/Concat, which plain inference leaves unknown.
+            shaped = onnx.shape_inference.infer_shapes(out, data_prop=True)
         except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError):
             shaped = out
         changes = 0

@@ -79,3 +79,36 @@ def test_unknown_size_with_a_stride_is_left_alone() -> None:
     model = _model("Conv", "SAME_UPPER", [2, 2], ["h", "w"])
     result = ExplicitPadsPass().apply(model)
     assert result.changes == 0 and result.model is model
+
+
+def test_size_known_only_through_a_computed_reshape_is_resolved() -> None:
+    """A Dense before a strided ``padding="same"`` pooling (Keras ``AveragePooling3D``) reaches
+    tf2onnx as a Reshape to a shape computed from ``Shape(x)``: plain shape inference loses the
+    spatial sizes, data propagation keeps them, and the pads are made explicit."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Reshape", ["x", "shape"], ["same_x"]),
+        helper.make_node(
+            "AveragePool",
+            ["same_x"],
+            ["y"],
+            name="pool",
+            auto_pad="SAME_UPPER",
+            kernel_shape=[3, 3, 3],
+            strides=[2, 2, 2],
+        ),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2, 4, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2, None, None, None])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    x = np.random.default_rng(2).normal(size=(2, 2, 4, 6, 6)).astype(np.float32)
+    fixed, [record] = run_passes(model, [ExplicitPadsPass()], {"x": x})
+    assert record.changes == 1 and record.check == "numeric"
+    pool = next(n for n in fixed.graph.node if n.name == "pool")
+    pads = next(a for a in pool.attribute if a.name == "pads")
+    # 4 -> out 2: total 1 (0 before, 1 after); 6 -> out 3: total 1.
+    assert list(pads.ints) == [0, 0, 0, 1, 1, 1]

@@ -10,6 +10,11 @@ Code form: ``x.sum(dim=..., keepdim=...)`` and its kin; ``ReduceProd`` over seve
 (torch's ``prod`` takes one) is a chain ``x.prod(dim=2).prod(dim=1)``, over all of them
 without ``keepdims`` ``x.prod()``.
 
+ONNX keeps the input's type; torch sums and multiplies small integers into int64.  A
+``ReduceSum``/``ReduceProd``/``ReduceSumSquare`` of an integer input narrower than int64 (a
+count of int32 mask entries, Keras ``Discretization``) is an :class:`IntegerReduce`, code form
+the same reduction then ``.to(torch.int32)``.
+
 ``ReduceMax``/``ReduceMin`` over an empty set: ONNX gives the type's lowest (highest) value,
 -inf (+inf) for floats, False (True) for bool; torch's ``amax``/``amin`` raise.  When a
 reduced dim is 0 in the input's static shape at import, the converter makes
@@ -26,7 +31,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from onnx import helper
+from onnx import TensorProto, helper
 from onnx2torch.node_converters.reduce import (
     OnnxReduceStaticAxes,
     OnnxReduceSumDynamicAxes,
@@ -48,6 +53,30 @@ from pipeline.to_torch.ops.registry import (
     use_fallback,
 )
 from pipeline.to_torch.ops.shape_values import elem_type, known_ints, static_dims
+
+
+class IntegerReduce(OnnxReduceStaticAxes):
+    """onnx2torch's static-axes reduction, cast back to the input's integer ``dtype`` (torch's
+    ``sum``/``prod`` of an int32 tensor is int64; ONNX's is int32)."""
+
+    def __init__(
+        self, operation_type: str, axes: list[int] | None, keepdims: int, dtype: torch.dtype
+    ) -> None:
+        super().__init__(operation_type=operation_type, axes=axes, keepdims=keepdims)
+        self.dtype = dtype
+
+    def forward(self, input_tensor: torch.Tensor) -> torch.Tensor:
+        """The reduction, in ``dtype``."""
+        return super().forward(input_tensor).to(self.dtype)
+
+
+_WIDENED_BY_TORCH = {"ReduceSum", "ReduceProd", "ReduceSumSquare"}
+_NARROW_INTEGERS: dict[int, torch.dtype] = {
+    TensorProto.INT8: torch.int8,
+    TensorProto.INT16: torch.int16,
+    TensorProto.INT32: torch.int32,
+    TensorProto.UINT8: torch.uint8,
+}
 
 
 class ReduceEmpty(nn.Module):
@@ -133,9 +162,14 @@ def _reduce_over(
     rank = len(dims) if dims is not None else 0
     axes = [a + rank if a < 0 else a for a in axes]
     keepdims = node.attributes.get("keepdims", 1)
-    module = _empty_reduce(node, graph, axes, bool(keepdims)) or OnnxReduceStaticAxes(
-        operation_type=node.operation_type, axes=axes or None, keepdims=keepdims
-    )
+    narrow = _NARROW_INTEGERS.get(elem_type(graph, node.input_values[0]) or 0)
+    module: nn.Module
+    if narrow is not None and node.operation_type in _WIDENED_BY_TORCH:
+        module = IntegerReduce(node.operation_type, axes or None, keepdims, narrow)
+    else:
+        module = _empty_reduce(node, graph, axes, bool(keepdims)) or OnnxReduceStaticAxes(
+            operation_type=node.operation_type, axes=axes or None, keepdims=keepdims
+        )
     return OperationConverterResult(
         torch_module=module,
         onnx_mapping=OnnxMapping(inputs=(node.input_values[0],), outputs=node.output_values),
@@ -167,7 +201,7 @@ for _op_type, _versions in _AXES_ATTRIBUTE_VERSIONS.items():
     override_converter(
         _op_type,
         versions=_versions,
-        produces=(OnnxReduceStaticAxes, OnnxReduceSumStaticAxes, ReduceEmpty),
+        produces=(OnnxReduceStaticAxes, OnnxReduceSumStaticAxes, ReduceEmpty, IntegerReduce),
     )(convert_reduce_axes_attribute)
 
 
@@ -181,6 +215,7 @@ for _op_type, _versions in _AXES_INPUT_SINCE.items():
             OnnxReduceSumDynamicAxes,
             nn.Identity,
             ReduceEmpty,
+            IntegerReduce,
         ),
     )(convert_reduce)
 
@@ -223,6 +258,13 @@ def _reduce(ctx: NodeContext) -> str:
     if operation == "ReduceLogSumExp":
         return f"torch.logsumexp({x}, {dims})"
     raise UntranslatableError(f"{type(module).__name__}({operation})")
+
+
+@translates(IntegerReduce)
+def _integer_reduce(ctx: NodeContext) -> str:
+    module = ctx.module
+    assert isinstance(module, IntegerReduce)
+    return f"{_reduce(ctx)}.to({module.dtype})"
 
 
 @translates(ReduceEmpty)

@@ -78,3 +78,15 @@ def test_reduce_max_nonempty_keeps_amax(roundtrip: Callable[..., str]) -> None:
     assert "x.amax(dim=1, keepdim=True)" in roundtrip(
         helper.make_node("ReduceMax", ["x"], ["y"], axes=[1], keepdims=1), [X]
     )
+
+
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceProd", "ReduceSumSquare"])
+def test_integer_reduction_keeps_the_input_dtype(roundtrip: Callable[..., str], op: str) -> None:
+    # ONNX keeps int32; torch's sum/prod of int32 is int64 (roundtrip checks the dtype).
+    x = np.random.default_rng(3).integers(-3, 4, (2, 3, 4)).astype(np.int32)
+    if op == "ReduceSum":
+        node = helper.make_node(op, ["x", "axes"], ["y"], keepdims=0)
+        source = roundtrip(node, [x], {"axes": np.array([-1], dtype=np.int64)})
+    else:  # opset 17: the axes are still an attribute of these
+        source = roundtrip(helper.make_node(op, ["x"], ["y"], keepdims=0, axes=[2]), [x])
+    assert ".to(torch.int32)" in source
