@@ -367,13 +367,7 @@ for _case in _cases():
     CASES[_case.id] = _case
 
 _UNSUPPORTED = "UnsupportedOpsError: import: "
-_EXPORT_OUTPUTS = "PassError: pass 'variable_layout' raised SerdeError"
 KNOWN_FAILURES: dict[str, str] = {
-    # return_state: Keras names all three outputs after the layer, and the raw ONNX graph
-    # declares `lstm` three times (the export's output naming; onnx-ir refuses the graph).
-    "LSTM_units_3_return_state_True": _EXPORT_OUTPUTS,
-    "LSTM_units_3_return_sequences_True_return_state_True_go_backwards_True": _EXPORT_OUTPUTS,
-    "GRU_units_3_return_state_True_go_backwards_True": _EXPORT_OUTPUTS,
     # TF ops tf2onnx leaves as they are (no ONNX form): ONNX Runtime cannot run them either.
     "Hashing_num_bins_5": _UNSUPPORTED + "1 unsupported op type(s): StringToHashBucketFast",
     "HashedCrossing_num_bins_5": _UNSUPPORTED + "1 unsupported op type(s): SparseCross",

@@ -43,3 +43,15 @@ def test_an_input_returned_as_an_output_is_the_graph_input_itself() -> None:
     out = OrtRunner(model).run({"x0": x0, "x1": x1})
     np.testing.assert_array_equal(out["x0"], x0)
     np.testing.assert_array_equal(out["dense_5"], np.maximum(x1, 0))
+
+
+def test_repeated_keras_output_names_are_numbered() -> None:
+    # LSTM(return_state=True): Keras names all three outputs after the layer.
+    from pipeline.export.worker.onnx_export import distinct_names
+
+    assert distinct_names(["lstm", "lstm", "lstm"]) == ["lstm", "lstm_1", "lstm_2"]
+    assert distinct_names(["a", "a", "a_1"]) == ["a", "a_2", "a_1"]
+    model = _tf2onnx_like_graph()
+    rename_outputs(model, ["lstm", "lstm"])
+    assert [o.name for o in model.graph.output] == ["lstm", "lstm_1"]
+    onnx.checker.check_model(model, full_check=True)

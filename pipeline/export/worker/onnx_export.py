@@ -53,11 +53,32 @@ def _grouped_convolutions_without_xla() -> Iterator[None]:
         tf_nn.conv = original
 
 
+def distinct_names(names: Sequence[str]) -> list[str]:
+    """``names`` with each repeat numbered (``lstm, lstm, lstm`` -> ``lstm, lstm_1, lstm_2``):
+    Keras names every output of a layer after the layer (an LSTM's ``return_state``), and
+    graph outputs must be distinct values."""
+    taken = set(names)
+    out: list[str] = []
+    seen: set[str] = set()
+    for name in names:
+        unique, n = name, 0
+        while unique in seen:  # a repeat: the next number no output carries
+            n += 1
+            unique = f"{name}_{n}"
+            if unique in taken:
+                unique = name
+        seen.add(unique)
+        out.append(unique)
+    return out
+
+
 def rename_outputs(proto: Any, names: Sequence[str]) -> None:
-    """Give the ONNX graph outputs the TF signature's output names, in place."""
+    """Give the ONNX graph outputs the TF signature's output names (repeats numbered), in
+    place."""
     graph = proto.graph
     if len(names) != len(graph.output):
         return
+    names = distinct_names(names)
     inputs = {i.name for i in graph.input}
     passed_through = {o.name for o, new in zip(graph.output, names, strict=True) if new in inputs}
     _output_inputs_directly(graph, passed_through)
