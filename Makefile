@@ -7,8 +7,9 @@ VENV_STAMP := .venv/.installed
 $(VENV_STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3.11 -m venv .venv || python3 -m venv .venv
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[tf,dev,hub]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[tf,dev,hub,keras2]'
 	$(PY) -m pip install --quiet --no-deps -c constraints.txt keras-hub==0.32.0
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt tf-keras==2.21.0
 	touch $(VENV_STAMP)
 
 setup: $(VENV_STAMP)

@@ -33,6 +33,7 @@ from pipeline.core.signature import TensorSpec
 from pipeline.export.scale_spec import check_scale_options
 from pipeline.export.sources import parse_source
 from pipeline.export.stage import ExportSettings, export_model
+from pipeline.export.worker.frozen_export import FROZEN_SAVED_MODEL_ROUTE
 from pipeline.passes.stage import fix_graph, user_patches
 from pipeline.to_torch.codegen import MODEL_PY, PACKAGE, WEIGHTS
 from pipeline.to_torch.parameters import ParameterEntry, count_trainable
@@ -296,15 +297,18 @@ def convert(
             "torch": torch.__version__,
             **exported.versions,
         }
+        # A SavedModel whose variables could not be graph inputs was exported frozen: what
+        # froze is listed as folded and the run is inference-only, like --fold-for-inference.
+        inference_only = options.fold_for_inference or imported.route == FROZEN_SAVED_MODEL_ROUTE
         rep.parameter_count = count_trainable(
             imported.module,
             exported.variables,
             imported.parameters,
             imported.problems,
-            inference_only=options.fold_for_inference,
+            inference_only=inference_only,
         )
         rep.parameter_count["export_route"] = imported.route
-        rep.inference_only = options.fold_for_inference
+        rep.inference_only = inference_only
         rep.verdict = report.verdict_of(compared.comparisons, gradient_checks, rep.parameter_count)
         rep.write(staging)
         result_dir = Path(out_dir).absolute()

@@ -1,8 +1,10 @@
 """What a user can name as a model: parsed and checked without importing TensorFlow.
 
 Accepted forms:
-- a SavedModel directory (holds ``saved_model.pb``),
-- a ``.keras`` file (Keras 3 archive) or an ``.h5`` file (legacy Keras),
+- a SavedModel directory (holds ``saved_model.pb``; one written by Keras 2 also holds
+  ``keras_metadata.pb`` and loads as the Keras model it is, see
+  :mod:`pipeline.export.worker.keras2`),
+- a ``.keras`` file (Keras 3 archive) or an ``.h5`` file (legacy Keras, Keras 2 included),
 - a Python factory ``path/to/file.py:function`` or ``package.module:function`` that returns a
   Keras model.
 """

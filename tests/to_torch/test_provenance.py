@@ -537,21 +537,21 @@ def conv_bn_saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_saved_model_variables_folded_by_tf_fail_by_name(
+def test_saved_model_variables_are_graph_inputs_not_folded(
     conv_bn_saved_model: Path, tmp_path: Path
 ) -> None:
-    """A SavedModel is exported frozen: TF folds its BatchNorm.  The folded variables' values
-    are nowhere in the graph, so they are named and the verdict fails (the outputs, and the
-    variables that are found, still agree)."""
+    """A SavedModel's serving signature is exported with its variables as graph inputs
+    (route ``signature+variables``): TF cannot fold its BatchNorm, so every variable is named
+    in the table and the run passes in full (it used to be frozen, BatchNorm folded and the
+    verdict failed on the folded variables)."""
     result = _convert(str(conv_bn_saved_model), tmp_path / "r")
     count = result.report["parameter_count"]
-    assert count["export_route"] == "frozen+fingerprints"
-    assert result.verdict == "fail" and count["status"] == "fail" and not count["pass"]
-    named = {p["name"]: p["reason"] for p in count["problems"]}
-    assert set(named) >= {"bn/gamma", "bn/beta", "bn/moving_mean", "bn/moving_variance"}
-    assert all("folded" in reason for reason in named.values()), named
-    assert all(c["pass"] for c in result.report["comparisons"])
-    assert all(g["pass"] for g in result.report["gradients"] if g["checked"])
+    assert count["export_route"] == "signature+variables"
+    assert result.verdict == "pass" and count["status"] == "full", count
+    rows = {r["tf_name"]: r for r in result.report["parameters"]}
+    for name in ("bn/gamma", "bn/beta", "bn/moving_mean", "bn/moving_variance"):
+        assert rows[name]["torch_name"], rows[name]
+    assert all(g["pass"] and g["checked"] for g in result.report["gradients"])
 
 
 FRESH_DEFAULT = ("cnn", "bidirectional_lstm", "multi_head_attention")

@@ -136,3 +136,39 @@ def export_keras_frozen(
         return export_keras(model, specs, opset)
     variables = list(zip(paths, model.weights, strict=True))
     return _fingerprinted(lambda: export_keras(model, specs, opset), variables, FROZEN_ROUTE)
+
+
+FROZEN_SAVED_MODEL_ROUTE = "frozen"
+"""The route of a SavedModel whose variables could not be made graph inputs: what the
+fingerprints did not locate is recorded as frozen, and the run is inference-only."""
+
+
+def export_saved_model_frozen(
+    loaded: Any,
+    specs: list[TensorSpec],
+    output_names: list[str],
+    opset: int,
+    variables: Sequence[tuple[str, Any]],
+    why: str,
+    *,
+    fingerprint: bool = True,
+) -> Any:
+    """The fallback of a SavedModel's export (``why``: what stopped the variables-as-inputs
+    route): the frozen graph, where each variable the fingerprints still locate keeps its
+    parameter and every other one is recorded as *frozen* (``folded`` into the graph's
+    constants), never as absent; route :data:`FROZEN_SAVED_MODEL_ROUTE`."""
+    proto = export_saved_model_traced(
+        loaded, specs, output_names, opset, variables, fingerprint=fingerprint
+    )
+    record = provenance.read(proto)
+    if record is None:
+        return proto
+    record.route = FROZEN_SAVED_MODEL_ROUTE
+    for path, reason in record.lost.items():
+        record.folded[path] = (
+            f"the frozen SavedModel graph (the variables could not be graph inputs: {why}; "
+            f"{reason})"
+        )
+    record.lost.clear()
+    provenance.write(proto, record)
+    return proto

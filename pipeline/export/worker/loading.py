@@ -19,7 +19,7 @@ from pipeline.core.errors import BadInputError
 from pipeline.core.messages import one_line  # re-exported: the worker's one-line errors
 from pipeline.core.signature import TensorSpec
 from pipeline.export.sources import Source, SourceKind
-from pipeline.export.worker.frozen_export import export_keras_frozen, export_saved_model_traced
+from pipeline.export.worker.frozen_export import export_keras_frozen
 from pipeline.export.worker.initializers import (
     describe_initializer,
     layer_kind,
@@ -242,63 +242,69 @@ def unique_paths(paths: Sequence[str], qualifiers: Sequence[str | None]) -> list
     return out
 
 
-def _saved_model(path: str, override: list[TensorSpec]) -> LoadedModel:
-    import tensorflow as tf
+def _load_keras_file(
+    location: str,
+    custom_objects: dict[str, Any],
+    request: dict[str, Any],
+    shown: str | None = None,
+) -> Any:
+    """A ``.keras`` or ``.h5`` file as a Keras 3 model (a Keras 2 ``.h5``'s legacy config
+    translated, :mod:`.keras2`); errors name the file ``shown`` (default: ``location``)."""
+    import keras
+
+    from pipeline.export.worker.keras2 import Keras2Unsupported, keras2_h5_loading
 
     try:
-        loaded = tf.saved_model.load(path)
+        with keras2_h5_loading():
+            return keras.models.load_model(
+                location,
+                # train-check reads the compiled optimizer and loss; export does not need them
+                compile=bool(request.get("compile", False)),
+                safe_mode=request.get("safe_mode", True),
+                custom_objects=custom_objects or None,
+            )
+    except Keras2Unsupported:
+        raise
     except Exception as err:
-        raise BadInputError(f"cannot load SavedModel {path}: {one_line(err)}") from None
-    if "serving_default" not in loaded.signatures:
-        raise BadInputError(
-            f"SavedModel {path} has no 'serving_default' signature "
-            f"(it has: {', '.join(loaded.signatures) or 'none'})"
-        )
-    signature = loaded.signatures["serving_default"]
-    sig_inputs = signature.structured_input_signature[1]
-    specs = override or [
-        TensorSpec(name, spec.dtype.as_numpy_dtype.__name__, tuple(spec.shape))
-        for name, spec in sig_inputs.items()
-    ]
-    output_names = list(signature.structured_outputs)
+        hint = ""
+        if "safe_mode" in str(err):
+            hint = " (the file holds code; pass --unsafe only if you trust it)"
+        # Keras's "Error when deserializing class X using config={...}" hides the cause
+        # after the whole config: say the cause.
+        cause = str(err).rpartition("Exception encountered: ")[2]
+        why = one_line(err) if cause == str(err) else f"{type(err).__name__}: {cause}"
+        raise BadInputError(f"cannot load {shown or location}: {one_line(ValueError(why))}{hint}") from None
 
-    # The closures below must hold `loaded` itself: a signature alone does not keep the
-    # SavedModel's variables alive ("Called a function referencing variables which have
-    # been deleted").
-    def call(tensors: dict[str, Any]) -> list[Any]:
-        signature = loaded.signatures["serving_default"]
-        result = signature(**{s.name: tensors[s.name] for s in specs})
-        return [result[name] for name in output_names]
 
-    variables = []
-    taken: set[str] = set()
-    for v in getattr(loaded, "variables", []):
-        name = base = v.name.removesuffix(":0")
-        n = 0
-        while name in taken:  # the provenance record keys variables by path
-            n += 1
-            name = f"{base}_{n}"
-        taken.add(name)
-        variables.append(TfVariable(name, bool(v.trainable), v))
-
-    def export(specs: list[TensorSpec], opset: int, fingerprint: bool = True) -> Any:
-        return export_saved_model_traced(
-            loaded,
-            specs,
-            output_names,
-            opset,
-            [(v.path, v.variable) for v in variables],
-            fingerprint=fingerprint,
-        )
-
-    return LoadedModel(
-        inputs=specs,
-        call=call,
-        export=export,
-        output_names=output_names,
-        description=f"SavedModel {path}",
-        variables=variables,
+def _saved_model(
+    location: str,
+    override: list[TensorSpec],
+    custom_objects: dict[str, Any],
+    request: dict[str, Any],
+    recorded: dict[int, tuple[Any, Any, Any]],
+) -> LoadedModel:
+    """A SavedModel: a Keras 2 one rebuilt as the Keras 3 model it holds where it can be
+    (:mod:`.keras2`), any other (or a subclassed Keras 2 model) through its serving signature
+    (:mod:`.saved_model`)."""
+    from pipeline.export.worker.keras2 import (
+        NotRebuildable,
+        is_keras2_saved_model,
+        keras2_saved_model_as_h5,
+        require_tf_keras,
     )
+    from pipeline.export.worker.saved_model import load_saved_model
+
+    if not is_keras2_saved_model(location):
+        return load_saved_model(location, override)
+    require_tf_keras(location)
+    try:
+        with keras2_saved_model_as_h5(location) as h5:
+            model = _load_keras_file(str(h5), custom_objects, request, shown=location)
+    except (NotRebuildable, BadInputError) as err:
+        why = f"a Keras 2 SavedModel that Keras 3 cannot rebuild ({err})"
+        print(f"{location}: {why}; exporting its serving signature")
+        return load_saved_model(location, override, why)
+    return _keras_model(model, f"Keras 2 SavedModel {location}", override, recorded)
 
 
 def load_model(request: dict[str, Any]) -> LoadedModel:
@@ -311,8 +317,6 @@ def load_model(request: dict[str, Any]) -> LoadedModel:
 
 
 def _load_model(request: dict[str, Any], recorded: dict[int, tuple[Any, Any, Any]]) -> LoadedModel:
-    import keras
-
     source = Source(
         SourceKind(request["source"]["kind"]),
         request["source"]["location"],
@@ -332,21 +336,9 @@ def _load_model(request: dict[str, Any], recorded: dict[int, tuple[Any, Any, Any
         custom_objects = dict(getattr(module, "CUSTOM_OBJECTS", {}))
 
     if source.kind is SourceKind.SAVED_MODEL:
-        return _saved_model(source.location, override)
+        return _saved_model(source.location, override, custom_objects, request, recorded)
     if source.kind in (SourceKind.KERAS, SourceKind.H5):
-        try:
-            model = keras.models.load_model(
-                source.location,
-                # train-check reads the compiled optimizer and loss; export does not need them
-                compile=bool(request.get("compile", False)),
-                safe_mode=request.get("safe_mode", True),
-                custom_objects=custom_objects or None,
-            )
-        except Exception as err:
-            hint = ""
-            if "safe_mode" in str(err):
-                hint = " (the file holds code; pass --unsafe only if you trust it)"
-            raise BadInputError(f"cannot load {source.location}: {one_line(err)}{hint}") from None
+        model = _load_keras_file(source.location, custom_objects, request)
         return _keras_model(model, source.location, override, recorded)
     try:
         module = _import_user_module(source.location)
