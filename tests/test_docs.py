@@ -7,16 +7,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.test_flag_mentions import FLAG, _cli_flags, _train_script_flags
-
 from pipeline.cli import build_parser
+from tests.test_flag_mentions import FLAG, OUTSIDE_FLAGS, _cli_flags, _train_script_flags
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 MAKE = re.compile(r"`make ([a-z][a-z0-9-]*)")
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
-# Flags of other tools the pages quote (pip in the install lines, pytest in the make recipes).
-OUTSIDE_FLAGS = {"--no-deps", "--maxprocesses", "--upgrade", "--quiet"}
 
 
 def _make_targets() -> set[str]:

@@ -122,7 +122,7 @@ def gelu_run(
     proc = subprocess.run(
         [
             sys.executable, "-m", "pipeline", "convert", f"{factories}:gelu_and_label",
-            "-o", str(run), "-q", "--unsafe",
+            "-o", str(run), "--unsafe",
         ],
         capture_output=True, text=True, cwd=REPO, timeout=600, check=False,
     )  # fmt: skip

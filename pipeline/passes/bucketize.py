@@ -26,13 +26,16 @@ def _replacement(
     """The nodes and initializers that compute ``node``'s output in ONNX ops."""
     boundaries = next((list(a.floats) for a in node.attribute if a.name == "boundaries"), [])
     prefix = f"{node.name or 'Bucketize'}__bucketize{index}"
-    # TF compares in the input's dtype; Keras feeds float32 (its layer casts first).
-    table = numpy_helper.from_array(np.asarray(boundaries, np.float32), f"{prefix}/boundaries")
+    # Compared in float64: exact for the float32 inputs Keras 3 feeds (its layer casts first)
+    # and for the integer inputs a Keras 2 layer passes through, as TF's kernel compares an
+    # integer with a float boundary.
+    table = numpy_helper.from_array(np.asarray(boundaries, np.float64), f"{prefix}/boundaries")
     axes = numpy_helper.from_array(np.asarray([-1], np.int64), f"{prefix}/axes")
     # Summed in float32 and cast after: torch's sum of an int32 tensor is int64, and the
     # counts (at most len(boundaries)) are exact in float32.
     nodes = [
-        helper.make_node("Unsqueeze", [node.input[0], axes.name], [f"{prefix}/x"], name=f"{prefix}/Unsqueeze"),
+        helper.make_node("Cast", [node.input[0]], [f"{prefix}/wide"], name=f"{prefix}/Widen", to=TensorProto.DOUBLE),
+        helper.make_node("Unsqueeze", [f"{prefix}/wide", axes.name], [f"{prefix}/x"], name=f"{prefix}/Unsqueeze"),
         helper.make_node("GreaterOrEqual", [f"{prefix}/x", table.name], [f"{prefix}/ge"], name=f"{prefix}/GreaterOrEqual"),
         helper.make_node("Cast", [f"{prefix}/ge"], [f"{prefix}/ones"], name=f"{prefix}/Cast", to=TensorProto.FLOAT),
         helper.make_node("ReduceSum", [f"{prefix}/ones", axes.name], [f"{prefix}/count"], name=f"{prefix}/ReduceSum", keepdims=0),

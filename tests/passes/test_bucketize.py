@@ -53,3 +53,17 @@ def test_a_graph_without_bucketize_is_unchanged() -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
     result = BucketizePass().apply(model)
     assert result.changes == 0 and result.model is model
+
+
+def test_integer_input_compares_with_float_boundaries() -> None:
+    # A Keras 2 Discretization passes an integer input straight to Bucketize.
+    model = _model()
+    model.graph.input[0].type.tensor_type.elem_type = TensorProto.INT32
+    x = np.array([[-1, 0, 1, 2, -3]], np.int32)
+    expected = np.searchsorted(np.array(BOUNDARIES), x, side="right").astype(np.int32)
+    fixed, _ = run_passes(model, [BucketizePass()], {"x": x})
+    onnx.checker.check_model(fixed, full_check=True)
+    np.testing.assert_array_equal(OrtRunner(fixed).run({"x": x})["y"], expected)
+    with torch.no_grad():
+        got = import_onnx(fixed)(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(got, expected)
