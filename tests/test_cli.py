@@ -180,3 +180,16 @@ def test_quiet_fail_names_what_failed(tmp_path: Path) -> None:
     lines = proc.stdout.splitlines()
     assert proc.returncode == 1 and len(lines) == 1, proc.stdout
     assert lines[0].startswith(f"FAIL {out}: ") and "out of tolerance" in lines[0], lines[0]
+
+
+def test_a_string_input_is_refused_by_name(tmp_path: Path) -> None:
+    factory = tmp_path / "lookup.py"
+    factory.write_text(
+        "import keras\n"
+        "def make():\n"
+        "    x = keras.Input((1,), dtype='string', name='text')\n"
+        "    return keras.Model(x, keras.layers.StringLookup(vocabulary=['a', 'b'])(x))\n"
+    )
+    proc = tf2torch("convert", f"{factory}:make", "-o", str(tmp_path / "run"), "-q")
+    assert_clean_error(proc, "input(s) text take strings")
+    assert not (tmp_path / "run").exists()

@@ -96,6 +96,12 @@ def _import_user_module(location: str) -> ModuleType:
     return importlib.import_module(location)
 
 
+def _dtype_name(dtype: Any) -> str:
+    """numpy's name for a Keras input dtype; ``string`` for a string input, which numpy has
+    no dtype for (the worker then refuses it by name)."""
+    return "string" if str(dtype) == "string" else np.dtype(dtype).name
+
+
 def _keras_model(
     model: Any,
     description: str,
@@ -118,7 +124,7 @@ def _keras_model(
                 f"{description} has no input signature (a subclassed model that was never "
                 "built?); give one with --input-spec NAME=DTYPE[None,...]"
             )
-        specs = [TensorSpec(t.name, np.dtype(t.dtype).name, tuple(t.shape)) for t in keras_inputs]
+        specs = [TensorSpec(t.name, _dtype_name(t.dtype), tuple(t.shape)) for t in keras_inputs]
 
     def call(tensors: dict[str, Any]) -> list[Any]:
         args = [tensors[s.name] for s in specs]

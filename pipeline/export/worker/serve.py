@@ -47,6 +47,18 @@ def model_names(model: Any) -> dict[str, Any]:
     }
 
 
+def refuse_string_inputs(specs: Sequence[Any]) -> None:
+    """Raise :class:`BadInputError` naming every input that takes strings: ONNX Runtime and
+    torch have no string tensors, so such a model converts only from its numeric part."""
+    strings = [s.name for s in specs if s.dtype in ("string", "str", "bytes", "object")]
+    if strings:
+        raise BadInputError(
+            f"input(s) {', '.join(strings)} take strings, which torch has no tensors for: "
+            "convert the model that starts after the string lookup (e.g. after "
+            "StringLookup/TextVectorization), and do that lookup outside the model"
+        )
+
+
 def handle(request: dict[str, Any]) -> dict[str, Any]:
     """Do the request's work and return the JSON-ready result (see the module docstring)."""
     import onnx
@@ -58,6 +70,7 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
     with _timed(timings, "load"):
         loaded = load_and_scale(request)
     specs = loaded.inputs
+    refuse_string_inputs(specs)
     ranges = {k: tuple(v) for k, v in request.get("input_ranges", {}).items()}
     check_range_names(ranges, specs)
     if request.get("inputs_npz"):
