@@ -13,8 +13,11 @@ import stage reads it (``onnx.ModelProto.metadata_props`` key :data:`METADATA_KE
 - ``lost``: variable → why no initializer holds it (e.g. an optimiser folded it into
   another constant);
 - ``folded``: variable → what it was folded into, for ``--fold-for-inference`` only;
-- ``route``: how the export located the variables (``stateless``: each a graph input of its
-  own; ``frozen+fingerprints``: a frozen graph searched for fingerprints).
+- ``route``: how the export located the variables (``stateless``: a Keras model's, each a
+  graph input of its own; ``signature+variables``: a SavedModel's serving function with each
+  variable it reads made a graph input; ``frozen+fingerprints``: a frozen graph searched for
+  fingerprints; ``frozen``: a SavedModel that could only be frozen, its variables listed as
+  folded and the run inference-only).
 
 Nothing here compares values to find a variable: parts are recorded by the code that made
 the initializer (or decoded from fingerprints, :mod:`pipeline.core.fingerprint`).
