@@ -391,13 +391,30 @@ removed or reworded.  Never an internal error: those are bugs to fix."""
 
 REFUSED: dict[str, str] = {
     "TextVectorization": "takes strings, which have no torch dtype: tokenize outside the model "
-    "and feed integer ids (today convert stops in the export worker: `TypeError: data type "
-    "'string' not understood`)",
+    "and feed integer ids (convert refuses a string input by name)",
     "StringLookup": "takes strings, which have no torch dtype: look strings up outside the "
-    "model and feed integer ids (today convert stops in the export worker: `TypeError: data "
-    "type 'string' not understood`)",
+    "model and feed integer ids (convert refuses a string input by name)",
 }
 """Classes that take strings, refused by name, with the reason."""
+
+KERAS2_KNOWN_FAILURES: dict[str, str] = {
+    # Keras 3's legacy loader drops a multi-axis UnitNormalization's axes: refused, named.
+    "UnitNormalization_axis_1x2": "BadInputError: Keras 2 layer",
+    # Keras 2 writes Discretization with dtype int64; the exported graph then casts the float
+    # input to int64 before Bucketize while Keras's eager call buckets the floats: the gate
+    # fails it (max abs 2 on inputs in (-1, 0)). Not localised yet.
+    "Discretization_bin_boundaries_0_5x0_0x0_5": "tf-ort discretization: max_abs 2",
+}
+"""Cases that fail only as Keras 2 ``.h5`` files (on top of :data:`KNOWN_FAILURES`, which
+hold on every route)."""
+
+
+def known_failure(route: str, case_id: str) -> str | None:
+    """The recorded start of ``case_id``'s failure on ``route`` (``keras3``, ``keras2_h5``,
+    ``keras2_savedmodel``), or None when it must pass."""
+    if route == "keras2_h5" and case_id in KERAS2_KNOWN_FAILURES:
+        return KERAS2_KNOWN_FAILURES[case_id]
+    return KNOWN_FAILURES.get(case_id)
 
 NOT_APPLICABLE: dict[str, str] = {
     "InputLayer": "the model's input itself: every case has one",

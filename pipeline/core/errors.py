@@ -33,7 +33,7 @@ class UnsupportedOpsError(Tf2TorchError):
             parts.append(f"{op_type} x{len(nodes)} ({shown})")
         super().__init__(
             f"{stage}: {len(ops)} unsupported op type(s): {'; '.join(parts)}. "
-            "Add a patch for them (see README, 'Writing a patch') or choose another opset."
+            "Add a patch for them (see docs/patches.md) or choose another opset."
         )
 
 
