@@ -6,9 +6,7 @@ resolution (its largest tolerance over the output's scale), seconds."""
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 
 import provenance  # bench/ is the script's directory, so its first sys.path entry
 
@@ -85,13 +83,12 @@ NOTES = (
 def main(argv: list[str]) -> int:
     """``python bench/corpus_table.py runs/corpus.jsonl [out.md] [seed]``: print the table;
     with ``out.md``, write the page with its provenance header."""
-    source = Path(argv[0] if argv else "runs/corpus.jsonl")
-    rows = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
+    rows = provenance.read_rows(argv[0] if argv else "runs/corpus.jsonl")
     table = render(rows)
     if len(argv) > 1:
         title = "keras.applications corpus" + (f" (seed {argv[2]})" if len(argv) > 2 else "")
         page = [*provenance.header(title, DESCRIPTION), *NOTES, "", table]
-        Path(argv[1]).write_text("\n".join(page) + "\n")
+        provenance.write_text(argv[1], "\n".join(page) + "\n")
     print(table)
     return 0
 

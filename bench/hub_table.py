@@ -6,9 +6,7 @@ as ``docs/results/keras_hub.md``: one row per backbone, with the date, machine a
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 
 import provenance  # bench/ is the script's directory, so its first sys.path entry
 
@@ -63,12 +61,10 @@ def render(rows: list[dict[str, object]]) -> str:
 
 def main(argv: list[str]) -> int:
     """``python bench/hub_table.py ROWS.jsonl [OUT.md]``."""
-    source = Path(argv[0] if argv else "runs/keras_hub.jsonl")
-    rows = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
+    rows = provenance.read_rows(argv[0] if argv else "runs/keras_hub.jsonl")
     page = render(rows)
     if len(argv) > 1:
-        Path(argv[1]).parent.mkdir(parents=True, exist_ok=True)
-        Path(argv[1]).write_text(page)
+        provenance.write_text(argv[1], page)
     print(page)
     return 0
 

@@ -10,7 +10,6 @@ and those not applicable, with the date, machine and versions in the header.
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
 import sys
 from collections import Counter
@@ -109,12 +108,10 @@ def render(rows: list[dict[str, object]], matrix: ModuleType) -> str:
 
 def main(argv: list[str]) -> int:
     """``python bench/layer_matrix_table.py ROWS.jsonl [OUT.md]``."""
-    source = Path(argv[0] if argv else "runs/layer_matrix.jsonl")
-    rows = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
+    rows = provenance.read_rows(argv[0] if argv else "runs/layer_matrix.jsonl")
     page = render(rows, _matrix())
     if len(argv) > 1:
-        Path(argv[1]).parent.mkdir(parents=True, exist_ok=True)
-        Path(argv[1]).write_text(page)
+        provenance.write_text(argv[1], page)
     print(page)
     return 0
 

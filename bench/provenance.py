@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import json
 import os
 import platform
 from pathlib import Path
+from typing import Any
 
 PACKAGES = (
     "keras",
@@ -51,6 +53,16 @@ def write_page(path: str | Path, title: str, description: str, text: str) -> Non
     """Write a benchmark's printed tables as a results page: the header, then ``text`` as a
     preformatted block (the tables exactly as the terminal showed them)."""
     lines = [*header(title, description), "```", text.rstrip(), "```"]
+    write_text(path, "\n".join(lines) + "\n")
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """The JSON rows (one object per line) a corpus test appended to ``path``."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a results page, creating its folder."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text("\n".join(lines) + "\n")
+    target.write_text(text)
