@@ -15,6 +15,7 @@ from pipeline.core.torch_runner import place_module, run_torch
 from pipeline.to_torch.parameters import ParameterEntry
 from pipeline.verify.gradients import (
     GradientComparison,
+    TieRouted,
     compare_gradients,
     tie_routed_gradients,
     torch_gradients,
@@ -164,28 +165,25 @@ def check_gradients(
     if unmeasured is None:
         unmeasured = _twin_mismatch(tf_outputs64 or {}, outputs64, output_noise or {})
     tf_floors = dict(tf_noise or {}) if unmeasured is None else {}
-    checks = compare_gradients(
-        list(parameters),
-        dict(tf_gradients),
-        torch_grads,
-        compare.DTYPE_DEFAULTS["float32"],
-        noise,
-        tf_floors,
-    )
+
+    def judge(routed: TieRouted | None = None) -> list[GradientComparison]:
+        return compare_gradients(
+            list(parameters),
+            dict(tf_gradients),
+            torch_grads,
+            compare.DTYPE_DEFAULTS["float32"],
+            noise,
+            tf_floors,
+            routed,
+        )
+
+    checks = judge()
     if not all(c.passed for c in checks):
         # TF's MaxPool3D gradient routes near-ties its own way: judge again with that routing
         # (pipeline.verify.ties) where the module's pools have such ties on these inputs.
         routed = tie_routed_gradients(module, *args)
         if routed is not None:
-            checks = compare_gradients(
-                list(parameters),
-                dict(tf_gradients),
-                torch_grads,
-                compare.DTYPE_DEFAULTS["float32"],
-                noise,
-                tf_floors,
-                routed,
-            )
+            checks = judge(routed)
     return checks, unmeasured
 
 
