@@ -34,6 +34,7 @@ from pipeline.to_torch.ops.registry import (
     NodeContext,
     call_attribute,
     override_converter,
+    static_dims,
     translates,
 )
 
@@ -66,16 +67,6 @@ def _crop_index(begin: Sequence[int], end: Sequence[int]) -> tuple[slice, ...]:
     return (slice(None), slice(None), *crops)
 
 
-def _spatial_input_sizes(node: OnnxNode, graph: OnnxGraph) -> list[int] | None:
-    info = graph.value_info.get(node.input_values[0])
-    if info is None or not info.type.tensor_type.HasField("shape"):
-        return None
-    dims = info.type.tensor_type.shape.dim[2:]
-    if not all(d.HasField("dim_value") for d in dims):
-        return None
-    return [d.dim_value for d in dims]
-
-
 def _split(total: int, upper: bool) -> tuple[int, int]:
     """ONNX's split of a total padding into (begin, end)."""
     return (total // 2, total - total // 2) if upper else (total - total // 2, total // 2)
@@ -98,7 +89,7 @@ def onnx_pads(
     ]
     output_shape = attributes.get("output_shape")
     if output_shape is not None:
-        sizes = _spatial_input_sizes(node, graph)
+        sizes = static_dims(graph, node.input_values[0], 2)
         if sizes is None:
             raise NotImplementedError(
                 f"ConvTranspose ({node.name}): output_shape with input sizes unknown at import"

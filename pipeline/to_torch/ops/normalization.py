@@ -36,6 +36,7 @@ from pipeline.to_torch.ops.registry import (
     call_attribute,
     override_converter,
     register_helper,
+    static_dims,
     translates,
     use_fallback,
     uses_onnx2torch,
@@ -136,15 +137,6 @@ def _rank(graph: OnnxGraph, name: str) -> int | None:
     return len(info.type.tensor_type.shape.dim)
 
 
-def _static_dims(graph: OnnxGraph, name: str, start: int) -> list[int] | None:
-    """The sizes of dims ``start``... of ``name`` when all are known at import."""
-    info = graph.value_info.get(name)
-    if info is None or not info.type.tensor_type.HasField("shape"):
-        return None
-    dims = info.type.tensor_type.shape.dim[start:]
-    return [d.dim_value for d in dims] if all(d.HasField("dim_value") for d in dims) else None
-
-
 @override_converter(
     "LayerNormalization", versions=(17,), produces=(nn.LayerNorm, LayerNormalization)
 )
@@ -161,7 +153,7 @@ def convert_layer_norm(
         axis += rank
     outputs = len(node.output_values)
     weights = [n for n in node.input_values[1:] if n]
-    normalized = _static_dims(graph, node.input_values[0], axis)
+    normalized = static_dims(graph, node.input_values[0], axis)
     constants = all(n in graph.initializers for n in weights)
     if outputs == 1 and constants and normalized is not None:
         values = [graph.initializers[n].to_torch() for n in weights]

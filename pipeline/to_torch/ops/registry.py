@@ -175,6 +175,16 @@ def use_fallback(
     return fallback(node, graph)
 
 
+def static_dims(graph: OnnxGraph, name: str, start: int = 0) -> list[int] | None:
+    """The sizes of dims ``start``... of the graph value ``name`` when every one is known at
+    import (from the shape inference the importer ran), else None."""
+    info = graph.value_info.get(name)
+    if info is None or not info.type.tensor_type.HasField("shape"):
+        return None
+    dims = info.type.tensor_type.shape.dim[start:]
+    return [d.dim_value for d in dims] if all(d.HasField("dim_value") for d in dims) else None
+
+
 # ---------------------------------------------------------------------------- code forms
 
 

@@ -45,6 +45,7 @@ from pipeline.to_torch.ops.registry import (
     UntranslatableError,
     call_attribute,
     override_converter,
+    static_dims,
     translates,
     use_fallback,
 )
@@ -103,13 +104,7 @@ def _weight_kernel(node: OnnxNode, graph: OnnxGraph) -> list[int] | None:
     kernel = node.attributes.get("kernel_shape")
     if kernel is not None:
         return list(kernel)
-    info = graph.value_info.get(node.input_values[1])
-    if info is None or not info.type.tensor_type.HasField("shape"):
-        return None
-    dims = info.type.tensor_type.shape.dim[2:]
-    if not all(d.HasField("dim_value") for d in dims):
-        return None
-    return [d.dim_value for d in dims]
+    return static_dims(graph, node.input_values[1], 2)
 
 
 def convert_run_time_weight_conv(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
