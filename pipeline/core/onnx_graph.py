@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 import onnx
 
@@ -17,3 +17,16 @@ def all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
             elif attr.type == onnx.AttributeProto.GRAPHS:
                 for subgraph in attr.graphs:
                     yield from all_nodes(subgraph)
+
+
+def drop_initializers(graph: onnx.GraphProto, names: Collection[str]) -> None:
+    """Remove the initializers named ``names`` from ``graph``, with the graph inputs that
+    declare them, in place."""
+    if not names:
+        return
+    keep = [t for t in graph.initializer if t.name not in names]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    inputs = [v for v in graph.input if v.name not in names]
+    del graph.input[:]
+    graph.input.extend(inputs)

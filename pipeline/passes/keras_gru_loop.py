@@ -38,7 +38,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from pipeline.core import provenance
-from pipeline.core.onnx_graph import all_nodes
+from pipeline.core.onnx_graph import all_nodes, drop_initializers
 from pipeline.core.ort_runner import OrtRunner
 from pipeline.core.transforms import compose
 from pipeline.passes.base import PassResult
@@ -410,12 +410,4 @@ def _drop_unused_initializers(model: onnx.ModelProto) -> None:
     """Remove initializers nothing reads any more (the loop's weights), and their inputs."""
     graph = model.graph
     used = {i for n in all_nodes(graph) for i in n.input} | {o.name for o in graph.output}
-    dropped = {t.name for t in graph.initializer if t.name not in used}
-    if not dropped:
-        return
-    keep = [t for t in graph.initializer if t.name not in dropped]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
-    inputs = [v for v in graph.input if v.name not in dropped]
-    del graph.input[:]
-    graph.input.extend(inputs)
+    drop_initializers(graph, {t.name for t in graph.initializer if t.name not in used})

@@ -34,7 +34,7 @@ import onnx
 from onnx import helper
 
 from pipeline.core import provenance
-from pipeline.core.onnx_graph import all_nodes
+from pipeline.core.onnx_graph import all_nodes, drop_initializers
 from pipeline.core.ort_runner import OrtRunner
 from pipeline.passes.base import PassResult
 
@@ -234,13 +234,7 @@ def _drop_unread(model: onnx.ModelProto, doomed: set[str]) -> None:
         for t in graph.initializer
         if t.name in read_before and t.name not in readers and t.name not in outputs
     }
-    if unread:
-        keep = [t for t in graph.initializer if t.name not in unread]
-        del graph.initializer[:]
-        graph.initializer.extend(keep)
-        inputs = [v for v in graph.input if v.name not in unread]
-        del graph.input[:]
-        graph.input.extend(inputs)
+    drop_initializers(graph, unread)
 
 
 class ShapeOnlyPass:
