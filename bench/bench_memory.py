@@ -2,7 +2,7 @@
 
 Converts one model (default: ConvNeXtTiny from the real-network corpus, random weights) and
 samples, every 20 ms, the resident memory of this process (the torch side: fixup, import,
-compare, gradients) and of its children (the TensorFlow worker: export).  Prints, per
+compare, gradients), of the fork server and of the TF workers forked from it (export).  Prints, per
 stage, the peak above this process's own baseline (its memory after the imports, measured
 in the same run) and that peak as a multiple of the model's float32 weights: the figure
 that says how large a model fits a machine (a model whose weights are W bytes needs about
@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import provenance  # bench/ is the script's directory, so its first sys.path entry
@@ -40,26 +41,40 @@ def _rss(pid: int) -> int:
         return 0
 
 
-def _children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (the TF worker is one)."""
-    found = []
+def _is_fork_server(pid: int) -> bool:
+    try:
+        return b"pipeline.export.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _children(pid: int) -> dict[int, list[int]]:
+    """``pid``'s children and, per child, that child's own children: the fork server (or a
+    spawned TF worker) and the TF workers forked from it."""
+    parents: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
+        parents[int(stat.parent.name)] = int(fields[1])
+    return {
+        child: [grand for grand, parent in parents.items() if parent == child]
+        for child, parent in parents.items()
+        if parent == pid
+    }
 
 
 class PeakSampler:
-    """Samples this process's and its children's resident memory; keeps each stage's peak."""
+    """Samples the resident memory of this process, of the fork server and of the TF workers
+    (the fork server's children; a worker spawned without the fork server counts as a
+    worker); keeps each stage's peak of each."""
 
     def __init__(self, interval: float = 0.02) -> None:
         self.stage = "start"
         self.own: dict[str, int] = {}
-        self.children: dict[str, int] = {}
+        self.server: dict[str, int] = {}
+        self.workers: dict[str, int] = {}
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -67,14 +82,18 @@ class PeakSampler:
     def _loop(self) -> None:
         pid = os.getpid()
         tick = 0
-        kids: list[int] = []
+        kids: dict[int, list[int]] = {}
         while not self._stop.is_set():
             if tick % 10 == 0:  # listing /proc is slow: look for new children every 10 samples
                 kids = _children(pid)
             stage = self.stage
             self.own[stage] = max(self.own.get(stage, 0), _rss(pid))
-            child = sum(_rss(k) for k in kids)
-            self.children[stage] = max(self.children.get(stage, 0), child)
+            servers = [k for k in kids if _is_fork_server(k)]
+            server = sum(_rss(k) for k in servers)
+            workers = sum(_rss(g) for k in servers for g in kids[k])
+            workers += sum(_rss(k) for k in kids if k not in servers)
+            self.server[stage] = max(self.server.get(stage, 0), server)
+            self.workers[stage] = max(self.workers.get(stage, 0), workers)
             tick += 1
             time.sleep(self._interval)
 
@@ -87,44 +106,116 @@ class PeakSampler:
         self._thread.join()
 
 
+@dataclass
+class StageRow:
+    """One stage's peaks, in bytes: this process, its rise above its baseline, the TF
+    workers' rise above the fork server (forked pages are shared, so a worker's resident
+    memory includes the server's), and the fork server."""
+
+    stage: str
+    process: int
+    above: int
+    worker: int
+    server: int
+
+
+@dataclass
+class MemoryRun:
+    """What :func:`measure` found: the verdict, seconds, weights and per-stage rows."""
+
+    verdict: str
+    status: str
+    seconds: float
+    weights: int
+    baseline: int
+    rows: list[StageRow]
+    stage_seconds: dict[str, float]
+
+    def worst(self) -> float:
+        """The largest multiple of the weights any stage held, in either process."""
+        return max(max(r.above, r.worker) for r in self.rows) / self.weights
+
+
+def measure(model: str, options: ConvertOptions, out_dir: Path | None = None) -> MemoryRun:
+    """Convert ``model`` once (into ``out_dir``, or a temporary directory) while sampling
+    memory; return each stage's peaks."""
+    baseline = _rss(os.getpid())
+    stage_start: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp, PeakSampler() as sampler:
+
+        def on_stage(stage: str) -> None:
+            sampler.stage = stage
+            stage_start[stage] = time.perf_counter()
+
+        start = time.perf_counter()
+        result = convert(model, out_dir or Path(tmp) / "run", options, on_stage=on_stage)
+        end = time.perf_counter()
+        weights = sum(p.numel() * p.element_size() for p in result.module.parameters())
+        weights += sum(b.numel() * b.element_size() for b in result.module.buffers())
+        sampler.stage = "done"
+        del result.module
+    stages = list(stage_start)
+    stage_seconds = {
+        stage: (stage_start[stages[i + 1]] if i + 1 < len(stages) else end) - stage_start[stage]
+        for i, stage in enumerate(stages)
+    }
+    server_base = max(sampler.server.values(), default=0)
+    rows = [
+        StageRow(
+            stage,
+            peak,
+            max(0, peak - baseline),
+            max(0, sampler.workers.get(stage, 0) - server_base),
+            sampler.server.get(stage, 0),
+        )
+        for stage, peak in sampler.own.items()
+        if stage not in ("start", "done")
+    ]
+    return MemoryRun(
+        result.verdict,
+        result.report["parameter_count"].get("status", ""),
+        end - start,
+        weights,
+        baseline,
+        rows,
+        stage_seconds,
+    )
+
+
+def table_of(run: MemoryRun, title: str) -> Table:
+    """The per-stage table of ``run`` (sizes in GB, multiples of the weights)."""
+    gb = 1e9
+    table = Table(title=f"{title} ({run.verdict}, {run.seconds:.0f} s)")
+    columns = ("stage", "seconds", "process", "above baseline", "x weights", "TF worker",
+               "x weights ", "fork server")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for row in run.rows:
+        table.add_row(
+            row.stage,
+            f"{run.stage_seconds.get(row.stage, 0):.0f}",
+            f"{row.process / gb:.2f} GB",
+            f"{row.above / gb:.2f} GB",
+            f"{row.above / run.weights:.1f}",
+            f"{row.worker / gb:.2f} GB" if row.worker else "",
+            f"{row.worker / run.weights:.1f}" if row.worker else "",
+            f"{row.server / gb:.2f} GB" if row.server else "",
+        )
+    return table
+
+
 def main(argv: list[str]) -> int:
     """Convert ``--model`` once and print the per-stage memory table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEFAULT_MODEL, help="a source convert accepts")
     args = parser.parse_args(argv)
     console = Console(highlight=False, width=120, record=True)  # recorded for the page
-    baseline = _rss(os.getpid())
-    with tempfile.TemporaryDirectory() as tmp, PeakSampler() as sampler:
-
-        def on_stage(stage: str) -> None:
-            sampler.stage = stage
-
-        start = time.perf_counter()
-        result = convert(args.model, Path(tmp) / "run", ConvertOptions(), on_stage=on_stage)
-        seconds = time.perf_counter() - start
-        weights = sum(p.numel() * p.element_size() for p in result.module.parameters())
-        weights += sum(b.numel() * b.element_size() for b in result.module.buffers())
-        sampler.stage = "done"
-    gb = 1e9
-    table = Table(title=f"peak resident memory per stage ({result.verdict}, {seconds:.0f} s)")
-    for column in ("stage", "process", "above baseline", "x weights", "TF worker"):
-        table.add_column(column, justify="left" if column == "stage" else "right")
-    for stage, peak in sampler.own.items():
-        if stage in ("start", "done"):
-            continue
-        above = max(0, peak - baseline)
-        child = sampler.children.get(stage, 0)
-        table.add_row(
-            stage,
-            f"{peak / gb:.2f} GB",
-            f"{above / gb:.2f} GB",
-            f"{above / weights:.1f}",
-            f"{child / gb:.2f} GB" if child else "",
-        )
-    console.print(table)
+    run = measure(args.model, ConvertOptions())
+    console.print(table_of(run, "peak resident memory per stage"))
     console.print(
-        f"weights {weights / gb:.3f} GB; baseline (this process after its imports) "
-        f"{baseline / gb:.2f} GB"
+        f"weights {run.weights / 1e9:.3f} GB; baseline (this process after its imports) "
+        f"{run.baseline / 1e9:.2f} GB; TF workers are measured above the fork server they "
+        "are forked from"
     )
     provenance.write_page(
         REPO / "docs" / "results" / "bench_memory.md",

@@ -111,7 +111,7 @@ class ConversionResult:
     comparisons: list[compare.OutputComparison]
     parameters: list[ParameterEntry]
     """Where each TF variable went (the report's ``parameters`` table)."""
-    tf_gradients: dict[str, np.ndarray]
+    tf_gradients: Mapping[str, np.ndarray]
     """TF's gradient of the fixed loss per trainable variable (keyed by TF name)."""
     loss_weights: dict[str, np.ndarray]
     """The fixed loss's weights per output: ``loss = sum(output * weight)``."""

@@ -90,7 +90,19 @@ class Fingerprints:
         owners = np.array(mine, dtype=np.int64)[slot]
         variable[valid] = owners[valid]
         flat[valid] = (numbers - starts[slot])[valid]
-        return variable, flat
+        del numbers, slot, owners
+        return _compact(variable), _compact(flat)
+
+
+def _compact(indices: np.ndarray) -> np.ndarray:
+    """``indices`` in less memory, same values: one read-only broadcast element where they
+    are all equal, else int32 where they fit (an LLM's decoded weights would otherwise take
+    four times the weights' own bytes)."""
+    if indices.size and indices.min() == indices.max():
+        return np.broadcast_to(np.int64(indices.flat[0]), indices.shape)
+    if indices.size and indices.max() < np.iinfo(np.int32).max:
+        return indices.astype(np.int32)
+    return indices
 
 
 def fingerprints_for(values: Sequence[np.ndarray]) -> Fingerprints:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import functools
 import logging
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+
+from pipeline.core import onnx_io
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +50,23 @@ def ensure_ir_version(model: onnx.ModelProto) -> onnx.ModelProto:
     """Return ``model`` with an IR version ONNX Runtime accepts (at most 10; copied if changed)."""
     if model.ir_version <= MAX_ORT_IR_VERSION:
         return model
-    clamped = onnx.ModelProto()
-    clamped.CopyFrom(model)
+    clamped = onnx_io.copy(model)
     clamped.ir_version = MAX_ORT_IR_VERSION
     return clamped
 
 
+SEPARATE_WEIGHTS_BYTES = 64 * 2**20
+"""Weights from which a session gets them as arrays beside a weightless graph (see
+:func:`pipeline.core.onnx_io.skeleton`), with ONNX Runtime's pre-packing off: one copy of
+the weights instead of three (graph, serialized bytes, session) and no packed fourth."""
+
+
 class OrtRunner:
-    """One ONNX Runtime session over a model; :attr:`provider` is the EP that actually runs."""
+    """One ONNX Runtime session over a model; :attr:`provider` is the EP that actually runs.
+
+    A model whose weights pass :data:`SEPARATE_WEIGHTS_BYTES` (or 2 GB, which protobuf
+    cannot serialize) is given to ONNX Runtime as a weightless graph plus its initializers
+    as arrays the session reads in place."""
 
     def __init__(self, model: onnx.ModelProto, providers: tuple[str, ...] | None = None) -> None:
         options = ort.SessionOptions()
@@ -62,11 +75,27 @@ class OrtRunner:
         # exception it raises, which is logged and reported there; on the terminal they
         # would read as a failure of a run that passes.
         options.log_severity_level = _FATAL
-        self.session = ort.InferenceSession(
-            ensure_ir_version(model).SerializeToString(),
-            sess_options=options,
-            providers=list(providers or select_providers()),
-        )
+        providers_list = list(providers or select_providers())
+        self._held: list[object] = []  # arrays and OrtValues the session reads in place
+        if onnx_io.weight_bytes(model) < SEPARATE_WEIGHTS_BYTES:
+            self.session = ort.InferenceSession(
+                ensure_ir_version(model).SerializeToString(),
+                sess_options=options,
+                providers=providers_list,
+            )
+        else:
+            with tempfile.TemporaryDirectory(prefix="tf2torch-ort-") as tmp:
+                path, arrays = onnx_io.skeleton(
+                    model, Path(tmp), max_ir_version=MAX_ORT_IR_VERSION
+                )
+                for name, array in arrays.items():
+                    value = ort.OrtValue.ortvalue_from_numpy(array)
+                    options.add_initializer(name, value)
+                    self._held += [array, value]
+                options.add_session_config_entry("session.disable_prepacking", "1")
+                self.session = ort.InferenceSession(
+                    str(path), sess_options=options, providers=providers_list
+                )
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     @property

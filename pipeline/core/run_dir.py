@@ -12,13 +12,14 @@ What a failed run leaves is its TF worker's log, at ``<out_dir>.failed/tf_worker
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+import zipfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 
@@ -105,12 +106,106 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write ``arrays`` as an uncompressed ``.npz`` at ``path``, atomically."""
-    buffer = io.BytesIO()
-    # numpy's stub types **kwds as if a key could be `allow_pickle`; ours are array names.
-    np.savez(buffer, **arrays)  # type: ignore[arg-type]
-    atomic_write_bytes(Path(path), buffer.getvalue())
+def write_npz(
+    path: Path, arrays: Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]]
+) -> None:
+    """Write ``arrays`` (a mapping, or ``(key, array)`` pairs made one at a time) as an
+    uncompressed ``.npz`` at ``path``, atomically.
+
+    Each array is streamed into the file as it comes: a model's weights are never held
+    twice (once as arrays, once as the file's bytes), and pairs from a generator are never
+    held all at once."""
+    items = arrays.items() if isinstance(arrays, Mapping) else arrays
+    fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", dir=Path(path).parent)
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for key, array in items:
+                # np.savez's own layout: one ``<key>.npy`` member per array.
+                with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class LazyNpz(Mapping[str, np.ndarray]):
+    """An ``.npz`` file's arrays by key, each read from the file when it is asked for (and
+    not kept), so a model's weights or gradients stay on disk until a stage reads one.
+
+    The file is opened at once: it may be deleted afterwards (its data stays readable
+    through the open handle until :meth:`close` or garbage collection)."""
+
+    def __init__(self, path: Path) -> None:
+        self._npz = np.load(path, allow_pickle=False)
+        self._keys = list(self._npz.files)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._npz.files:
+            raise KeyError(key)
+        return np.asarray(self._npz[key])
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._npz.files
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def close(self) -> None:
+        """Close the file."""
+        self._npz.close()
+
+    def view(self, keys: Mapping[str, str]) -> NpzView:
+        """A mapping of ``keys``' keys to the arrays their values name in this file."""
+        return NpzView(self, keys)
+
+    def sequence(self, keys: Sequence[str]) -> NpzSequence:
+        """A sequence of the arrays ``keys`` name in this file, in order."""
+        return NpzSequence(self, keys)
+
+
+class NpzView(Mapping[str, np.ndarray]):
+    """Arrays of a :class:`LazyNpz` under other names, each read when asked for."""
+
+    def __init__(self, npz: LazyNpz, keys: Mapping[str, str]) -> None:
+        self._npz, self._keys = npz, dict(keys)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self._npz[self._keys[key]]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+class NpzSequence(Sequence[np.ndarray]):
+    """Arrays of a :class:`LazyNpz` in a given order, each read when asked for."""
+
+    def __init__(self, npz: LazyNpz, keys: Sequence[str]) -> None:
+        self._npz, self._keys = npz, list(keys)
+
+    @overload
+    def __getitem__(self, index: int) -> np.ndarray: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[np.ndarray]: ...
+
+    def __getitem__(self, index: int | slice) -> np.ndarray | list[np.ndarray]:
+        if isinstance(index, slice):
+            return [self._npz[k] for k in self._keys[index]]
+        return self._npz[self._keys[index]]
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:

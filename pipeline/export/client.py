@@ -40,6 +40,8 @@ class TfExport:
     ``has_grad``; for Keras models also ``layer``, ``layer_class``, ``layer_kind`` and
     ``initializer`` (``class_name``, ``config``); values and gradients are in :attr:`variables_npz`."""
     variables_npz: Path
+    floors_npz: Path
+    """TF's gradient floors (``grad_noise/<i>``) and float64 twin outputs (``output64/<name>``)."""
     gradient_error: str | None = None
     """Why TensorFlow could not differentiate the fixed loss (then no variable has a
     gradient), or None."""
@@ -232,6 +234,7 @@ def export_with_tf(
         versions=answer["versions"],
         variables=answer["variables"],
         variables_npz=work_dir / "tf_variables.npz",
+        floors_npz=work_dir / "tf_floors.npz",
         gradient_error=answer.get("gradient_error"),
         gradient_noise_unmeasured=answer.get("gradient_noise_unmeasured"),
         scaling=answer.get("scaling"),

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.core import compare
-from pipeline.core.run_dir import read_npz
+from pipeline.core.run_dir import LazyNpz, read_npz
 from pipeline.core.signature import TensorSpec
 from pipeline.export.client import export_with_tf
 from pipeline.export.sources import Source
@@ -53,9 +53,9 @@ class Exported:
     tf_outputs: dict[str, np.ndarray]
     variables: list[dict[str, Any]]
     """Every TF variable's metadata in model order (see :class:`pipeline.export.client.TfExport`)."""
-    values: list[np.ndarray]
+    values: Sequence[np.ndarray]
     """Every TF variable's value, in the order of :attr:`variables`."""
-    tf_gradients: dict[str, np.ndarray]
+    tf_gradients: Mapping[str, np.ndarray]
     """TF's gradient of the fixed loss per trainable variable, keyed by variable path."""
     loss_weights: dict[str, np.ndarray]
     """The fixed loss's weight per output: ``loss = sum(output * weight)``."""
@@ -107,8 +107,12 @@ def export_model(source: Source, work_dir: Path, settings: ExportSettings) -> Ex
         done.scaling["calibration"] = str(settings.calibration)
     inputs = read_npz(done.inputs_npz)
     tf_outputs = read_npz(done.tf_outputs_npz)
-    tf_variables = read_npz(done.variables_npz)
-    for scratch in (done.inputs_npz, done.tf_outputs_npz, done.variables_npz):
+    # Values and gradients stay in the file until a stage reads one (a model's weights,
+    # twice, would otherwise sit in memory through every stage); the file is opened now and
+    # unlinked, its data readable through the open handle.
+    tf_variables = LazyNpz(done.variables_npz)
+    floors = read_npz(done.floors_npz)
+    for scratch in (done.inputs_npz, done.tf_outputs_npz, done.variables_npz, done.floors_npz):
         scratch.unlink()
     return Exported(
         raw_onnx=done.raw_onnx,
@@ -117,24 +121,26 @@ def export_model(source: Source, work_dir: Path, settings: ExportSettings) -> Ex
         inputs=inputs,
         tf_outputs=tf_outputs,
         variables=done.variables,
-        values=[tf_variables[f"value/{i}"] for i in range(len(done.variables))],
-        tf_gradients={
-            meta["path"]: tf_variables[f"grad/{i}"]
-            for i, meta in enumerate(done.variables)
-            if f"grad/{i}" in tf_variables
-        },
+        values=tf_variables.sequence([f"value/{i}" for i in range(len(done.variables))]),
+        tf_gradients=tf_variables.view(
+            {
+                meta["path"]: f"grad/{i}"
+                for i, meta in enumerate(done.variables)
+                if f"grad/{i}" in tf_variables
+            }
+        ),
         loss_weights=_prefixed(tf_variables, "loss_weight/"),
         gradient_error=done.gradient_error,
         tf_gradient_noise={
             meta["path"]: compare.Noise(
-                float(tf_variables[f"grad_noise/{i}"][0]),
-                float(tf_variables[f"grad_noise/{i}"][1]),
-                tf_variables[f"grad/{i}"].dtype.name,
+                float(floors[f"grad_noise/{i}"][0]),
+                float(floors[f"grad_noise/{i}"][1]),
+                meta["dtype"],
             )
             for i, meta in enumerate(done.variables)
-            if f"grad_noise/{i}" in tf_variables
+            if f"grad_noise/{i}" in floors
         },
-        tf_outputs64=_prefixed(tf_variables, "output64/"),
+        tf_outputs64=_prefixed(floors, "output64/"),
         tf_gradient_noise_unmeasured=done.gradient_noise_unmeasured,
         scaling=done.scaling,
         versions=done.versions,
@@ -144,5 +150,6 @@ def export_model(source: Source, work_dir: Path, settings: ExportSettings) -> Ex
 
 
 def _prefixed(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
-    """The arrays whose key starts with ``prefix``, keyed by the rest of it."""
-    return {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
+    """The arrays whose key starts with ``prefix``, keyed by the rest of it (only those are
+    read from a lazy mapping)."""
+    return {k.removeprefix(prefix): arrays[k] for k in arrays if k.startswith(prefix)}

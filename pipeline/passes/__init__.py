@@ -25,6 +25,7 @@ import importlib
 import importlib.util
 import pkgutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from pipeline.core import compare
+from pipeline.core import compare, onnx_io
 from pipeline.core.errors import BadInputError, PassError
 from pipeline.core.ort_runner import OrtRunner
 from pipeline.passes.base import FixupPass, PassRecord, PassResult
@@ -158,9 +159,15 @@ def check_unique(passes: Sequence[FixupPass]) -> None:
 
 
 def _validity_error(model: onnx.ModelProto) -> str | None:
-    """The checker's complaint about ``model`` (full check, strict shape inference), or None."""
+    """The checker's complaint about ``model`` (full check, strict shape inference), or None.
+    A model past protobuf's limit is checked as its skeleton (weights as external data)."""
     try:
-        onnx.checker.check_model(model, full_check=True)
+        if not onnx_io.needs_external_data(model):
+            onnx.checker.check_model(model, full_check=True)
+        else:
+            with tempfile.TemporaryDirectory(prefix="tf2torch-check-") as tmp:
+                path, _ = onnx_io.skeleton(model, Path(tmp))
+                onnx.checker.check_model(str(path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
         return str(err).strip().splitlines()[0]
     return None

@@ -37,7 +37,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from pipeline.core import provenance
+from pipeline.core import onnx_io, provenance
 from pipeline.core.onnx_graph import all_nodes, drop_initializers
 from pipeline.core.ort_runner import OrtRunner
 from pipeline.core.transforms import compose
@@ -322,7 +322,7 @@ class KerasGruLoopPass:
         """Return a rewritten copy of ``model`` and the number of loops replaced."""
         if not any(n.op_type == "Loop" for n in model.graph.node):
             return PassResult(model, 0)
-        model = onnx.ModelProto.FromString(model.SerializeToString())
+        model = onnx_io.copy(model)
         graph = model.graph
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         if opset < 7:

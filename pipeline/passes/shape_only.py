@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from pipeline.core import provenance
+from pipeline.core import onnx_io, provenance
 from pipeline.core.onnx_graph import all_nodes, drop_initializers
 from pipeline.core.ort_runner import OrtRunner
 from pipeline.passes.base import PassResult
@@ -284,7 +284,7 @@ class ShapeOnlyPass:
         chosen = _equal_shapes(model, probes)
         if not chosen:
             return PassResult(model, 0)
-        model = onnx.ModelProto.FromString(model.SerializeToString())
+        model = onnx_io.copy(model)
         changes = 0
         for node in model.graph.node:
             if node.op_type == "Shape" and node.input[0] in chosen:

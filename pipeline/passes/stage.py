@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from pipeline.core import onnx_io
 from pipeline.passes import (
     builtin_passes,
     builtin_patches,
@@ -57,5 +58,5 @@ def fix_graph(
         patches=[*builtin_patches(), *extra_patches],
         reference=reference,
     )
-    onnx.save(fixed, str(out))
+    onnx_io.save(fixed, out)
     return Fixed(fixed, [r.to_json() for r in records])

@@ -31,6 +31,7 @@ import torch
 from onnx2torch.node_converters.registry import get_converter
 
 import pipeline.to_torch.ops  # noqa: F401 -- registers our converters in onnx2torch
+from pipeline.core import onnx_io
 from pipeline.core.errors import ExportError, Tf2TorchError, UnsupportedOpsError
 from pipeline.core.onnx_graph import all_nodes
 from pipeline.to_torch.ops import loop
@@ -77,7 +78,7 @@ def _with_distinct_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
     multi-output node would come back as the whole tuple, a graph input passed straight
     through fails, and two outputs of one node collapse into one.
     """
-    model = onnx.ModelProto.FromString(model.SerializeToString())
+    model = onnx_io.copy(model)
     taken = {v for n in model.graph.node for v in n.output} | {v.name for v in model.graph.input}
     for output in model.graph.output:
         name = f"{output.name}__output"

@@ -42,7 +42,7 @@ import torch
 from onnx import numpy_helper
 
 from pipeline.core import provenance
-from pipeline.core.fingerprint import NOT_A_FINGERPRINT, Fingerprints, fingerprints_for
+from pipeline.core.fingerprint import NOT_A_FINGERPRINT, Fingerprints
 from pipeline.core.transforms import apply_transform, describe_index_map
 from pipeline.to_torch.linear_fusion import fuse_linear_layers
 from pipeline.to_torch.module_surgery import (
@@ -119,13 +119,30 @@ the flat TF index of each of its elements."""
 # ----------------------------------------------------------------------- fingerprinting
 
 
+def _fingerprints(
+    variables: Sequence[Mapping[str, Any]], values: Sequence[np.ndarray]
+) -> Fingerprints:
+    """Fingerprints for ``variables``: shapes and dtypes from their metadata where it has
+    them (the values are then not read: at LLM scale they wait on disk), else the values'."""
+    shapes, dtypes = [], []
+    for i, meta in enumerate(variables):
+        if "shape" in meta and "dtype" in meta:
+            shapes.append(tuple(int(d) for d in meta["shape"]))
+            dtypes.append(str(meta["dtype"]))
+        else:
+            value = np.asarray(values[i])
+            shapes.append(tuple(value.shape))
+            dtypes.append(value.dtype.name)
+    return Fingerprints(shapes, dtypes)
+
+
 def fingerprinted(
     model: onnx.ModelProto, variables: Sequence[Mapping[str, Any]], values: Sequence[np.ndarray]
 ) -> tuple[onnx.ModelProto, Fingerprints, provenance.Provenance]:
     """A copy of ``model`` whose recorded initializers hold fingerprints of their variables
     (elements no part covers keep their value), the fingerprints, and the model's record."""
     record = provenance.read(model) or provenance.Provenance()
-    prints = fingerprints_for(values)
+    prints = _fingerprints(variables, values)
     index = {str(v["path"]): i for i, v in enumerate(variables)}
     if len(index) != len(variables):
         # The record, the table and the gradients key variables by path: two variables on
@@ -134,17 +151,19 @@ def fingerprinted(
         paths = [str(v["path"]) for v in variables]
         twice = sorted({p for p in paths if paths.count(p) > 1})
         raise ValueError(f"variable paths occur more than once: {', '.join(twice[:5])}")
-    marks = {
-        path: prints.value(i)
+    marked_paths = {
+        path
         for path, i in index.items()
-        if prints.supported(i) and np.asarray(values[i]).dtype.kind == "f"
+        if prints.supported(i) and np.dtype(prints.dtypes[i]).kind == "f"
     }
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     for position, tensor in enumerate(copy.graph.initializer):
-        parts = [p for p in record.initializers.get(tensor.name, []) if p.variable in marks]
+        parts = [p for p in record.initializers.get(tensor.name, []) if p.variable in marked_paths]
         if not parts:
             continue
+        # Each variable's fingerprints are made for the tensors that hold it, then dropped.
+        marks = {p.variable: prints.value(index[p.variable]) for p in parts}
         marked = provenance.build_value(numpy_helper.to_array(tensor), parts, marks)
         copy.graph.initializer[position].CopyFrom(numpy_helper.from_array(marked, tensor.name))
     return copy, prints, record
@@ -178,15 +197,15 @@ def _restore(
     decoded: Mapping[Slot, tuple[np.ndarray, np.ndarray]],
     values: Sequence[np.ndarray],
 ) -> None:
-    """Write the real values through the fingerprints' element maps."""
-    flat_values = [np.asarray(v).reshape(-1) for v in values]
+    """Write the real values through the fingerprints' element maps (each variable's value
+    read when a tensor needs it)."""
     with torch.no_grad():
         for slot, (owner, flat) in decoded.items():
             tensor = slot_tensor(module, slot)
             array = tensor.detach().cpu().numpy().copy()
             for index in np.unique(owner[owner != NOT_A_FINGERPRINT]):
                 mask = owner == index
-                array[mask] = flat_values[int(index)][flat[mask]]
+                array[mask] = np.asarray(values[int(index)]).reshape(-1)[flat[mask]]
             tensor.copy_(torch.from_numpy(array))
 
 

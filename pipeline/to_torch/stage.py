@@ -3,7 +3,7 @@ named parameters → ``model.pt2`` (torch.export, dynamic batch) → the module 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,13 +90,13 @@ def import_torch(
     unsupported = find_unsupported_ops(model)
     if unsupported:
         raise UnsupportedOpsError("import", unsupported)
-    marked, prints, record = fingerprinted(model, variables, list(values))
+    marked, prints, record = fingerprinted(model, variables, values)
     eager = import_onnx(marked)
     read = {name for node in all_nodes(model.graph) for name in node.input}
     read |= {output.name for output in model.graph.output}
-    adoption = adopt_tf_variables(eager, variables, list(values), prints, record, read)
+    adoption = adopt_tf_variables(eager, variables, values, prints, record, read)
     # The cross-check by value: each recorded initializer is what its record says.
-    by_path = {str(v["path"]): np.asarray(a) for v, a in zip(variables, values, strict=True)}
+    by_path = _ByPath({str(v["path"]): i for i, v in enumerate(variables)}, values)
     for name, problem in provenance.check_values(model, record, by_path).items():
         for part in record.initializers[name]:
             adoption.problems.setdefault(part.variable, f"initializer {name}: {problem}")
@@ -132,6 +132,26 @@ def import_torch(
     return Imported(
         module, entries, table, static, adoption.problems, emitted.to_json(), record.route
     )
+
+
+class _ByPath(Mapping[str, np.ndarray]):
+    """Variable values by path, each read from ``values`` (which may read it from disk) only
+    when asked for."""
+
+    def __init__(self, index: Mapping[str, int], values: Sequence[np.ndarray]) -> None:
+        self._index, self._values = dict(index), values
+
+    def __getitem__(self, path: str) -> np.ndarray:
+        return np.asarray(self._values[self._index[path]])
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
 
 
 def load_run_module(run_dir: Path, *, generated: bool = True) -> torch.nn.Module:

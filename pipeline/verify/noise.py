@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 import torch
 
-from pipeline.core import compare
+from pipeline.core import compare, onnx_io
 from pipeline.core.onnx_graph import all_nodes
 from pipeline.core.torch_runner import module_device, torch_device
 from pipeline.to_torch.importer import import_onnx
@@ -50,7 +50,7 @@ class NoiseFloors:
 def _float64_graph(model: onnx.ModelProto) -> onnx.ModelProto | None:
     """A copy of ``model`` whose casts to a floating type cast to float64 instead, so the
     float64 run does not drop back to float32 (or float16) half way; None if it has none."""
-    model = onnx.ModelProto.FromString(model.SerializeToString())
+    model = onnx_io.copy(model)
     changed = False
     for node in all_nodes(model.graph):
         if node.op_type != "Cast":

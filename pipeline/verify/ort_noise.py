@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
+from pipeline.core import onnx_io
 from pipeline.core.ort_runner import CPU, OrtRunner
 from pipeline.verify.noise import NoiseFloors, own_floors
 
@@ -79,7 +80,7 @@ def float64_onnx(model: onnx.ModelProto, weights: bool = True) -> onnx.ModelProt
     are graph inputs instead (built without touching their data: cheap, and enough to ask a
     runtime whether it has every kernel)."""
     if weights:
-        wide = onnx.ModelProto.FromString(model.SerializeToString())
+        wide = onnx_io.copy(model)
     else:
         wide = onnx.ModelProto(
             ir_version=model.ir_version,

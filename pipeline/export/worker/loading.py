@@ -134,7 +134,7 @@ def _keras_model(
     variables = _keras_variables(model, recorded or {})
     paths = [v.path for v in variables]
 
-    last_feeds: dict[str, np.ndarray] = {}
+    last_feeds: dict[str, Any] = {}
 
     def export(specs: list[TensorSpec], opset: int, fingerprint: bool = True) -> Any:
         last_feeds.clear()
@@ -156,7 +156,7 @@ def _keras_model(
                 raise ExportRoutesFailed(f"{first}{also}") from frozen
 
     def feeds() -> dict[str, np.ndarray]:
-        return dict(last_feeds)
+        return {k: np.asarray(v) for k, v in last_feeds.items()}
 
     return LoadedModel(
         inputs=specs,

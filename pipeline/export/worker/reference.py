@@ -3,15 +3,20 @@ gradient of the fixed loss that the gradient check compares."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.core.run_dir import write_npz
+from pipeline.core.run_dir import LazyNpz, write_npz
 from pipeline.export.worker.loading import LoadedModel, one_line
 
 VARIABLES_NPZ = "tf_variables.npz"
+FLOORS_NPZ = "tf_floors.npz"
+"""TF's gradient floors (``grad_noise/<i>``) and float64 twin outputs (``output64/<name>``),
+written after :data:`VARIABLES_NPZ` so the float32 gradients are on disk, not in memory,
+while the twin runs."""
 LOSS_SEED_OFFSET = 7919
 
 
@@ -102,14 +107,40 @@ def _variable_keys(model: Any) -> list[str]:
     return unique_paths([v.path for v in weights], [outer.get(id(v)) for v in weights])
 
 
-def _float64_gradients(
+GRADIENT_CHUNK_FRACTION = 0.25
+"""The float64 twin's gradients are taken a group of variables at a time, each group at most
+this fraction of the model's float32 bytes (or one variable), from one recorded tape: at LLM
+scale all of them at once would be two more copies of the model."""
+
+
+def _chunks(sizes: list[tuple[int, int]], budget: int) -> list[list[int]]:
+    """Indices grouped in order so each group's bytes stay within ``budget`` (a variable
+    larger than that is a group of its own)."""
+    groups: list[list[int]] = []
+    used = 0
+    for index, size in sizes:
+        if not groups or used + size > budget:
+            groups.append([])
+            used = 0
+        groups[-1].append(index)
+        used += size
+    return groups
+
+
+def _float64_floors(
     loaded: LoadedModel,
     arrays: dict[str, np.ndarray],
     outputs: dict[str, np.ndarray],
     weights: dict[str, np.ndarray],
+    keys: dict[int, str],
+    low: LazyNpz,
 ) -> tuple[dict[int, np.ndarray], dict[str, np.ndarray]]:
-    """The fixed loss's gradients through the model's float64 twin (:func:`float64_twin`),
-    by index into ``loaded.variables``, and the twin's floating outputs by name."""
+    """TF's own gradient floor per trainable variable (by index into ``loaded.variables``):
+    :func:`_gradient_floor` of its float32 gradient (``low[keys[i]]``, read from the file
+    when needed) against the same gradient
+    through the model's float64 twin (:func:`float64_twin`), and the twin's floating outputs
+    by name.  The twin's gradients are taken in groups (:data:`GRADIENT_CHUNK_FRACTION`)
+    and each dropped once its floor is known."""
     import tensorflow as tf
 
     from pipeline.export.worker.stateless_export import flat_outputs, pack_inputs
@@ -122,22 +153,29 @@ def _float64_gradients(
         for k, v in arrays.items()
     }
     args = [tensors[s.name] for s in loaded.inputs]
-    trainable = [i for i, v in enumerate(loaded.variables) if v.trainable]
-    with tf.GradientTape() as tape:
+    trainable = [i for i, v in enumerate(loaded.variables) if v.trainable and i in keys]
+    with tf.GradientTape(persistent=len(trainable) > 1) as tape:
         results = flat_outputs(twin(pack_inputs(twin, args), training=False))
         if len(results) != len(outputs):
             raise ValueError(f"the twin has {len(results)} outputs, the model {len(outputs)}")
         loss = _loss(results, outputs, weights)
-    grads = tape.gradient(loss, [twin_variables[i] for i in trainable])
-    high = {
-        i: np.asarray(tf.convert_to_tensor(g))
-        for i, g in zip(trainable, grads, strict=True)
-        if g is not None
-    }
+    sizes = [(i, loaded.variables[i].variable.shape.num_elements() or 1) for i in trainable]
+    budget = max(1, int(GRADIENT_CHUNK_FRACTION * sum(size for _, size in sizes)))
+    floors: dict[int, np.ndarray] = {}
+    for group in _chunks(sizes, budget):
+        grads = tape.gradient(loss, [twin_variables[i] for i in group])
+        for i, g in zip(group, grads, strict=True):
+            if g is None:
+                continue
+            floor = _gradient_floor(low[keys[i]], np.asarray(tf.convert_to_tensor(g)))
+            if floor is not None:
+                floors[i] = floor
+        del grads
+    del tape
     out64 = {
         name: np.asarray(r) for name, r in zip(outputs, results, strict=True) if name in weights
     }
-    return high, out64
+    return floors, out64
 
 
 def write_variables_and_gradients(
@@ -148,7 +186,8 @@ def write_variables_and_gradients(
     path: Path,
 ) -> tuple[list[dict[str, Any]], str | None, str | None]:
     """Write every variable's value and every trainable one's gradient of the fixed loss to
-    ``path`` (keys ``value/<i>``, ``grad/<i>``, ``loss_weight/<output>``); return the
+    ``path`` (keys ``value/<i>``, ``grad/<i>``, ``loss_weight/<output>``) and TF's floors
+    beside it (:data:`FLOORS_NPZ`); return the
     variables' metadata in the same order, why TF could not differentiate the model (None
     when it could; then no variable has a gradient), and why TF's own gradient noise floor
     was not measured (None when it was).
@@ -179,37 +218,52 @@ def write_variables_and_gradients(
         # An op without a registered gradient (LookupError) or one TF cannot trace under a
         # tape: the outputs were already compared; the gradient check is skipped, saying why.
         error = one_line(err)
-    npz: dict[str, np.ndarray] = {f"loss_weight/{k}": w for k, w in weights.items()}
-    high: dict[int, np.ndarray] = {}
+    meta: list[dict[str, Any]] = []
+    has_grad: list[int] = []
+
+    def items() -> Iterator[tuple[str, np.ndarray]]:
+        # One variable's value and gradient at a time, streamed to the file: never a second
+        # copy of all of them (the tape's tensors go as they are written).
+        yield from ((f"loss_weight/{k}", w) for k, w in weights.items())
+        for i, v in enumerate(loaded.variables):
+            value = np.asarray(v.variable)
+            yield f"value/{i}", value
+            grad = grads.pop(id(v), None)
+            if grad is not None:
+                yield f"grad/{i}", np.asarray(tf.convert_to_tensor(grad))
+                has_grad.append(i)
+            meta.append(
+                {
+                    "path": v.path,
+                    "shape": list(value.shape),
+                    "dtype": value.dtype.name,
+                    "trainable": v.trainable,
+                    "has_grad": grad is not None,
+                    **({"batchnorm": v.batchnorm} if v.batchnorm is not None else {}),
+                    **(v.info or {}),
+                }
+            )
+
+    write_npz(path, items())
+    grads.clear()
     noise_unmeasured = None
-    if error is None and grads:
+    floors_path = path.with_name(FLOORS_NPZ)
+    if error is None and has_grad:
         try:
-            high, out64 = _float64_gradients(loaded, arrays, outputs, weights)
-            npz.update({f"output64/{k}": v for k, v in out64.items()})
+            low = LazyNpz(path)
+            floors, out64 = _float64_floors(
+                loaded, arrays, outputs, weights, {i: f"grad/{i}" for i in has_grad}, low
+            )
+            low.close()
+            write_npz(
+                floors_path,
+                {f"grad_noise/{i}": f for i, f in floors.items()}
+                | {f"output64/{k}": v for k, v in out64.items()},
+            )
         except Exception as err:  # no twin: the check keeps torch's floor alone, saying why
             noise_unmeasured = f"TF's float64 twin failed: {one_line(err)}"
-    meta = []
-    for i, v in enumerate(loaded.variables):
-        value = np.asarray(v.variable)
-        npz[f"value/{i}"] = value
-        grad = grads.get(id(v))
-        if grad is not None:
-            npz[f"grad/{i}"] = low = np.asarray(tf.convert_to_tensor(grad))
-            floor = _gradient_floor(low, high.get(i))
-            if floor is not None:
-                npz[f"grad_noise/{i}"] = floor
-        meta.append(
-            {
-                "path": v.path,
-                "shape": list(value.shape),
-                "dtype": value.dtype.name,
-                "trainable": v.trainable,
-                "has_grad": grad is not None,
-                **({"batchnorm": v.batchnorm} if v.batchnorm is not None else {}),
-                **(v.info or {}),
-            }
-        )
-    write_npz(path, npz)
+    if noise_unmeasured is not None or not floors_path.exists():
+        write_npz(floors_path, {})
     return meta, error, noise_unmeasured
 
 

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pipeline.core import onnx_io
 from pipeline.core.errors import BadInputError, OnnxExportError, Tf2TorchError
 from pipeline.core.run_dir import write_npz
 from pipeline.export.inputs import check_range_names, draw_inputs, load_inputs
@@ -61,7 +62,6 @@ def refuse_string_inputs(specs: Sequence[Any]) -> None:
 
 def handle(request: dict[str, Any]) -> dict[str, Any]:
     """Do the request's work and return the JSON-ready result (see the module docstring)."""
-    import onnx
     import tensorflow as tf
     import tf2onnx
 
@@ -86,8 +86,11 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
             raise OnnxExportError(f"tf2onnx could not export the model: {one_line(err)}") from None
         if loaded.output_names:
             rename_outputs(proto, loaded.output_names)
-        onnx.save(proto, work_dir / "model.raw.onnx")
-    output_names = [o.name for o in proto.graph.output]
+        output_names = [o.name for o in proto.graph.output]
+        # Written with external data past 2 GB; then the graph (a copy of every weight)
+        # goes before the reference run and the gradients make theirs.
+        onnx_io.save(proto, work_dir / "model.raw.onnx", keep=False)
+        del proto
 
     with _timed(timings, "reference"):
         try:

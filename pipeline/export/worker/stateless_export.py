@@ -113,7 +113,7 @@ def export_stateless(
     paths: Sequence[str],
     *,
     fingerprint: bool = True,
-    feeds: dict[str, np.ndarray] | None = None,
+    feeds: dict[str, Any] | None = None,
 ) -> StatelessExport:
     """Export ``model`` (a built ``keras.Model``) for inputs ``specs``; ``paths`` name the
     variables of ``model.weights`` in order.
@@ -121,7 +121,8 @@ def export_stateless(
     With ``fingerprint`` False, captured (recurrent) variables hold their real values during
     the trace and get no provenance (what ``tf2torch diff`` wants: TF's own graph).  ``feeds``
     (if given) receives, before tf2onnx runs, the value of every placeholder of the traced
-    graph that is not a model input (TF tensor name → value): a run of that graph needs them."""
+    graph that is not a model input (TF tensor name → value, or the ``tf.Variable`` holding
+    it, read when the feeds are used): a run of that graph needs them."""
     import tensorflow as tf
     import tf2onnx
 
@@ -132,7 +133,9 @@ def export_stateless(
     inputs_of = variable_inputs(model)
     fed = sorted(inputs_of.values())
     captured = [i for i in range(len(weights)) if i not in set(fed)]
-    real = [np.asarray(v.numpy()) for v in weights]
+    # A value is read from its variable when needed and not kept: at LLM scale a list of
+    # every value would be one more copy of the model beside the variables and the graph.
+    real = {i: np.asarray(weights[i].numpy()) for i in captured}
     prints = fingerprints_for([real[i] for i in captured])
 
     input_specs = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in specs]
@@ -183,7 +186,7 @@ def export_stateless(
             traced = tf.function(function, input_signature=signature)
             captures = _captured_constants(traced, signature)
         if feeds is not None:
-            feeds.update({f"{VARIABLE_INPUT.format(i)}:0": real[i] for i in fed})
+            feeds.update({f"{VARIABLE_INPUT.format(i)}:0": weights[i] for i in fed})
             feeds.update(captures)
         proto, _ = tf2onnx.convert.from_function(traced, input_signature=signature, opset=opset)
     names = output_keys or list(getattr(model, "output_names", None) or [])
@@ -192,7 +195,7 @@ def export_stateless(
     _captures_to_initializers(proto, captures)
 
     record = provenance.Provenance(route=STATELESS_ROUTE)
-    _inputs_to_initializers(proto, inputs_of, paths, real, record)
+    _inputs_to_initializers(proto, inputs_of, paths, weights, record)
     if fingerprint and captured:
         decode_fingerprints(
             proto, prints, [paths[i] for i in captured], [real[i] for i in captured], record
@@ -240,11 +243,12 @@ def _inputs_to_initializers(
     proto: onnx.ModelProto,
     variable_inputs: dict[str, int],
     paths: Sequence[str],
-    values: Sequence[np.ndarray],
+    variables: Sequence[Any],
     record: provenance.Provenance,
 ) -> None:
-    """Each variable's graph input becomes an initializer named after its path (a variable
-    the traced graph never read has no input: it is simply not recorded)."""
+    """Each variable's graph input becomes an initializer named after its path, holding the
+    variable's value (a variable the traced graph never read has no input: it is simply not
+    recorded)."""
     graph = proto.graph
     taken = {t.name for t in graph.initializer} | {o for n in graph.node for o in n.output}
     taken |= {i.name for i in graph.input if i.name not in variable_inputs}
@@ -257,7 +261,9 @@ def _inputs_to_initializers(
             continue
         name = _unique(paths[index], taken)
         renames[graph_input.name] = name
-        graph.initializer.append(numpy_helper.from_array(values[index], name))
+        value = np.asarray(variables[index])  # a tf.Variable or its value
+        graph.initializer.append(numpy_helper.from_array(value, name))
+        del value
         record.initializers[name] = [provenance.Part(paths[index])]
     del graph.input[:]
     graph.input.extend(kept)
