@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: setup demo test test-slow corpus keras-hub layer-matrix conformance lint bench bench-memory bench-workers fuzz clean
+.PHONY: setup demo test test-slow corpus keras-hub layer-matrix conformance lint bench bench-memory bench-big bench-workers fuzz clean
 
 $(VENV_STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3.11 -m venv .venv || python3 -m venv .venv
@@ -66,6 +66,11 @@ bench: $(VENV_STAMP)
 # Peak memory per convert stage as a multiple of the model's weights (MODEL=file.py:fn).
 bench-memory: $(VENV_STAMP)
 	$(PY) bench/bench_memory.py $(if $(MODEL),--model $(MODEL))
+
+# keras-hub Llama decoders at 0.3 and 1.1 billion parameters through convert with the full
+# proof: stage times and peak memory (docs/results/bench_big.md; BIG_MODELS=llama_300m for one).
+bench-big: $(VENV_STAMP)
+	$(PY) bench/bench_big.py $(if $(BIG_MODELS),--models $(BIG_MODELS))
 
 # Five small zoo conversions in one process: TF workers forked from the fork server vs spawned.
 bench-workers: $(VENV_STAMP)

@@ -23,6 +23,7 @@ from pipeline.core import compare
 from pipeline.core.errors import BadInputError
 from pipeline.core.extras import require_tensorflow
 from pipeline.core.internal_error import enter_stage
+from pipeline.core.memory import release as release_memory
 from pipeline.core.run_dir import (
     clear_failure_log,
     failure_log_path,
@@ -162,6 +163,7 @@ def convert(
     callback = on_stage or (lambda _stage: None)
 
     def notify(stage: str) -> None:
+        release_memory()  # what the previous stage freed, back to the system
         enter_stage(stage)
         callback(stage)
 

@@ -8,10 +8,10 @@ in one file, nor handed to ONNX Runtime or the checker as bytes, nor copied thro
 - :func:`save` writes a model whose weights pass :func:`external_data_threshold` with ONNX
   external data (``<name>.data`` beside it); ``onnx.load`` reads it back as is.
 - :func:`copy` copies a model without serializing it.
-- :func:`skeleton` writes the graph with every large initializer as an external reference to
-  a sparse file (no bytes on disk) and returns the initializers as numpy arrays, which ONNX
-  Runtime then uses in place (:class:`pipeline.core.ort_runner.OrtRunner`): one copy of the
-  weights instead of the graph's, the serialized bytes' and the session's.
+- :func:`with_external_weights` writes a graph with its large weights as external data
+  without a second copy in memory: what ONNX Runtime and the checker read a large model from
+  (:class:`pipeline.core.ort_runner.OrtRunner`), instead of serialized bytes (one more copy
+  of the weights, and none at all past 2 GB).
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ EXTERNAL_DATA_BYTES = PROTOBUF_LIMIT - 2**27
 the graph itself (128 MB)."""
 THRESHOLD_ENV = "TF2TORCH_EXTERNAL_DATA_BYTES"
 SKELETON_MIN_BYTES = 1024
-"""Initializers smaller than this stay inside a skeleton (shapes, axes, scalars: what shape
-inference and ONNX Runtime's constant folding read)."""
-SKELETON_DATA = "weights.sparse"
+"""Initializers smaller than this stay inside the graph written by
+:func:`with_external_weights` (shapes, axes, scalars: what shape inference reads)."""
+WEIGHTS_DATA = "model.onnx.data"
+_ALIGNMENT = 4096
 
 
 def external_data_threshold() -> int:
@@ -107,50 +108,55 @@ def _copy_fields(source: Message, target: Message, skip: str) -> None:
             setattr(target, field.name, value)
 
 
-def skeleton(
+def with_external_weights(
     model: onnx.ModelProto,
     directory: Path,
     min_bytes: int = SKELETON_MIN_BYTES,
     max_ir_version: int | None = None,
-) -> tuple[Path, dict[str, np.ndarray]]:
+) -> Path:
     """Write ``model`` to ``directory/model.onnx`` with each main-graph initializer of at
-    least ``min_bytes`` as an external reference into a sparse file (its size on disk is
-    zero); return that path and those initializers' values by name.  ``max_ir_version``
-    clamps the skeleton's IR version (for a reader that knows no newer one).
+    least ``min_bytes`` in the external data file beside it, and return that path (what
+    ONNX Runtime and the checker take for a graph that bytes cannot hold).
 
-    The graph is built field by field, so the weights are never copied into a second proto:
-    the returned arrays are the only copy made."""
+    The graph is built field by field and each weight written straight from ``model``'s
+    tensor to the file, so no second copy of the weights is ever in memory (``onnx.save``
+    with external data would first copy the whole model).  ``max_ir_version`` clamps the
+    written IR version (for a reader that knows no newer one)."""
     sk = onnx.ModelProto()
     _copy_fields(model, sk, skip="graph")
     _copy_fields(model.graph, sk.graph, skip="initializer")
-    graph = model.graph
-    arrays: dict[str, np.ndarray] = {}
-    offset = 0
-    for tensor in graph.initializer:
-        size = tensor_bytes(tensor)
-        if size < min_bytes or tensor.data_location == TensorProto.EXTERNAL:
-            sk.graph.initializer.add().CopyFrom(tensor)
-            continue
-        array = np.ascontiguousarray(numpy_helper.to_array(tensor))
-        arrays[tensor.name] = array
-        ref = sk.graph.initializer.add()
-        ref.name = tensor.name
-        ref.data_type = tensor.data_type
-        ref.dims.extend(tensor.dims)
-        ref.data_location = TensorProto.EXTERNAL
-        for key, value in (
-            ("location", SKELETON_DATA),
-            ("offset", str(offset)),
-            ("length", str(array.nbytes)),
-        ):
-            entry = ref.external_data.add()
-            entry.key, entry.value = key, value
-        offset += array.nbytes
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / SKELETON_DATA, "wb") as handle:
-        handle.truncate(offset)  # sparse: validates the references, holds no bytes
+    offset = 0
+    with open(directory / WEIGHTS_DATA, "wb") as data:
+        for tensor in model.graph.initializer:
+            if tensor_bytes(tensor) < min_bytes or tensor.data_location == TensorProto.EXTERNAL:
+                sk.graph.initializer.add().CopyFrom(tensor)
+                continue
+            raw = (
+                tensor.raw_data
+                if tensor.HasField("raw_data")
+                else numpy_helper.to_array(tensor).tobytes()
+            )
+            padding = -offset % _ALIGNMENT  # aligned, so ONNX Runtime may map it in place
+            data.write(b"\0" * padding)
+            offset += padding
+            data.write(raw)
+            ref = sk.graph.initializer.add()
+            ref.name = tensor.name
+            ref.data_type = tensor.data_type
+            ref.dims.extend(tensor.dims)
+            ref.data_location = TensorProto.EXTERNAL
+            for key, value in (
+                ("location", WEIGHTS_DATA),
+                ("offset", str(offset)),
+                ("length", str(len(raw))),
+            ):
+                entry = ref.external_data.add()
+                entry.key, entry.value = key, value
+            offset += len(raw)
+            del raw
     if max_ir_version is not None:
         sk.ir_version = min(sk.ir_version, max_ir_version)
     path = directory / "model.onnx"
     onnx.save(sk, str(path))
-    return path, arrays
+    return path

@@ -56,17 +56,17 @@ def ensure_ir_version(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 SEPARATE_WEIGHTS_BYTES = 64 * 2**20
-"""Weights from which a session gets them as arrays beside a weightless graph (see
-:func:`pipeline.core.onnx_io.skeleton`), with ONNX Runtime's pre-packing off: one copy of
-the weights instead of three (graph, serialized bytes, session) and no packed fourth."""
+"""Weights from which a session reads them from an external data file written for it (see
+:func:`pipeline.core.onnx_io.with_external_weights`) rather than from serialized bytes,
+with ONNX Runtime's pre-packing off: the graph's copy and the session's, not also the bytes'
+and a packed one; and no 2 GB limit."""
 
 
 class OrtRunner:
     """One ONNX Runtime session over a model; :attr:`provider` is the EP that actually runs.
 
-    A model whose weights pass :data:`SEPARATE_WEIGHTS_BYTES` (or 2 GB, which protobuf
-    cannot serialize) is given to ONNX Runtime as a weightless graph plus its initializers
-    as arrays the session reads in place."""
+    A model whose weights pass :data:`SEPARATE_WEIGHTS_BYTES` is given to ONNX Runtime as a
+    file with external data (protobuf cannot serialize past 2 GB)."""
 
     def __init__(self, model: onnx.ModelProto, providers: tuple[str, ...] | None = None) -> None:
         options = ort.SessionOptions()
@@ -76,7 +76,6 @@ class OrtRunner:
         # would read as a failure of a run that passes.
         options.log_severity_level = _FATAL
         providers_list = list(providers or select_providers())
-        self._held: list[object] = []  # arrays and OrtValues the session reads in place
         if onnx_io.weight_bytes(model) < SEPARATE_WEIGHTS_BYTES:
             self.session = ort.InferenceSession(
                 ensure_ir_version(model).SerializeToString(),
@@ -85,13 +84,9 @@ class OrtRunner:
             )
         else:
             with tempfile.TemporaryDirectory(prefix="tf2torch-ort-") as tmp:
-                path, arrays = onnx_io.skeleton(
+                path = onnx_io.with_external_weights(
                     model, Path(tmp), max_ir_version=MAX_ORT_IR_VERSION
                 )
-                for name, array in arrays.items():
-                    value = ort.OrtValue.ortvalue_from_numpy(array)
-                    options.add_initializer(name, value)
-                    self._held += [array, value]
                 options.add_session_config_entry("session.disable_prepacking", "1")
                 self.session = ort.InferenceSession(
                     str(path), sess_options=options, providers=providers_list

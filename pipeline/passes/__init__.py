@@ -160,13 +160,13 @@ def check_unique(passes: Sequence[FixupPass]) -> None:
 
 def _validity_error(model: onnx.ModelProto) -> str | None:
     """The checker's complaint about ``model`` (full check, strict shape inference), or None.
-    A model past protobuf's limit is checked as its skeleton (weights as external data)."""
+    A model past protobuf's limit is checked from a file with external data."""
     try:
         if not onnx_io.needs_external_data(model):
             onnx.checker.check_model(model, full_check=True)
         else:
             with tempfile.TemporaryDirectory(prefix="tf2torch-check-") as tmp:
-                path, _ = onnx_io.skeleton(model, Path(tmp))
+                path = onnx_io.with_external_weights(model, Path(tmp))
                 onnx.checker.check_model(str(path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
         return str(err).strip().splitlines()[0]

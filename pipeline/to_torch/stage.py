@@ -14,6 +14,7 @@ import torch
 
 from pipeline.core import provenance
 from pipeline.core.errors import BadInputError, UnsupportedOpsError
+from pipeline.core.memory import release as release_memory
 from pipeline.core.onnx_graph import all_nodes
 from pipeline.core.run_dir import REPORT_NAME
 from pipeline.core.signature import TensorSpec
@@ -115,6 +116,7 @@ def import_torch(
     # The generated package is written: the eager import and the marked graph (each a copy
     # of every weight) go before the package is loaded and exported.
     del eager, marked
+    release_memory()
     entries = renamed_entries(adoption.entries, emitted.renames)
     table = parameter_table(entries, variables)
     module = load_generated(emitted.path)

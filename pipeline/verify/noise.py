@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,7 +30,7 @@ from pipeline.core import compare, onnx_io
 from pipeline.core.onnx_graph import all_nodes
 from pipeline.core.torch_runner import module_device, torch_device
 from pipeline.to_torch.importer import import_onnx
-from pipeline.verify.gradients import torch_gradients
+from pipeline.verify.gradients import fixed_loss
 
 log = logging.getLogger(__name__)
 
@@ -216,12 +217,118 @@ def module_own_floors(
     if not floors.floors:
         return {}
     try:
-        wide = float64_module(module)
-        high = _run(wide, inputs, input_names, output_names, module_device(module), torch.float64)
+        # The module itself widened and restored where it can be (one float64 copy of the
+        # weights, not a float32 and a float64 one).
+        widening = (
+            nullcontext(float64_module(module))
+            if _has_fx_graphs(module)
+            else widened_in_place(module)
+        )
+        with widening as wide:
+            device = module_device(module)
+            high = _run(wide, inputs, input_names, output_names, device, torch.float64)
     except Exception as err:  # no float64 copy: the graph's floor stands for the module's
         log.info("the module's own float64 run failed: %s", " ".join(str(err).split())[:200])
         return {}
     return own_floors(float32_outputs, high, floors)
+
+
+GRADIENT_GROUP_FRACTION = 0.25
+"""The float64 gradients are taken a group of parameters at a time, each group at most this
+fraction of the parameters (or one parameter), and dropped once their floors are known: all
+at once they would be two more copies of the model."""
+
+
+@contextmanager
+def widened_in_place(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``module`` itself in float64 for the duration of the block, then every parameter and
+    buffer back in its own dtype (exact: each value came from that dtype).  The same
+    ``Parameter`` objects throughout; only for modules without FX graphs, whose dtype
+    arguments :func:`float64_module` would have to rewrite."""
+    tensors: dict[str, torch.Tensor] = dict(module.named_parameters(remove_duplicate=False))
+    tensors.update(module.named_buffers(remove_duplicate=False))
+    dtypes = {name: t.dtype for name, t in tensors.items()}
+    module.double()
+    try:
+        yield module
+    finally:
+        with torch.no_grad():
+            for name, parameter in module.named_parameters(remove_duplicate=False):
+                if parameter.dtype != dtypes[name]:
+                    parameter.data = parameter.data.to(dtypes[name])
+            for name, buffer in list(module.named_buffers(remove_duplicate=False)):
+                if buffer.dtype != dtypes[name]:
+                    owner, _, attr = name.rpartition(".")
+                    holder = module.get_submodule(owner) if owner else module
+                    holder._buffers[attr] = buffer.to(dtypes[name])
+
+
+def _has_fx_graphs(module: torch.nn.Module) -> bool:
+    return any(isinstance(sub, torch.fx.GraphModule) for sub in module.modules())
+
+
+def _groups(sizes: list[tuple[str, int]], fraction: float) -> list[list[str]]:
+    """Names grouped in order, each group's elements within ``fraction`` of all of them (a
+    larger tensor is a group of its own)."""
+    budget = max(1, int(fraction * sum(size for _, size in sizes)))
+    groups: list[list[str]] = []
+    used = 0
+    for name, size in sizes:
+        if not groups or used + size > budget:
+            groups.append([])
+            used = 0
+        groups[-1].append(name)
+        used += size
+    return groups
+
+
+def _grouped_floors(
+    wide: torch.nn.Module,
+    inputs: Mapping[str, np.ndarray],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    weights: Mapping[str, np.ndarray],
+    float32_gradients: Mapping[str, np.ndarray],
+) -> dict[str, compare.Noise]:
+    """Each parameter's gradient floor: ``float32_gradients`` against the float64 module
+    ``wide``'s gradients, taken group by group (:data:`GRADIENT_GROUP_FRACTION`) from one
+    backward graph."""
+    parameters = dict(wide.named_parameters())
+    flags = {name: p.requires_grad for name, p in parameters.items()}
+    for p in parameters.values():
+        p.requires_grad_(True)
+    floors: dict[str, compare.Noise] = {}
+    try:
+        loss = fixed_loss(wide, inputs, input_names, output_names, weights)
+        if not loss.requires_grad:
+            return {}
+        wanted = [
+            (name, p.numel())
+            for name, p in parameters.items()
+            if name in float32_gradients
+            and float32_gradients[name].dtype.kind == "f"
+            and float32_gradients[name].dtype != np.float64
+        ]
+        groups = _groups(wanted, GRADIENT_GROUP_FRACTION)
+        for i, group in enumerate(groups):
+            grads = torch.autograd.grad(
+                loss,
+                [parameters[name] for name in group],
+                retain_graph=i < len(groups) - 1,
+                allow_unused=True,
+            )
+            for name, grad in zip(group, grads, strict=True):
+                if grad is None:
+                    continue
+                floor = _floor(float32_gradients[name], grad.detach().cpu().numpy())
+                if floor is not None:
+                    floors[name] = floor
+            del grads
+    finally:
+        for name, p in parameters.items():
+            p.requires_grad_(flags[name])
+            p.grad = None
+    return floors
 
 
 def measure_gradient_noise(
@@ -235,32 +342,38 @@ def measure_gradient_noise(
 ) -> dict[str, compare.Noise]:
     """The float32 noise floor of each parameter's gradient of the fixed loss (``weights``,
     :func:`pipeline.verify.gradients.torch_gradients`): ``float32_gradients`` against the
-    gradients of a float64 copy of ``module`` on the same inputs, keyed by parameter name.
+    gradients of ``module`` in float64 on the same inputs, keyed by parameter name.
 
-    Empty when the float64 copy cannot run (the gradient check then keeps its fixed
-    tolerance); ``module`` itself is left as it was.  ``outputs``, if given, receives the
-    float64 copy's outputs by name (what TF's float64 twin is held against).
+    The float64 module is ``module`` itself widened for the measurement and restored after
+    (:func:`widened_in_place`; a copy where it has FX graphs), and its gradients are taken
+    in groups: the weights exist once, in float64, plus a group's gradients.  Empty when the
+    float64 module cannot run (the gradient check then keeps its fixed tolerance);
+    ``module`` is left as it was.  ``outputs``, if given, receives the float64 module's
+    outputs by name (what TF's float64 twin is held against).
     """
+    wide_inputs = {
+        k: v.astype(np.float64) if np.asarray(v).dtype.kind == "f" else v
+        for k, v in inputs.items()
+    }
     try:
-        wide = float64_module(module)
-        wide_inputs = {
-            k: v.astype(np.float64) if np.asarray(v).dtype.kind == "f" else v
-            for k, v in inputs.items()
-        }
-        high = torch_gradients(wide, wide_inputs, input_names, output_names, weights)
+        widening = (
+            nullcontext(float64_module(module))
+            if _has_fx_graphs(module)
+            else widened_in_place(module)
+        )
+        with widening as wide:
+            floors = _grouped_floors(
+                wide, wide_inputs, input_names, output_names, weights, float32_gradients
+            )
+            if outputs is not None:
+                try:
+                    device = module_device(wide)
+                    outputs.update(
+                        _run(wide, wide_inputs, input_names, output_names, device, None)
+                    )
+                except Exception as err:  # no outputs: TF's twin cannot be held against them
+                    log.info("float64 outputs not computed: %s", " ".join(str(err).split())[:200])
     except Exception as err:  # any failure only means "no floor": fixed tolerances apply
         log.info("gradient noise floor not measured: %s", " ".join(str(err).split())[:200])
         return {}
-    if outputs is not None:
-        try:
-            device = module_device(wide)
-            outputs.update(_run(wide, wide_inputs, input_names, output_names, device, None))
-        except Exception as err:  # no outputs: TF's twin cannot be held against them
-            log.info("float64 outputs not computed: %s", " ".join(str(err).split())[:200])
-    floors = {}
-    for name, low in float32_gradients.items():
-        if name in high and low.dtype.kind == "f" and low.dtype != np.float64:
-            floor = _floor(low, high[name])
-            if floor is not None:
-                floors[name] = floor
     return floors

@@ -10,6 +10,7 @@ import onnx
 import torch
 
 from pipeline.core import compare
+from pipeline.core.memory import release as release_memory
 from pipeline.core.ort_runner import OrtRunner
 from pipeline.core.torch_runner import place_module, run_torch
 from pipeline.to_torch.parameters import ParameterEntry
@@ -106,6 +107,7 @@ def with_noise_floors(
     ``inputs``) and, given ``outputs["tf"]`` and its float64 twin's ``tf_outputs64``,
     TensorFlow's.  Measured (and reported) even where a user tolerance overrides it."""
     floors = measure_noise(model, inputs, input_names, output_names)
+    release_memory()  # the two imports measure_noise made
     ort_floors = ort_own_floors(model, inputs, output_names, outputs["ort"], floors)
     own = {
         "tf": own_floors(outputs.get("tf", {}), tf_outputs64 or {}, floors),
