@@ -2,12 +2,12 @@
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: setup demo test test-slow corpus keras-hub layer-matrix conformance lint bench bench-memory bench-big bench-workers fuzz clean
+.PHONY: setup demo test test-slow corpus keras-hub layer-matrix conformance lint bench bench-memory bench-big bench-workers bench-ray fuzz clean
 
 $(VENV_STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3.11 -m venv .venv || python3 -m venv .venv
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[tf,dev,hub,keras2]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[tf,dev,hub,keras2,ray]'
 	$(PY) -m pip install --quiet --no-deps -c constraints.txt keras-hub==0.32.0
 	$(PY) -m pip install --quiet --no-deps -c constraints.txt tf-keras==2.21.0
 	touch $(VENV_STAMP)
@@ -75,6 +75,11 @@ bench-big: $(VENV_STAMP)
 # Five small zoo conversions in one process: TF workers forked from the fork server vs spawned.
 bench-workers: $(VENV_STAMP)
 	$(PY) bench/bench_worker_start.py
+
+# The fast zoo through migrate locally (--jobs 2) and on a local Ray cluster with 2 CPUs,
+# alternating; Ray's overhead per model (docs/results/bench_ray.md).
+bench-ray: $(VENV_STAMP)
+	$(PY) bench/bench_ray.py
 
 # Random Keras models through convert: FUZZ_N models from seed FUZZ_SEED (see fuzz/run.py).
 fuzz: $(VENV_STAMP)

@@ -20,6 +20,7 @@ from pipeline.commands import demo as demo_command
 from pipeline.commands import diff as diff_command
 from pipeline.commands import evaluate as evaluate_command
 from pipeline.commands import migrate as migrate_command
+from pipeline.commands import migrate_merge as migrate_merge_command
 from pipeline.commands import patches as patches_command
 from pipeline.commands import train_check as train_check_command
 from pipeline.core.errors import Tf2TorchError
@@ -33,6 +34,7 @@ COMMANDS = (
     diff_command,
     demo_command,
     migrate_command,
+    migrate_merge_command,
     patches_command,
     train_check_command,
     evaluate_command,

@@ -13,13 +13,20 @@ The manifest has an optional [defaults] table and one [[models]] table per model
 Model keys: name, source, inputs (.npz), input_ranges, input_specs, atol, rtol,
 output_tolerances ({ OUTPUT = [ATOL, RTOL] }), patches (directory or list), opset, seed,
 batch, fold_for_inference, keep_batchnorm, custom_objects, unsafe, worker_timeout, timeout
-(this model's --timeout).  Paths are relative to the manifest.  The manifest is checked before anything
-runs.
+(this model's --timeout), memory (what its Ray task asks for, e.g. "8GB").  Paths are
+relative to the manifest.  The manifest is checked before anything runs.
 
 Each model converts in its own process; one that fails does not stop the others, and one
 that runs past --timeout is killed with its TensorFlow worker.  ROOT/summary.json lists each
 model's verdict (pass, fail, error, timeout), error and run directory; per-model logs are in
 ROOT/.migrate/.  --resume keeps complete runs whose source, files and settings are unchanged.
+
+--shard K/N converts only the K-th of N slices of the manifest (a model's shard follows
+from its name alone), for CI matrices; 'tf2torch migrate-merge' joins the shards' summaries.
+--ray ADDRESS runs each model as a task on a Ray cluster ('auto': the cluster this machine
+belongs to; 'local': a private one on this machine with --jobs CPUs); ROOT and the manifest's
+paths must then be on storage every node sees.  Needs pip install 'tf2torch[ray]'.
+See docs/migration.md.
 
 Exit codes: 0 every model passed, 1 a model failed, errored or timed out, 2 the manifest or
 an option is invalid (nothing converted).
@@ -39,6 +46,7 @@ from rich.table import Table
 from pipeline.core.console import make_console
 from pipeline.core.extras import require_tensorflow
 from pipeline.migration import (
+    DEFAULT_RAY_RETRIES,
     DEFAULT_TIMEOUT,
     PAIRS,
     STAGES,
@@ -47,6 +55,8 @@ from pipeline.migration import (
     ModelResult,
     load_manifest,
     migrate,
+    parse_shard,
+    select_shard,
 )
 
 COLOURS = {"pass": "green", "fail": "red", "error": "red", "timeout": "magenta"}
@@ -77,6 +87,28 @@ def add_parser(subparsers: Any, help: str, description: str) -> None:
         metavar="SECONDS",
         help="kill a model's conversion (with its TF worker) after this long, unless its "
         f"manifest entry sets timeout (default {DEFAULT_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="convert only the K-th of N deterministic slices of the manifest (CI matrices; "
+        "join them with migrate-merge)",
+    )
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run each model as a task on a Ray cluster: its address, 'auto' (the cluster "
+        "this machine is part of) or 'local' (a private one here with --jobs CPUs)",
+    )
+    p.add_argument(
+        "--ray-retries",
+        type=int,
+        default=DEFAULT_RAY_RETRIES,
+        metavar="N",
+        help=f"reruns of a model whose Ray worker or node was lost (default {DEFAULT_RAY_RETRIES})",
+    )
+    p.add_argument(
+        "--junit", type=Path, metavar="FILE", help="write JUnit XML: one test case per model"
     )
     p.add_argument(
         "--json", action="store_true", help="print summary.json to stdout instead of the table"
@@ -164,11 +196,16 @@ class _Display:
 def run(args: argparse.Namespace) -> int:
     """Run ``tf2torch migrate``; returns 0 when every model passed, 1 otherwise."""
     manifest = load_manifest(args.manifest)  # invalid: raises before anything starts
-    require_tensorflow("tf2torch migrate")
+    shard = parse_shard(args.shard) if args.shard is not None else None
+    if args.ray is not None:
+        from pipeline.migration.ray_backend import require_ray
+
+        require_ray()
+    if args.ray is None or args.ray == "local":  # on a cluster, TensorFlow runs on the nodes
+        require_tensorflow("tf2torch migrate")
     console = make_console(stderr=True)
-    display = _Display(
-        console, [m.name for m in manifest.models], live=console.is_terminal and not args.quiet
-    )
+    names = [m.name for m in select_shard(manifest.models, shard)]
+    display = _Display(console, names, live=console.is_terminal and not args.quiet)
     with display.progress:
         result = migrate(
             args.manifest,
@@ -177,6 +214,10 @@ def run(args: argparse.Namespace) -> int:
             resume=args.resume,
             timeout=args.timeout,
             on_event=None if args.quiet else display,
+            shard=shard,
+            ray=args.ray,
+            ray_retries=args.ray_retries,
+            junit=args.junit,
         )
     if args.json:
         print(result.summary_path.read_text(), end="")

@@ -24,7 +24,7 @@ The manifest (paths in it are relative to the manifest's directory)::
 Model keys: ``name``, ``source`` (both required), ``inputs``, ``input_ranges``,
 ``input_specs`` (list of ``"x=float32[None,28,28,1]"``), ``atol``, ``rtol``,
 ``output_tolerances``, ``patches``, ``opset``, ``seed``, ``batch``, ``fold_for_inference``,
-``keep_batchnorm`` (accepted; BatchNorm is kept by default),
+``keep_batchnorm`` (accepted; BatchNorm is kept by default), ``memory`` (a Ray task's request),
 ``custom_objects``, ``unsafe`` (Keras ``safe_mode`` off), ``worker_timeout`` and
 ``timeout`` (seconds for this model's whole conversion; overrides :func:`migrate`'s
 ``timeout``, e.g. for one large network).
@@ -36,6 +36,11 @@ corrupt is not a manifest problem: it is that model's ``error``.
 verdict) and whose fingerprint is unchanged: a SHA-256 over its settings and the content of
 its source (file, SavedModel directory or factory module), inputs, patch directories and
 custom-objects module, stored in ``ROOT/<name>/.migrate.json`` once the run is in place.
+
+``shard="K/N"`` converts only the K-th of N slices (:mod:`pipeline.migration.shard`), and
+:func:`merge_shards` joins the shards' summaries (:mod:`pipeline.migration.merge`).
+``ray=ADDRESS`` runs each model as a Ray task (:mod:`pipeline.migration.ray_backend`); the
+manifest's ``memory`` key (bytes, or ``"8GB"``) is what the task asks Ray for.
 
 Importing this module is cheap: it imports neither torch nor TensorFlow (the conversions
 run in child processes).
@@ -54,10 +59,14 @@ from pipeline.migration.manifest import (
     ModelSpec,
     load_manifest,
 )
+from pipeline.migration.merge import MergeResult, merge_shards
 from pipeline.migration.results import MigrationEvent, MigrationResult, ModelResult
-from pipeline.migration.scheduler import migrate
+from pipeline.migration.scheduler import DEFAULT_RAY_RETRIES, migrate
+from pipeline.migration.shard import Shard, parse_shard
+from pipeline.migration.shard import select as select_shard
 
 __all__ = [
+    "DEFAULT_RAY_RETRIES",
     "DEFAULT_TIMEOUT",
     "PAIRS",
     "STAGES",
@@ -65,12 +74,17 @@ __all__ = [
     "SUMMARY_JSON",
     "Manifest",
     "ManifestError",
+    "MergeResult",
     "MigrationEvent",
     "MigrationResult",
     "ModelResult",
     "ModelSpec",
+    "Shard",
     "child_main",
     "fingerprint",
     "load_manifest",
+    "merge_shards",
     "migrate",
+    "parse_shard",
+    "select_shard",
 ]

@@ -25,6 +25,18 @@ STAGES = ("starting", "export", "fixup", "import", "compare", "gradients")
 VERDICTS = ("pass", "fail", "error", "timeout")
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$")
+_UNITS = {
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KiB": 2**10,
+    "MiB": 2**20,
+    "GiB": 2**30,
+    "TiB": 2**40,
+}
 _PATH_KEYS = ("inputs", "custom_objects")
 
 
@@ -55,6 +67,9 @@ class ModelSpec:
     """The convert options (manifest keys, JSON values, paths absolute)."""
     timeout: float | None = None
     """The manifest's ``timeout`` for this model (None: the migration's)."""
+    memory: int | None = None
+    """The manifest's ``memory`` for this model, in bytes: what a Ray task asks for (None:
+    estimated from the size of its weights, :func:`pipeline.migration.resources.memory_request`)."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +118,17 @@ class _Checker:
         if not isinstance(value, bool):
             raise self.fail(key, f"expected true or false, got {value!r}")
         return value
+
+    def memory(self, key: str, value: object) -> int:
+        """Bytes from an integer or a string such as ``"8GB"`` / ``"512 MiB"``."""
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        match = _MEMORY.match(value) if isinstance(value, str) else None
+        if match is None or float(match.group(1)) <= 0:
+            raise self.fail(
+                key, f'expected bytes > 0 or a size such as "8GB" or "512MiB", got {value!r}'
+            )
+        return int(float(match.group(1)) * _UNITS[match.group(2)])
 
     def table(self, key: str, value: object) -> dict[str, Any]:
         if not isinstance(value, dict):
@@ -165,6 +191,8 @@ class _Checker:
             return self.integer(key, value, 1)
         if key in ("keep_batchnorm", "fold_for_inference", "unsafe"):
             return self.boolean(key, value)
+        if key == "memory":
+            return self.memory(key, value)
         if key in ("worker_timeout", "timeout"):
             if not _is_number(value) or not value > 0:  # type: ignore[operator]
                 raise self.fail(key, f"expected a number of seconds > 0, got {value!r}")
@@ -189,6 +217,7 @@ OPTION_KEYS = (
     "unsafe",
     "worker_timeout",
     "timeout",
+    "memory",
 )
 MODEL_KEYS = ("name", "source", *OPTION_KEYS)
 
@@ -267,6 +296,8 @@ def load_manifest(path: str | Path) -> Manifest:
         for key in OPTION_KEYS:
             if key in raw:
                 settings[key] = checker.option(key, raw[key])
-        timeout = settings.pop("timeout", None)  # not a convert option, not fingerprinted
-        models.append(ModelSpec(name, _resolve_source(source, base), settings, timeout))
+        # timeout and memory are how the model is run, not convert options: not fingerprinted
+        timeout = settings.pop("timeout", None)
+        memory = settings.pop("memory", None)
+        models.append(ModelSpec(name, _resolve_source(source, base), settings, timeout, memory))
     return Manifest(path, models)

@@ -34,6 +34,10 @@ class ModelResult:
     resumed: bool = False
     """Skipped by ``resume``: an unchanged, complete run was already there."""
     log: Path | None = None
+    host: str | None = None
+    """The machine the conversion ran on (a Ray node's hostname; None when resumed)."""
+    attempts: int = 1
+    """How many times it was started: more than 1 when Ray retried it after a lost worker."""
 
     def __bool__(self) -> bool:
         return self.verdict == "pass"
@@ -52,6 +56,8 @@ class ModelResult:
             "worst": self.worst,
             "resumed": self.resumed,
             "log": str(self.log) if self.log else None,
+            "host": self.host,
+            "attempts": self.attempts,
         }
 
 

@@ -1,16 +1,12 @@
-"""The scheduler: runs the manifest's models ``jobs`` at a time, with timeouts, progress events and resume."""
+"""The scheduler: runs the manifest's models ``jobs`` at a time (or on a Ray cluster), with
+timeouts, progress events, resume and shards."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
-import os
 import queue
-import shutil
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -18,16 +14,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from pipeline.core.errors import BadInputError
-from pipeline.export.client import death_reason
-from pipeline.migration.child import _CHILD_CODE
 from pipeline.migration.fingerprint import fingerprint
 from pipeline.migration.manifest import (
     DEFAULT_TIMEOUT,
-    REPORT_NAME,
-    STATE_JSON,
     SUMMARY_JSON,
     SUMMARY_SCHEMA,
     VERDICTS,
@@ -41,11 +33,14 @@ from pipeline.migration.results import (
     MigrationEvent,
     MigrationResult,
     ModelResult,
-    _read_json,
     _resumable,
     _write_json,
-    worst_per_pair,
 )
+from pipeline.migration.shard import Shard, parse_shard, select, shard_json
+from pipeline.migration.unit import clean_leftovers, finish, kill_group, read_stages, start_child
+
+DEFAULT_RAY_RETRIES = 1
+"""Times Ray reruns a model whose worker process or node was lost (``--ray-retries``)."""
 
 # --------------------------------------------------------------------------- the scheduler
 
@@ -60,19 +55,6 @@ class _Running:
     started: float
     limit: float
     """Seconds this model may take."""
-
-
-def _kill_group(proc: subprocess.Popen[str]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-def _clean_leftovers(root: Path, name: str) -> None:
-    """Remove staging directories a killed conversion of ``name`` left behind."""
-    for pattern in (f".{name}.staging-*", f".{name}.old-*"):
-        for stale in root.glob(pattern):
-            shutil.rmtree(stale, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -90,55 +72,64 @@ def _locked(root: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-class _Scheduler:
+class Collector:
+    """The results so far, whichever backend produced them; rewrites ``summary.json`` after
+    each model.  ``models`` are the models this run is responsible for (its shard)."""
+
     def __init__(
         self,
         manifest: Manifest,
+        models: list[ModelSpec],
         root: Path,
-        jobs: int,
-        timeout: float,
         notify: EventCallback,
+        shard: Shard | None,
     ) -> None:
-        self.manifest, self.root, self.jobs, self.timeout = manifest, root, jobs, timeout
-        self.notify = notify
-        self.work = root / WORK_DIR
-        self.events: queue.Queue[tuple[str, str | None]] = queue.Queue()
-        self.running: dict[str, _Running] = {}
+        self.manifest, self.models, self.root, self.notify = manifest, models, root, notify
+        self.shard = shard
         self.results: dict[str, ModelResult] = {}
         self.started = time.perf_counter()
 
-    # the child's environment: our package importable, TF quiet
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        package_parent = str(Path(__file__).resolve().parents[1])
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        return env
+    def done(self, result: ModelResult) -> None:
+        """Record a finished model, rewrite the summary, tell the display."""
+        self.results[result.name] = result
+        self.write_summary(complete=False)
+        self.notify(MigrationEvent(result.name, "done", result))
+
+    def ordered(self) -> list[ModelResult]:
+        """The results in manifest order."""
+        return [self.results[m.name] for m in self.models if m.name in self.results]
+
+    def write_summary(self, complete: bool) -> Path:
+        """Write ``ROOT/summary.json`` (atomically) and return its path."""
+        models = self.ordered()
+        summary: dict[str, Any] = {
+            "schema": SUMMARY_SCHEMA,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "manifest": str(self.manifest.path.absolute()),
+            "root": str(self.root),
+            "complete": complete,
+            "seconds": round(time.perf_counter() - self.started, 2),
+            "counts": {v: sum(m.verdict == v for m in models) for v in VERDICTS},
+            "models": [m.to_json() for m in models],
+        }
+        if self.shard is not None:
+            summary["shard"] = shard_json(self.shard, self.manifest, self.models)
+        path = self.root / SUMMARY_JSON
+        _write_json(path, summary)
+        return path
+
+
+class _Scheduler:
+    """The local backend: ``jobs`` child processes at a time on this machine."""
+
+    def __init__(self, collector: Collector, jobs: int, timeout: float) -> None:
+        self.collector, self.jobs, self.timeout = collector, jobs, timeout
+        self.root, self.notify = collector.root, collector.notify
+        self.events: queue.Queue[tuple[str, str | None]] = queue.Queue()
+        self.running: dict[str, _Running] = {}
 
     def start(self, spec: ModelSpec, print_: str) -> None:
-        _clean_leftovers(self.root, spec.name)
-        request = self.work / f"{spec.name}.request.json"
-        answer = self.work / f"{spec.name}.answer.json"
-        answer.unlink(missing_ok=True)
-        _write_json(
-            request,
-            {
-                "source": spec.source,
-                "run_dir": str(self.root / spec.name),
-                "settings": spec.settings,
-                "answer": str(answer),
-            },
-        )
-        log = (self.work / f"{spec.name}.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _CHILD_CODE, str(request)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            env=self._env(),
-            start_new_session=True,  # its own process group: a timeout kills the TF worker too
-        )
+        proc, log = start_child(self.root, spec)
         reader = threading.Thread(target=self._read_stages, args=(spec.name, proc), daemon=True)
         reader.start()
         now = time.perf_counter()
@@ -147,71 +138,17 @@ class _Scheduler:
         self.notify(MigrationEvent(spec.name, "starting"))
 
     def _read_stages(self, name: str, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                self.events.put((name, str(json.loads(line)["stage"])))
+        read_stages(proc, lambda stage: self.events.put((name, stage)))
         self.events.put((name, None))
 
     def _finish(self, run: _Running, timed_out: bool) -> ModelResult:
-        name = run.spec.name
         seconds = time.perf_counter() - run.started
         run.reader.join(timeout=5)
         run.log.close()
-        run_dir = self.root / name
-        log_path = self.work / f"{name}.log"
-        answer_path = self.work / f"{name}.answer.json"
-        answer = _read_json(answer_path)
-        answer_path.unlink(missing_ok=True)
-        (self.work / f"{name}.request.json").unlink(missing_ok=True)
-
-        def result(
-            verdict: str, kind: str | None = None, message: str | None = None
-        ) -> ModelResult:
-            return ModelResult(
-                name=name,
-                source=run.spec.source,
-                verdict=verdict,
-                run_dir=run_dir,
-                seconds=seconds,
-                error_kind=kind,
-                error_message=message,
-                log=log_path,
-            )
-
-        if timed_out:
-            _clean_leftovers(self.root, name)
-            return result("timeout", "timeout", f"killed after the timeout of {run.limit:g} s")
-        if answer is None:
-            _clean_leftovers(self.root, name)
-            assert run.proc.returncode is not None
-            reason = death_reason(run.proc.returncode)
-            return result(
-                "error", "worker_crash", f"the conversion process {reason}; see {log_path}"
-            )
-        if not answer["ok"]:
-            message = answer["message"]
-            if answer["kind"] == "internal":
-                message += f" (traceback in {log_path})"
-            return result("error", answer["kind"], message)
-        report = _read_json(run_dir / REPORT_NAME) or {}
-        _write_json(
-            run_dir / STATE_JSON,
-            {
-                "fingerprint": run.fingerprint,
-                "verdict": answer["verdict"],
-                "seconds": round(seconds, 2),
-                "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-            },
+        assert run.proc.returncode is not None
+        return finish(
+            self.root, run.spec, run.fingerprint, run.proc.returncode, timed_out, run.limit, seconds
         )
-        converted = result(answer["verdict"])
-        converted.worst = worst_per_pair(report)
-        return converted
-
-    def done(self, result: ModelResult) -> None:
-        self.results[result.name] = result
-        self.write_summary(complete=False)
-        self.notify(MigrationEvent(result.name, "done", result))
 
     def poll(self) -> None:
         """Handle stage events, finished processes and timeouts (waits up to 0.2 s)."""
@@ -225,36 +162,27 @@ class _Scheduler:
         for name, run in list(self.running.items()):
             timed_out = run.proc.poll() is None and now - run.started > run.limit
             if timed_out:
-                _kill_group(run.proc)
+                kill_group(run.proc)
             if run.proc.poll() is not None:
                 del self.running[name]
-                self.done(self._finish(run, timed_out))
+                self.collector.done(self._finish(run, timed_out))
 
     def kill_all(self) -> None:
         for run in self.running.values():
-            _kill_group(run.proc)
+            kill_group(run.proc)
             run.log.close()
-            _clean_leftovers(self.root, run.spec.name)
+            clean_leftovers(self.root, run.spec.name)
         self.running.clear()
 
-    def ordered(self) -> list[ModelResult]:
-        return [self.results[m.name] for m in self.manifest.models if m.name in self.results]
-
-    def write_summary(self, complete: bool) -> Path:
-        models = self.ordered()
-        summary = {
-            "schema": SUMMARY_SCHEMA,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "manifest": str(self.manifest.path.absolute()),
-            "root": str(self.root),
-            "complete": complete,
-            "seconds": round(time.perf_counter() - self.started, 2),
-            "counts": {v: sum(m.verdict == v for m in models) for v in VERDICTS},
-            "models": [m.to_json() for m in models],
-        }
-        path = self.root / SUMMARY_JSON
-        _write_json(path, summary)
-        return path
+    def run(self, pending: deque[tuple[ModelSpec, str]]) -> None:
+        """Convert ``pending`` (consumed as models start); kills what runs on the way out."""
+        try:
+            while pending or self.running:
+                while pending and len(self.running) < self.jobs:
+                    self.start(*pending.popleft())
+                self.poll()
+        finally:
+            self.kill_all()
 
 
 def migrate(
@@ -265,19 +193,29 @@ def migrate(
     resume: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
     on_event: EventCallback | None = None,
+    shard: str | Shard | None = None,
+    ray: str | None = None,
+    ray_retries: int = DEFAULT_RAY_RETRIES,
+    junit: str | Path | None = None,
 ) -> MigrationResult:
     """Convert every model of ``manifest`` into ``root/<name>``; see the module docstring.
 
     ``jobs`` models convert at once, each in its own process; one running past ``timeout``
-    seconds (or its manifest ``timeout``) is killed with its worker processes and reported as ``timeout``.  With
-    ``resume``, complete runs whose fingerprint is unchanged are kept, not redone.
-    ``on_event`` receives each model's progress (:class:`MigrationEvent`).
+    seconds (or its manifest ``timeout``) is killed with its worker processes and reported as
+    ``timeout``.  With ``resume``, complete runs whose fingerprint is unchanged are kept, not
+    redone.  ``on_event`` receives each model's progress (:class:`MigrationEvent`).
+    ``shard`` (``"K/N"``) converts only the K-th of N slices of the manifest
+    (:mod:`pipeline.migration.shard`).  ``ray`` (a Ray address, ``auto`` or ``local``) runs
+    each model as a Ray task instead of a local process (:mod:`pipeline.migration.ray_backend`);
+    a task whose worker or node is lost is rerun up to ``ray_retries`` times.  ``junit``
+    writes a JUnit XML file with one test case per model.
 
     Returns a :class:`MigrationResult` (also written to ``root/summary.json``) whatever the
     models' verdicts.  Raises :class:`ManifestError` (a :class:`BadInputError`) for an
     invalid manifest, before converting anything; :class:`BadInputError` for a bad ``jobs``,
-    ``timeout`` or ``root``, or when another migration holds ``root``.  On
-    ``KeyboardInterrupt`` the running conversions are killed, the summary of the finished
+    ``timeout``, ``shard`` or ``root``, when another migration holds ``root`` or when the Ray
+    cluster cannot be reached; :class:`MissingExtraError` for ``ray`` without Ray installed.
+    On ``KeyboardInterrupt`` the running conversions are killed, the summary of the finished
     ones is written, and the interrupt propagates.  Never calls ``sys.exit``.
     """
     parsed = load_manifest(manifest)
@@ -285,35 +223,51 @@ def migrate(
         raise BadInputError(f"--jobs must be at least 1, got {jobs}")
     if not timeout > 0:
         raise BadInputError(f"--timeout must be > 0 seconds, got {timeout}")
+    if ray_retries < 0:
+        raise BadInputError(f"--ray-retries must be at least 0, got {ray_retries}")
+    slice_ = parse_shard(shard) if isinstance(shard, str) else shard
     root = Path(root).absolute()
     if root.exists() and not root.is_dir():
         raise BadInputError(f"output path {root} exists and is not a directory")
     notify = on_event or (lambda _event: None)
-    with _locked(root):
-        scheduler = _Scheduler(parsed, root, jobs, timeout, notify)
+    models = select(parsed.models, slice_)
+    with contextlib.ExitStack() as stack:
+        session = None
+        if ray is not None:  # before ROOT is made: an unreachable cluster leaves nothing behind
+            from pipeline.migration.ray_backend import connected, require_ray
+
+            require_ray()
+            session = stack.enter_context(connected(ray, jobs))
+        stack.enter_context(_locked(root))
+        collector = Collector(parsed, models, root, notify, slice_)
         pending: deque[tuple[ModelSpec, str]] = deque()
-        for spec in parsed.models:
-            _clean_leftovers(root, spec.name)
+        for spec in models:
+            clean_leftovers(root, spec.name)
             print_ = fingerprint(spec)
             kept = _resumable(spec, root / spec.name, print_) if resume else None
             if kept is not None:
-                scheduler.results[spec.name] = kept
+                collector.results[spec.name] = kept
                 notify(MigrationEvent(spec.name, "resumed", kept))
             else:
                 pending.append((spec, print_))
                 notify(MigrationEvent(spec.name, "queued"))
         try:
-            while pending or scheduler.running:
-                while pending and len(scheduler.running) < jobs:
-                    scheduler.start(*pending.popleft())
-                scheduler.poll()
+            if session is None:
+                _Scheduler(collector, jobs, timeout).run(pending)
+            elif pending:
+                from pipeline.migration.ray_backend import run_on_ray
+
+                run_on_ray(collector, pending, session, timeout, ray_retries)
         finally:
-            scheduler.kill_all()
-            complete = not pending and len(scheduler.results) == len(parsed.models)
-            summary = scheduler.write_summary(complete=complete)
+            complete = len(collector.results) == len(models)
+            summary = collector.write_summary(complete=complete)
+            if junit is not None:
+                from pipeline.migration.junit import write_junit
+
+                write_junit(summary, junit)
     return MigrationResult(
-        models=scheduler.ordered(),
+        models=collector.ordered(),
         root=root,
         summary_path=summary,
-        seconds=time.perf_counter() - scheduler.started,
+        seconds=time.perf_counter() - collector.started,
     )
