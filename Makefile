@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: setup demo test test-slow corpus keras-hub layer-matrix conformance lint bench bench-memory bench-big bench-workers bench-ray fuzz clean
+.PHONY: setup demo test test-slow corpus keras-hub layer-matrix conformance lint bench bench-memory bench-big bench-workers bench-ray codegen-lines fuzz clean
 
 $(VENV_STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3.11 -m venv .venv || python3 -m venv .venv
@@ -75,6 +75,11 @@ bench-big: $(VENV_STAMP)
 # Five small zoo conversions in one process: TF workers forked from the fork server vs spawned.
 bench-workers: $(VENV_STAMP)
 	$(PY) bench/bench_worker_start.py
+
+# model.py lines flat and with block classes (MODELS="mobilenet_v2 hub:bert" to choose).
+codegen-lines: $(VENV_STAMP)
+	rm -f runs/codegen_lines.jsonl
+	$(PY) bench/codegen_lines.py $(MODELS)
 
 # The fast zoo through migrate locally (--jobs 2) and on a local Ray cluster with 2 CPUs,
 # alternating; Ray's overhead per model (docs/results/bench_ray.md).

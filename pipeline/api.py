@@ -79,6 +79,9 @@ class ConvertOptions:
       and 5) channels first, NCHW (off: Keras's layout).  The checks and ``model.pt2`` keep
       Keras's layout: they run the generated module behind permutes of its image inputs
       and outputs.
+    - ``flat``: the generated ``model.py`` writes every op in the model's ``forward`` (on);
+      off, repeated blocks become ``nn.Module`` classes in ``nn.ModuleList`` s
+      (``blocks.2.expand.weight``; see docs/generated-code.md).
     """
 
     opset: int = 17
@@ -99,6 +102,7 @@ class ConvertOptions:
     scale: str | None = None
     calibration: Path | None = None
     channels_first: bool = False
+    flat: bool = True
 
 
 @dataclass
@@ -211,6 +215,7 @@ def convert(
                 model_name=exported.model_name,
                 layers=exported.layers,
                 channels_first=options.channels_first,
+                flat=options.flat,
             )
         # A large model's weights are held once per copy: let go of the ones no later stage
         # reads (TF's variable values after the import, the graph after the comparison).

@@ -92,6 +92,21 @@ def add_parser(subparsers: Any, help: str, description: str) -> None:
         help="generate torch_model/ taking and returning images channels first (NCHW, as "
         "torchvision models do) instead of Keras's NHWC; the checks still feed NHWC",
     )
+    layout = p.add_mutually_exclusive_group()
+    layout.add_argument(
+        "--flat",
+        dest="flat",
+        action="store_true",
+        default=None,
+        help="write every op in the model's forward (the default)",
+    )
+    layout.add_argument(
+        "--blocks",
+        dest="flat",
+        action="store_false",
+        help="write repeated blocks as nn.Module classes held in nn.ModuleLists "
+        "(blocks.2.expand.weight; see docs/generated-code.md)",
+    )
     p.add_argument(
         "--scale",
         metavar="SPEC",
@@ -141,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         safe_mode=not args.unsafe,
         worker_timeout=args.worker_timeout,
         channels_first=args.channels_first,
+        flat=ConvertOptions.flat if args.flat is None else args.flat,
         fold_for_inference=args.fold_for_inference,
         scale=args.scale,
         calibration=args.calibration,

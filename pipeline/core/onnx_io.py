@@ -29,10 +29,13 @@ EXTERNAL_DATA_BYTES = PROTOBUF_LIMIT - 2**27
 """Initializer bytes from which :func:`save` writes external data: 2 GB less a margin for
 the graph itself (128 MB)."""
 THRESHOLD_ENV = "TF2TORCH_EXTERNAL_DATA_BYTES"
+LARGE_WEIGHTS_BYTES = 64 * 2**20
+"""Weights from which ONNX Runtime and the checker read a model from a file written with
+:func:`with_external_weights` rather than from its serialized bytes (one more copy of the
+weights, and none at all past 2 GB)."""
 SKELETON_MIN_BYTES = 1024
 """Initializers smaller than this stay inside the graph written by
 :func:`with_external_weights` (shapes, axes, scalars: what shape inference reads)."""
-WEIGHTS_DATA = "model.onnx.data"
 _ALIGNMENT = 4096
 
 
@@ -65,27 +68,58 @@ def needs_external_data(model: onnx.ModelProto) -> bool:
     return weight_bytes(model) >= external_data_threshold()
 
 
-def save(model: onnx.ModelProto, path: Path, *, keep: bool = True) -> None:
+def save(model: onnx.ModelProto, path: Path) -> None:
     """Save ``model`` to ``path``: one file, or with its weights in ``<path name>.data``
-    beside it once they pass :func:`external_data_threshold`.  Writing external data moves
-    each weight out of ``model``; with ``keep`` they are read back afterwards, so ``model``
-    is whole again (without, the caller promises not to read its weights any more)."""
+    beside it once they pass :func:`external_data_threshold` (written one tensor at a time
+    from ``model``, which is left as it was)."""
     path = Path(path)
     data = path.with_name(f"{path.name}.data")
-    data.unlink(missing_ok=True)  # onnx appends to an existing data file
+    data.unlink(missing_ok=True)
     if not needs_external_data(model):
-        onnx.save(model, str(path))
+        _write_streamed(model, path)
         return
-    onnx.save_model(
-        model,
-        str(path),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=data.name,
-        size_threshold=SKELETON_MIN_BYTES,
+    _write_external(model, path)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _length_delimited(field: int, size: int) -> bytes:
+    """A protobuf tag (wire type 2) and length prefix for ``size`` bytes of field ``field``."""
+    return _varint(field << 3 | 2) + _varint(size)
+
+
+_GRAPH_FIELD = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
+_INITIALIZER_FIELD = onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
+
+
+def _write_streamed(model: onnx.ModelProto, path: Path) -> None:
+    """Write ``model`` as one protobuf file, one initializer at a time: the graph's other
+    fields, then each initializer serialized on its own (``SerializeToString`` of the whole
+    model would hold a second copy of every weight).  Protobuf reads fields in any order and
+    concatenates a repeated field's occurrences, so the file loads as the same model."""
+    head = onnx.ModelProto()
+    _copy_fields(model, head, skip="graph")
+    graph = onnx.GraphProto()
+    _copy_fields(model.graph, graph, skip="initializer")
+    graph_bytes = graph.SerializeToString()
+    sizes = [t.ByteSize() for t in model.graph.initializer]
+    graph_size = len(graph_bytes) + sum(
+        len(_length_delimited(_INITIALIZER_FIELD, size)) + size for size in sizes
     )
-    if keep:
-        onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
+    with open(path, "wb") as handle:
+        handle.write(head.SerializeToString())
+        handle.write(_length_delimited(_GRAPH_FIELD, graph_size))
+        handle.write(graph_bytes)
+        for tensor, size in zip(model.graph.initializer, sizes, strict=True):
+            handle.write(_length_delimited(_INITIALIZER_FIELD, size))
+            handle.write(tensor.SerializeToString())
 
 
 def copy(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -117,17 +151,30 @@ def with_external_weights(
     """Write ``model`` to ``directory/model.onnx`` with each main-graph initializer of at
     least ``min_bytes`` in the external data file beside it, and return that path (what
     ONNX Runtime and the checker take for a graph that bytes cannot hold).
+    ``max_ir_version`` clamps the written IR version (for a reader that knows no newer one)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "model.onnx"
+    _write_external(model, path, min_bytes, max_ir_version)
+    return path
+
+
+def _write_external(
+    model: onnx.ModelProto,
+    path: Path,
+    min_bytes: int = SKELETON_MIN_BYTES,
+    max_ir_version: int | None = None,
+) -> None:
+    """Write ``model`` to ``path`` with its large initializers in ``<path name>.data``.
 
     The graph is built field by field and each weight written straight from ``model``'s
     tensor to the file, so no second copy of the weights is ever in memory (``onnx.save``
-    with external data would first copy the whole model).  ``max_ir_version`` clamps the
-    written IR version (for a reader that knows no newer one)."""
+    with external data first copies the whole model), and ``model`` is not changed."""
+    data_name = f"{path.name}.data"
     sk = onnx.ModelProto()
     _copy_fields(model, sk, skip="graph")
     _copy_fields(model.graph, sk.graph, skip="initializer")
-    directory.mkdir(parents=True, exist_ok=True)
     offset = 0
-    with open(directory / WEIGHTS_DATA, "wb") as data:
+    with open(path.with_name(data_name), "wb") as data:
         for tensor in model.graph.initializer:
             if tensor_bytes(tensor) < min_bytes or tensor.data_location == TensorProto.EXTERNAL:
                 sk.graph.initializer.add().CopyFrom(tensor)
@@ -147,7 +194,7 @@ def with_external_weights(
             ref.dims.extend(tensor.dims)
             ref.data_location = TensorProto.EXTERNAL
             for key, value in (
-                ("location", WEIGHTS_DATA),
+                ("location", data_name),
                 ("offset", str(offset)),
                 ("length", str(len(raw))),
             ):
@@ -157,6 +204,4 @@ def with_external_weights(
             del raw
     if max_ir_version is not None:
         sk.ir_version = min(sk.ir_version, max_ir_version)
-    path = directory / "model.onnx"
     onnx.save(sk, str(path))
-    return path

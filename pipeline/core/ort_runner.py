@@ -55,7 +55,7 @@ def ensure_ir_version(model: onnx.ModelProto) -> onnx.ModelProto:
     return clamped
 
 
-SEPARATE_WEIGHTS_BYTES = 64 * 2**20
+SEPARATE_WEIGHTS_BYTES = onnx_io.LARGE_WEIGHTS_BYTES
 """Weights from which a session reads them from an external data file written for it (see
 :func:`pipeline.core.onnx_io.with_external_weights`) rather than from serialized bytes,
 with ONNX Runtime's pre-packing off: the graph's copy and the session's, not also the bytes'

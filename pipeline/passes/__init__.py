@@ -160,9 +160,10 @@ def check_unique(passes: Sequence[FixupPass]) -> None:
 
 def _validity_error(model: onnx.ModelProto) -> str | None:
     """The checker's complaint about ``model`` (full check, strict shape inference), or None.
-    A model past protobuf's limit is checked from a file with external data."""
+    A large model is checked from a file with external data: serialized, it would be one
+    more copy of its weights (and past 2 GB protobuf cannot serialize it)."""
     try:
-        if not onnx_io.needs_external_data(model):
+        if onnx_io.weight_bytes(model) < onnx_io.LARGE_WEIGHTS_BYTES:
             onnx.checker.check_model(model, full_check=True)
         else:
             with tempfile.TemporaryDirectory(prefix="tf2torch-check-") as tmp:

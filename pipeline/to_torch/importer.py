@@ -19,7 +19,8 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,6 @@ import torch
 from onnx2torch.node_converters.registry import get_converter
 
 import pipeline.to_torch.ops  # noqa: F401 -- registers our converters in onnx2torch
-from pipeline.core import onnx_io
 from pipeline.core.errors import ExportError, Tf2TorchError, UnsupportedOpsError
 from pipeline.core.onnx_graph import all_nodes
 from pipeline.to_torch.ops import loop
@@ -71,23 +71,33 @@ def find_unsupported_ops(model: onnx.ModelProto) -> dict[str, list[str]]:
     return unsupported
 
 
-def _with_distinct_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy whose graph outputs each come from their own Identity node.
+@contextmanager
+def _distinct_outputs(model: onnx.ModelProto) -> Iterator[onnx.ModelProto]:
+    """``model`` with each graph output coming from its own Identity node, for the duration
+    of the block, then as it was (changed in place and put back: a copy would be one more
+    copy of every weight).
 
     onnx2torch returns the *node* behind each output, deduplicated: one output of a
     multi-output node would come back as the whole tuple, a graph input passed straight
     through fails, and two outputs of one node collapse into one.
     """
-    model = onnx_io.copy(model)
-    taken = {v for n in model.graph.node for v in n.output} | {v.name for v in model.graph.input}
-    for output in model.graph.output:
-        name = f"{output.name}__output"
-        while name in taken:
-            name += "_"
-        taken.add(name)
-        model.graph.node.append(onnx.helper.make_node("Identity", [output.name], [name], name=name))
-        output.name = name
-    return model
+    graph = model.graph
+    nodes = len(graph.node)
+    names = [output.name for output in graph.output]
+    taken = {v for n in graph.node for v in n.output} | {v.name for v in graph.input}
+    try:
+        for output in graph.output:
+            name = f"{output.name}__output"
+            while name in taken:
+                name += "_"
+            taken.add(name)
+            graph.node.append(onnx.helper.make_node("Identity", [output.name], [name], name=name))
+            output.name = name
+        yield model
+    finally:
+        del graph.node[nodes:]
+        for output, name in zip(graph.output, names, strict=True):
+            output.name = name
 
 
 def _drop_dead_code(module: torch.fx.GraphModule) -> None:
@@ -120,7 +130,7 @@ def import_onnx(model: onnx.ModelProto) -> torch.fx.GraphModule:
     once, before converting anything.  The module takes the ONNX graph inputs positionally
     in graph order (same layout), and returns a tensor for a one-output graph, else a tuple
     of tensors in graph output order.  Any other conversion failure is a
-    :class:`Tf2TorchError` naming the import stage.
+    :class:`Tf2TorchError` naming the import stage.  ``model`` is left as it was.
     """
     unsupported = find_unsupported_ops(model)
     if unsupported:
@@ -128,7 +138,8 @@ def import_onnx(model: onnx.ModelProto) -> torch.fx.GraphModule:
     # A Loop's body is imported as a model of its own, with this model's opsets.
     opsets = loop.MODEL_OPSETS.set(tuple((o.domain, o.version) for o in model.opset_import))
     try:
-        module = onnx2torch.convert(_with_distinct_outputs(model))
+        with _distinct_outputs(model) as distinct:
+            module = onnx2torch.convert(distinct)
     except Tf2TorchError:
         raise  # a Loop body's own import failure, already one line
     except (NotImplementedError, ValueError, RuntimeError, KeyError) as exc:

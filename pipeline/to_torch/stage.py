@@ -74,12 +74,14 @@ def import_torch(
     model_name: str | None = None,
     layers: Sequence[Mapping[str, str]] = (),
     channels_first: bool = False,
+    flat: bool = True,
 ) -> Imported:
     """Import ``model`` into torch, give every TF variable (``variables`` metadata with their
     ``values``) its own named parameter or buffer, found through the model's provenance record
     (see :mod:`pipeline.to_torch.parameters`), write it out as code (``torch_model/`` beside
     ``pt2_path``, see :mod:`pipeline.to_torch.codegen`; classes and attributes named after
-    ``model_name`` and the Keras ``layers``, NCHW images with ``channels_first``), import that
+    ``model_name`` and the Keras ``layers``, NCHW images with ``channels_first``, repeated
+    blocks as classes unless ``flat``), import that
     package afresh, and export ``pt2_path`` from it on ``example_inputs`` (in input order) with
     every axis that ``input_specs`` leaves dynamic (``None``) dynamic where the module allows
     it.  The generated module is the one returned: what every check runs (one model, one
@@ -93,6 +95,8 @@ def import_torch(
         raise UnsupportedOpsError("import", unsupported)
     marked, prints, record = fingerprinted(model, variables, values)
     eager = import_onnx(marked)
+    del marked  # a copy of every weight, read by nothing after the import
+    release_memory()
     read = {name for node in all_nodes(model.graph) for name in node.input}
     read |= {output.name for output in model.graph.output}
     adoption = adopt_tf_variables(eager, variables, values, prints, record, read)
@@ -112,10 +116,11 @@ def import_torch(
         example_inputs=list(example_inputs),
         layers=list(layers),
         channels_first=channels_first,
+        flat=flat,
     )
-    # The generated package is written: the eager import and the marked graph (each a copy
-    # of every weight) go before the package is loaded and exported.
-    del eager, marked
+    # The generated package is written: the eager import (a copy of every weight) goes
+    # before the package is loaded and exported.
+    del eager
     release_memory()
     entries = renamed_entries(adoption.entries, emitted.renames)
     table = parameter_table(entries, variables)

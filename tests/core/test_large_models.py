@@ -93,6 +93,16 @@ def test_lazy_npz_reads_after_the_file_is_gone(tmp_path: Path) -> None:
     lazy.close()
 
 
+def test_save_streams_one_file_that_loads_as_the_same_model(tmp_path: Path) -> None:
+    model, _ = _mlp()
+    model.metadata_props.add(key="tf2torch", value="provenance")
+    onnx_io.save(model, tmp_path / "m.onnx")
+    back = onnx.load(str(tmp_path / "m.onnx"))
+    assert back.SerializeToString(deterministic=True) == model.SerializeToString(
+        deterministic=True
+    )
+
+
 def test_save_writes_external_data_past_the_threshold(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -103,7 +113,7 @@ def test_save_writes_external_data_past_the_threshold(
     monkeypatch.setenv(onnx_io.THRESHOLD_ENV, "1000")
     onnx_io.save(model, tmp_path / "big.onnx")
     assert (tmp_path / "big.onnx.data").stat().st_size >= weights["w1"].nbytes
-    # the in-memory model is whole again, and the file reads back equal
+    # the in-memory model is left whole, and the file reads back equal
     assert np.array_equal(numpy_helper.to_array(model.graph.initializer[0]), weights["w1"])
     loaded = onnx.load(str(tmp_path / "big.onnx"))
     for tensor in loaded.graph.initializer:

@@ -14,6 +14,7 @@ from typing import Any
 
 from pipeline.core import onnx_io
 from pipeline.core.errors import BadInputError, OnnxExportError, Tf2TorchError
+from pipeline.core.memory import release as release_memory
 from pipeline.core.run_dir import write_npz
 from pipeline.export.inputs import check_range_names, draw_inputs, load_inputs
 from pipeline.export.worker.loading import one_line
@@ -69,6 +70,7 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
     timings: dict[str, float] = {}
     with _timed(timings, "load"):
         loaded = load_and_scale(request)
+    release_memory()  # what building the model left free (its initializers' draws)
     specs = loaded.inputs
     refuse_string_inputs(specs)
     ranges = {k: tuple(v) for k, v in request.get("input_ranges", {}).items()}
@@ -89,8 +91,9 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
         output_names = [o.name for o in proto.graph.output]
         # Written with external data past 2 GB; then the graph (a copy of every weight)
         # goes before the reference run and the gradients make theirs.
-        onnx_io.save(proto, work_dir / "model.raw.onnx", keep=False)
+        onnx_io.save(proto, work_dir / "model.raw.onnx")
         del proto
+    release_memory()
 
     with _timed(timings, "reference"):
         try:

@@ -27,7 +27,7 @@ from onnx2torch.node_converters.where import OnnxWhere
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
-from pipeline.to_torch.codegen import literals, modules
+from pipeline.to_torch.codegen import block_classes, blocks, idioms, literals, modules
 from pipeline.to_torch.codegen.naming import (
     ScopeReader,
     TemporaryNames,
@@ -65,6 +65,8 @@ class Attribute:
     trainable: bool = True
     constant: bool = False
     """A constant of the graph (not a TF variable): small ones are written out in full."""
+    lines: list[str] | None = None
+    """``__init__`` source written as it is (a list of blocks; its state is the plan's)."""
 
 
 @dataclass
@@ -143,6 +145,11 @@ class _Writer:
         """Methods of the generated class besides ``forward`` (loop bodies): name → lines."""
         self.root_modules: dict[int, str] = {}
         self.now = 0
+        self.layer_comments = True
+        self.block_prefix = ""
+        """Inside a block class: the block's layer-name prefix, which temporaries drop."""
+        self.plan: block_classes.BlockPlan | None = None
+        """Repeated blocks written as classes (``None``: flat)."""
         # Modules with weights (and recurrent wrappers) become attributes of the class.
         self.attribute_targets = {
             str(n.target)
@@ -264,6 +271,8 @@ class _Writer:
             parts = self._kept_path(node).split(".")
         else:
             parts = [sanitize(p) for p in self._layers_of(node)]
+        if self.block_prefix:
+            parts = _inside_block(parts)
         base = "_".join(_nested([self._short(p) for p in parts]))
         if not base:
             computed = [a for a in node.args if isinstance(a, torch.fx.Node) and self._computed(a)]
@@ -281,6 +290,8 @@ class _Writer:
     def _short(self, base: str) -> str:
         # Keras applications prefix every layer with the model's name
         # (`convnext_tiny_stage_0_...`); a temporary does not need to repeat it.
+        if self.block_prefix:
+            base = blocks.local_name(base, self.block_prefix)
         prefix = f"{self.model_prefix}_"
         rest = base[len(prefix) :]
         # Not when only a number would be left: a model `ReLU` (prefix `re_lu`) with its layer
@@ -314,6 +325,11 @@ class _Writer:
         for node in self.nodes:
             if node.op in ("placeholder", "output"):
                 continue
+            if self.plan is not None and node in self.plan.skipped:
+                call = self.plan.calls.get(node)
+                if call is not None:
+                    statements.extend((None, s) for s in self._block_call(node, call))
+                continue
             if node.op == "get_attr":
                 self.rendered[node] = self._weight(node)
                 continue
@@ -338,7 +354,32 @@ class _Writer:
         result = output.args[0]
         values = result if isinstance(result, tuple | list) else (result,)
         returned = ", ".join(self._arg(v) for v in values)
+        if not self.layer_comments:
+            return [*(s for _, s in statements), f"return {returned}"]
         return [*self._with_layer_comments(statements), f"return {returned}"]
+
+    def _block_call(self, node: torch.fx.Node, call: block_classes.BlockCall) -> list[str]:
+        """The statements that run blocks ``call.start:call.stop`` of a block list (one
+        call, or a ``for`` loop over consecutive blocks that feed each other)."""
+        assert self.plan is not None
+        if call.attribute not in self.attributes:
+            lines = self.plan.lists[call.attribute]
+            self.attributes[call.attribute] = Attribute(call.attribute, "", lines=lines)
+        self.now = self.index[node]
+        args = [self._arg(a) for a in call.inputs]
+        name = self.names.allocate("x", "", self.now, self.last_use[call.output])
+        self.rendered[call.output] = name
+        if not call.loop:
+            return [f"{name} = self.{call.attribute}[{call.start}]({', '.join(args)})"]
+        size = len(self.plan.lists[call.attribute]) - 2
+        part = "" if (call.start, call.stop) == (0, size) else f"[{call.start}:{call.stop}]"
+        lines = [] if args[0] == name else [f"{name} = {args[0]}"]
+        rest = "".join(f", {a}" for a in args[1:])
+        return [
+            *lines,
+            f"for block in self.{call.attribute}{part}:",
+            f"    {name} = block({name}{rest})",
+        ]
 
     def _with_layer_comments(self, statements: Sequence[tuple[str | None, str]]) -> list[str]:
         """A ``# layer: Class`` line before each run of two or more statements of one Keras
@@ -450,7 +491,8 @@ class _Writer:
         the outputs do not use), so the state dict holds every variable.  ``tensors`` are the
         table's tensors as imported (the simplified graph may have dropped an unread one's
         holder module)."""
-        held = [a.original for a in self.attributes.values()]
+        held = [a.original for a in self.attributes.values() if a.lines is None]
+        held += self.plan.held if self.plan is not None else []
         for name in sorted(self.table_names):
             if any(name == h or name.startswith(h + ".") for h in held):
                 continue
@@ -496,6 +538,8 @@ class _Writer:
 
     def _create(self, attribute: Attribute) -> list[str]:
         path = attribute.path
+        if attribute.lines is not None:
+            return list(attribute.lines)
         if attribute.module is not None:
             try:
                 text = modules.constructor(attribute.module)
@@ -526,7 +570,12 @@ class _Writer:
         """The generated module's state dict and the renames from the imported module's."""
         state: dict[str, torch.Tensor] = {}
         renames: dict[str, str] = {}
+        if self.plan is not None:
+            state.update(self.plan.state)
+            renames.update(self.plan.renames)
         for path, attribute in self.attributes.items():
+            if attribute.lines is not None:
+                continue
             if attribute.module is not None:
                 for key, value in attribute.module.state_dict().items():
                     state[f"{path}.{key}"] = value
@@ -555,6 +604,23 @@ def _nested(parts: Sequence[str]) -> list[str]:
     return kept
 
 
+def _inside_block(parts: Sequence[str]) -> list[str]:
+    """A layer path as named inside a block class: from below the innermost block layer
+    (``vit_encoder/transformer_block_1/mha`` → ``mha``), block prefixes dropped
+    (``block_3_expand`` → ``expand``).  A block's own ops and the ones it recomputes from
+    another block (tf2onnx shares a mask between layers) are named alike."""
+    kept: list[str] = []
+    for part in parts:
+        key = blocks.block_key([part])
+        if key is not None and sanitize(key) == part:
+            kept = []
+        elif key is not None:
+            kept.append(blocks.local_name(part, sanitize(key)))
+        else:
+            kept.append(part)
+    return kept
+
+
 def _op_name(target: str) -> str:
     last = target.rsplit("/", 1)[-1]
     return snake(_OP_NUMBER.sub("", last)) or "value"
@@ -572,14 +638,20 @@ def emit_source(
     table_tensors: Mapping[str, torch.Tensor] | None = None,
     layers: Sequence[Mapping[str, str]] = (),
     channels_first: bool = False,
+    flat: bool = True,
 ) -> EmittedSource:
     """The source of ``model.py`` for the simplified graph module ``gm``.
 
     ``example_inputs`` run the graph once to learn shapes and dtypes.  ``layers`` are the
     Keras layers (``{"name", "class"}``) that name temporaries and comments;
-    ``table_names`` are the parameter table's torch names (kept at their paths).  Raises
+    ``table_names`` are the parameter table's torch names (kept at their paths, or moved
+    into a block list: ``blocks.2.expand.weight``).  Unless ``flat``, spelled-out activations
+    become their call (:mod:`~pipeline.to_torch.codegen.idioms`) and repeated blocks become
+    classes (:mod:`~pipeline.to_torch.codegen.block_classes`).  Raises
     :class:`CodegenError` listing every op without a translator.
     """
+    if not flat:
+        idioms.rewrite(gm)
     loops = [m for m in gm.modules() if isinstance(m, OnnxLoop)]
     for loop in loops:  # each loop keeps its body's first arguments, to write the body
         loop.recording, loop.example = True, None
@@ -594,6 +666,8 @@ def emit_source(
     )
     writer.model_prefix = snake(model_name) if model_name else ""
     writer.root_modules = {id(m): name for name, m in gm.named_modules()}
+    if not flat:
+        writer.plan = block_classes.plan(writer)
     forward = writer.write_forward()
     writer.add_unread_table_tensors(table_tensors or {})
     init = writer.write_init()
@@ -611,7 +685,7 @@ def emit_source(
         init,
         forward,
         [registry.HELPERS[h].strip() for h in sorted(writer.helpers)],
-        list(writer.classes.values()),
+        [*writer.classes.values(), *(writer.plan.classes if writer.plan else [])],
         channels_first,
         [line for lines in writer.methods.values() for line in ["", *lines]],
     )
@@ -653,7 +727,7 @@ def _file(
         "",
         *imports,
     ]
-    blocks = ["\n".join(header), *helpers, *(c.strip() for c in classes)]
+    sections = ["\n".join(header), *helpers, *(c.strip() for c in classes)]
     signature = ", ".join(f"{name}: torch.Tensor" for name in input_names)
     result_type = "torch.Tensor" if len(output_names) == 1 else "tuple[torch.Tensor, ...]"
     class_lines = [
@@ -668,5 +742,5 @@ def _file(
         *(f"        {line}" for line in forward),
         *(f"    {line}" if line else "" for line in methods),
     ]
-    blocks.append("\n".join(class_lines))
-    return "\n\n\n".join(blocks) + "\n"
+    sections.append("\n".join(class_lines))
+    return "\n\n\n".join(sections) + "\n"

@@ -11,7 +11,9 @@ import copy
 import dataclasses
 import importlib.util
 import itertools
+import json
 import shutil
+import struct
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -21,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from pipeline.core.errors import Tf2TorchError
 from pipeline.to_torch.codegen.emit import CodegenError, emit_source
@@ -102,9 +103,46 @@ def _example_tensors(example_inputs: Sequence[np.ndarray | torch.Tensor]) -> lis
     ]
 
 
+_SAFETENSORS_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+
+
 def _weights_file(state: Mapping[str, torch.Tensor], path: Path) -> None:
-    # safetensors refuses tensors that share memory; every entry gets its own copy.
-    save_file({k: v.detach().cpu().contiguous().clone() for k, v in state.items()}, str(path))
+    """Write ``state`` in the safetensors format, one tensor at a time straight from its
+    memory: ``safetensors.torch.save_file`` first makes a bytes copy of every tensor, one
+    more copy of an LLM's weights.  The layout is safetensors' own (an 8-byte header length,
+    a JSON header of dtypes, shapes and offsets padded to 8 bytes, then the data), read back
+    by ``safetensors.torch.load_file``."""
+    header: dict[str, Any] = {}
+    offset = 0
+    for name, tensor in state.items():
+        size = tensor.numel() * tensor.element_size()
+        header[name] = {
+            "dtype": _SAFETENSORS_DTYPES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(encoded)))
+        handle.write(encoded)
+        for tensor in state.values():
+            flat = tensor.detach().cpu().contiguous().reshape(-1)
+            if flat.numel():
+                # bytes as they are in memory (little-endian), without a copy
+                handle.write(flat.view(torch.uint8).numpy().data)
 
 
 def emit_package(
@@ -119,6 +157,7 @@ def emit_package(
     example_inputs: Sequence[np.ndarray | torch.Tensor],
     layers: Sequence[Mapping[str, str]] = (),
     channels_first: bool = False,
+    flat: bool = True,
 ) -> EmittedPackage:
     """Write ``out_dir/torch_model/`` for the imported graph ``module`` (not modified).
 
@@ -128,7 +167,9 @@ def emit_package(
     ``example_inputs`` (one array per input) run the graph once for shapes; ``layers`` are
     the Keras layers (``{"name", "class"}``) that name temporaries.  ``channels_first``
     makes image inputs and outputs (rank 4 or 5) NCHW (:mod:`pipeline.to_torch.codegen.layout`);
-    :attr:`EmittedPackage.channels_first_inputs` says which inputs changed.
+    :attr:`EmittedPackage.channels_first_inputs` says which inputs changed.  ``flat``
+    false writes activations as their calls and repeated blocks as classes
+    (:func:`~pipeline.to_torch.codegen.emit.emit_source`).
 
     Raises :class:`CodegenFailed` naming every op with no readable form.
     """
@@ -161,6 +202,7 @@ def emit_package(
             table_tensors={renames.get(n, n): t for n, t in table_tensors.items()},
             layers=layers,
             channels_first=any(changed),
+            flat=flat,
         )
     except CodegenError as exc:
         raise CodegenFailed(f"codegen: {exc}") from exc
