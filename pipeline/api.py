@@ -166,8 +166,10 @@ def convert(
     options = options or ConvertOptions()
     callback = on_stage or (lambda _stage: None)
 
+    weight_bytes = 0  # known once the model is exported
+
     def notify(stage: str) -> None:
-        release_memory()  # what the previous stage freed, back to the system
+        release_memory(weight_bytes)  # what the previous stage freed, back to the system
         enter_stage(stage)
         callback(stage)
 
@@ -189,6 +191,7 @@ def convert(
             settings = _export_settings(options, failure_log_path(Path(out_dir)))
             exported = export_model(parsed, staging, settings)
         write_golden(staging / GOLDEN, exported.inputs, exported.tf_outputs)
+        weight_bytes = variable_bytes(exported.variables)
         input_names = [s.name for s in exported.input_specs]
 
         notify("fixup")
@@ -345,6 +348,14 @@ def _export_settings(options: ConvertOptions, failure_log: Path) -> ExportSettin
         worker_timeout=options.worker_timeout,
         scale=options.scale,
         calibration=options.calibration,
+    )
+
+
+def variable_bytes(variables: Sequence[Mapping[str, Any]]) -> int:
+    """Bytes of the TF variables the worker listed (their ``shape`` and ``dtype``)."""
+    return sum(
+        int(np.prod(v.get("shape", ()), dtype=np.int64)) * np.dtype(v.get("dtype", "float32")).itemsize
+        for v in variables
     )
 
 

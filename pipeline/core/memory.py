@@ -29,9 +29,18 @@ def _malloc_trim() -> Callable[[int], int] | None:
     return trim
 
 
-def release() -> None:
-    """Collect garbage and return the allocator's free memory to the system (where the C
+RELEASE_MIN_BYTES = 64 * 2**20
+"""Weights below which :func:`release` does nothing: a full garbage collection costs a few
+tenths of a second in a process holding TensorFlow or torch, which a small model's
+conversion would pay at every stage for no measurable gain."""
+
+
+def release(weight_bytes: int) -> None:
+    """For a model with ``weight_bytes`` of weights (at least :data:`RELEASE_MIN_BYTES`),
+    collect garbage and return the allocator's free memory to the system (where the C
     library can: glibc; elsewhere only the collection)."""
+    if weight_bytes < RELEASE_MIN_BYTES:
+        return
     gc.collect()
     trim = _malloc_trim()
     if trim is not None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import onnx
 from google.protobuf.message import Message
 from onnx import TensorProto, numpy_helper
@@ -52,10 +51,8 @@ def tensor_bytes(tensor: TensorProto) -> int:
     if tensor.data_location == TensorProto.EXTERNAL:
         length = {e.key: e.value for e in tensor.external_data}.get("length")
         return int(length) if length else 0
-    if tensor.HasField("raw_data"):
-        return len(tensor.raw_data)
-    count = int(np.prod(tensor.dims, dtype=np.int64)) if tensor.dims else 1
-    return count * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    # The message's own size: reading ``raw_data`` would copy the bytes out of protobuf.
+    return int(tensor.ByteSize())
 
 
 def weight_bytes(model: onnx.ModelProto) -> int:

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import torch
 
-from pipeline.core import provenance
+from pipeline.core import onnx_io, provenance
 from pipeline.core.errors import BadInputError, UnsupportedOpsError
 from pipeline.core.memory import release as release_memory
 from pipeline.core.onnx_graph import all_nodes
@@ -96,7 +96,7 @@ def import_torch(
     marked, prints, record = fingerprinted(model, variables, values)
     eager = import_onnx(marked)
     del marked  # a copy of every weight, read by nothing after the import
-    release_memory()
+    release_memory(onnx_io.weight_bytes(model))
     read = {name for node in all_nodes(model.graph) for name in node.input}
     read |= {output.name for output in model.graph.output}
     adoption = adopt_tf_variables(eager, variables, values, prints, record, read)
@@ -121,7 +121,7 @@ def import_torch(
     # The generated package is written: the eager import (a copy of every weight) goes
     # before the package is loaded and exported.
     del eager
-    release_memory()
+    release_memory(onnx_io.weight_bytes(model))
     entries = renamed_entries(adoption.entries, emitted.renames)
     table = parameter_table(entries, variables)
     module = load_generated(emitted.path)

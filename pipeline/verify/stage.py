@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import torch
 
-from pipeline.core import compare
+from pipeline.core import compare, onnx_io
 from pipeline.core.memory import release as release_memory
 from pipeline.core.ort_runner import OrtRunner
 from pipeline.core.torch_runner import place_module, run_torch
@@ -107,7 +107,7 @@ def with_noise_floors(
     ``inputs``) and, given ``outputs["tf"]`` and its float64 twin's ``tf_outputs64``,
     TensorFlow's.  Measured (and reported) even where a user tolerance overrides it."""
     floors = measure_noise(model, inputs, input_names, output_names)
-    release_memory()  # the two imports measure_noise made
+    release_memory(onnx_io.weight_bytes(model))  # the two imports measure_noise made
     ort_floors = ort_own_floors(model, inputs, output_names, outputs["ort"], floors)
     own = {
         "tf": own_floors(outputs.get("tf", {}), tf_outputs64 or {}, floors),

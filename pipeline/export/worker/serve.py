@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipeline.core import onnx_io
 from pipeline.core.errors import BadInputError, OnnxExportError, Tf2TorchError
 from pipeline.core.memory import release as release_memory
@@ -70,7 +72,12 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
     timings: dict[str, float] = {}
     with _timed(timings, "load"):
         loaded = load_and_scale(request)
-    release_memory()  # what building the model left free (its initializers' draws)
+    weight_bytes = sum(
+        int(np.prod(tuple(v.variable.shape), dtype=np.int64))
+        * np.dtype(getattr(v.variable.dtype, "name", v.variable.dtype)).itemsize
+        for v in loaded.variables
+    )
+    release_memory(weight_bytes)  # what building the model left free (its initializers' draws)
     specs = loaded.inputs
     refuse_string_inputs(specs)
     ranges = {k: tuple(v) for k, v in request.get("input_ranges", {}).items()}
@@ -93,7 +100,7 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
         # goes before the reference run and the gradients make theirs.
         onnx_io.save(proto, work_dir / "model.raw.onnx")
         del proto
-    release_memory()
+    release_memory(weight_bytes)
 
     with _timed(timings, "reference"):
         try:
