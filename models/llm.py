@@ -34,23 +34,23 @@ def _hub_corpus() -> ModuleType:
 
 
 _corpus = _hub_corpus()
-SEED, models, randomize = _corpus.SEED, _corpus.models, _corpus.randomize
 
 VOCAB = 32000
 """Vocabulary of every configuration here (Llama 2's)."""
 
 
 def _llama(layers: int, hidden: int, mlp: int, heads: int, kv_heads: int, vocab: int) -> keras.Model:
-    keras.utils.set_random_seed(SEED)
-    backbone = models.LlamaBackbone(
-        vocabulary_size=vocab,
-        num_layers=layers,
-        num_query_heads=heads,
-        num_key_value_heads=kv_heads,
-        hidden_dim=hidden,
-        intermediate_dim=mlp,
+    # the corpus's own build: seeded, then every constant-initialised variable redrawn
+    return _corpus._build(
+        lambda: _corpus.models.LlamaBackbone(
+            vocabulary_size=vocab,
+            num_layers=layers,
+            num_query_heads=heads,
+            num_key_value_heads=kv_heads,
+            hidden_dim=hidden,
+            intermediate_dim=mlp,
+        )
     )
-    return randomize(backbone)
 
 
 def llama_1b() -> keras.Model:

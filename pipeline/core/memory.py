@@ -12,7 +12,10 @@ import ctypes
 import ctypes.util
 import functools
 import gc
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
+from typing import TypeVar
+
+Key = TypeVar("Key", bound=Hashable)
 
 
 @functools.cache
@@ -45,3 +48,19 @@ def release(weight_bytes: int) -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+def groups_within(sizes: Sequence[tuple[Key, int]], fraction: float) -> list[list[Key]]:
+    """Keys grouped in order so each group's sizes add up to at most ``fraction`` of all of
+    them (a larger one is a group of its own): gradients taken a group at a time hold that
+    fraction of the model, not all of it."""
+    budget = max(1, int(fraction * sum(size for _, size in sizes)))
+    groups: list[list[Key]] = []
+    used = 0
+    for key, size in sizes:
+        if not groups or used + size > budget:
+            groups.append([])
+            used = 0
+        groups[-1].append(key)
+        used += size
+    return groups

@@ -10,7 +10,8 @@ weights: two swapped parameters give the wrong gradients.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -144,11 +145,7 @@ def torch_gradients(
     Frozen parameters are differentiated too (their gradient is still checked against TF's
     where the table maps a TF variable to them); afterwards every ``requires_grad`` flag is
     as it was and no ``.grad`` is left on the module."""
-    module.zero_grad(set_to_none=True)
-    flags = {id(p): p.requires_grad for p in module.parameters()}
-    for p in module.parameters():
-        p.requires_grad_(True)
-    try:
+    with all_differentiable(module):
         loss = fixed_loss(module, inputs, input_names, output_names, weights)
         if not loss.requires_grad:
             return {}  # nothing trainable reaches the outputs
@@ -158,6 +155,19 @@ def torch_gradients(
             for name, p in module.named_parameters()
             if p.grad is not None
         }
+
+
+@contextmanager
+def all_differentiable(module: torch.nn.Module) -> Iterator[None]:
+    """Every parameter of ``module`` requires grad inside the block (frozen ones too: their
+    gradients are checked as well); afterwards each flag is as it was and no ``.grad`` is
+    left on the module."""
+    module.zero_grad(set_to_none=True)
+    flags = {id(p): p.requires_grad for p in module.parameters()}
+    for p in module.parameters():
+        p.requires_grad_(True)
+    try:
+        yield
     finally:
         for p in module.parameters():
             p.requires_grad_(flags[id(p)])

@@ -27,10 +27,11 @@ import onnx
 import torch
 
 from pipeline.core import compare, onnx_io
+from pipeline.core.memory import groups_within
 from pipeline.core.onnx_graph import all_nodes
 from pipeline.core.torch_runner import module_device, torch_device
 from pipeline.to_torch.importer import import_onnx
-from pipeline.verify.gradients import fixed_loss
+from pipeline.verify.gradients import all_differentiable, fixed_loss
 
 log = logging.getLogger(__name__)
 
@@ -267,21 +268,6 @@ def _has_fx_graphs(module: torch.nn.Module) -> bool:
     return any(isinstance(sub, torch.fx.GraphModule) for sub in module.modules())
 
 
-def _groups(sizes: list[tuple[str, int]], fraction: float) -> list[list[str]]:
-    """Names grouped in order, each group's elements within ``fraction`` of all of them (a
-    larger tensor is a group of its own)."""
-    budget = max(1, int(fraction * sum(size for _, size in sizes)))
-    groups: list[list[str]] = []
-    used = 0
-    for name, size in sizes:
-        if not groups or used + size > budget:
-            groups.append([])
-            used = 0
-        groups[-1].append(name)
-        used += size
-    return groups
-
-
 def _grouped_floors(
     wide: torch.nn.Module,
     inputs: Mapping[str, np.ndarray],
@@ -294,11 +280,8 @@ def _grouped_floors(
     ``wide``'s gradients, taken group by group (:data:`GRADIENT_GROUP_FRACTION`) from one
     backward graph."""
     parameters = dict(wide.named_parameters())
-    flags = {name: p.requires_grad for name, p in parameters.items()}
-    for p in parameters.values():
-        p.requires_grad_(True)
     floors: dict[str, compare.Noise] = {}
-    try:
+    with all_differentiable(wide):
         loss = fixed_loss(wide, inputs, input_names, output_names, weights)
         if not loss.requires_grad:
             return {}
@@ -309,7 +292,7 @@ def _grouped_floors(
             and float32_gradients[name].dtype.kind == "f"
             and float32_gradients[name].dtype != np.float64
         ]
-        groups = _groups(wanted, GRADIENT_GROUP_FRACTION)
+        groups = groups_within(wanted, GRADIENT_GROUP_FRACTION)
         for i, group in enumerate(groups):
             grads = torch.autograd.grad(
                 loss,
@@ -324,10 +307,6 @@ def _grouped_floors(
                 if floor is not None:
                     floors[name] = floor
             del grads
-    finally:
-        for name, p in parameters.items():
-            p.requires_grad_(flags[name])
-            p.grad = None
     return floors
 
 

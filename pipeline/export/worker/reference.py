@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.core.memory import groups_within
 from pipeline.core.run_dir import LazyNpz, write_npz
 from pipeline.export.worker.loading import LoadedModel, one_line
 
@@ -113,20 +114,6 @@ this fraction of the model's float32 bytes (or one variable), from one recorded 
 scale all of them at once would be two more copies of the model."""
 
 
-def _chunks(sizes: list[tuple[int, int]], budget: int) -> list[list[int]]:
-    """Indices grouped in order so each group's bytes stay within ``budget`` (a variable
-    larger than that is a group of its own)."""
-    groups: list[list[int]] = []
-    used = 0
-    for index, size in sizes:
-        if not groups or used + size > budget:
-            groups.append([])
-            used = 0
-        groups[-1].append(index)
-        used += size
-    return groups
-
-
 def _float64_floors(
     loaded: LoadedModel,
     arrays: dict[str, np.ndarray],
@@ -160,9 +147,8 @@ def _float64_floors(
             raise ValueError(f"the twin has {len(results)} outputs, the model {len(outputs)}")
         loss = _loss(results, outputs, weights)
     sizes = [(i, loaded.variables[i].variable.shape.num_elements() or 1) for i in trainable]
-    budget = max(1, int(GRADIENT_CHUNK_FRACTION * sum(size for _, size in sizes)))
     floors: dict[int, np.ndarray] = {}
-    for group in _chunks(sizes, budget):
+    for group in groups_within(sizes, GRADIENT_CHUNK_FRACTION):
         grads = tape.gradient(loss, [twin_variables[i] for i in group])
         for i, g in zip(group, grads, strict=True):
             if g is None:
