@@ -21,7 +21,7 @@ from pathlib import Path
 
 import provenance  # bench/ is the script's directory, so its first sys.path entry
 import torch
-from bench_memory import MemoryRun, measure, table_of
+from bench_memory import MemoryRun, measure, table_of, where_of
 from rich.console import Console
 from rich.table import Table
 
@@ -59,7 +59,7 @@ def _artifacts(run_dir: Path) -> dict[str, str]:
         found["model.pt2"] = f"loads ({time.perf_counter() - start:.0f} s)"
     except Exception as err:  # reported on the page, not raised: the table is the result
         found["model.pt2"] = f"does not load: {type(err).__name__}: {err}"[:200]
-    memory.release()
+    memory.release(memory.RELEASE_MIN_BYTES)  # always: the next model starts clean
     return found
 
 
@@ -105,6 +105,7 @@ def main(argv: list[str]) -> int:
         run = measure(f"{REPO / 'models' / 'llm.py'}:{name}", options, out)
         runs[name] = run
         console.print(table_of(run, f"{name}: peak resident memory per stage"))
+        console.print(where_of(run), soft_wrap=True)
         found = _artifacts(out)
         console.print(
             f"weights {run.weights / 1e9:.2f} GB; worst peak {run.worst():.2f} x weights; "

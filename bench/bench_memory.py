@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from pipeline.api import ConvertOptions, convert
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = f"{REPO / 'models' / 'applications.py'}:ConvNeXtTiny"
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+_TRACKED = ("/pipeline/", "/onnx2torch/", "/onnx/", "/onnx_ir/", "/onnxruntime/", "/torch/export/")
 
 
 def _rss(pid: int) -> int:
@@ -75,6 +77,10 @@ class PeakSampler:
         self.own: dict[str, int] = {}
         self.server: dict[str, int] = {}
         self.workers: dict[str, int] = {}
+        self.where: dict[str, str] = {}
+        """Per stage, the main thread's innermost frames in the pipeline and the libraries it
+        drives when this process's peak was sampled: where the copies that make it are held."""
+        self._main = threading.get_ident()
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -87,7 +93,10 @@ class PeakSampler:
             if tick % 10 == 0:  # listing /proc is slow: look for new children every 10 samples
                 kids = _children(pid)
             stage = self.stage
-            self.own[stage] = max(self.own.get(stage, 0), _rss(pid))
+            rss = _rss(pid)
+            if rss > self.own.get(stage, 0):
+                self.own[stage] = rss
+                self.where[stage] = self._main_frames()
             servers = [k for k in kids if _is_fork_server(k)]
             server = sum(_rss(k) for k in servers)
             workers = sum(_rss(g) for k in servers for g in kids[k])
@@ -96,6 +105,17 @@ class PeakSampler:
             self.workers[stage] = max(self.workers.get(stage, 0), workers)
             tick += 1
             time.sleep(self._interval)
+
+    def _main_frames(self) -> str:
+        frame = sys._current_frames().get(self._main)
+        if frame is None:
+            return ""
+        ours = [
+            f"{Path(f.filename).name}:{f.lineno} {f.name}"
+            for f in traceback.extract_stack(frame)
+            if any(part in f.filename for part in _TRACKED)
+        ]
+        return " < ".join(reversed(ours[-4:]))
 
     def __enter__(self) -> PeakSampler:
         self._thread.start()
@@ -117,6 +137,7 @@ class StageRow:
     above: int
     worker: int
     server: int
+    where: str = ""
 
 
 @dataclass
@@ -167,6 +188,7 @@ def measure(model: str, options: ConvertOptions, out_dir: Path | None = None) ->
             max(0, peak - baseline),
             max(0, sampler.workers.get(stage, 0) - server_base),
             sampler.server.get(stage, 0),
+            sampler.where.get(stage, ""),
         )
         for stage, peak in sampler.own.items()
         if stage not in ("start", "done")
@@ -204,6 +226,11 @@ def table_of(run: MemoryRun, title: str) -> Table:
     return table
 
 
+def where_of(run: MemoryRun) -> str:
+    """One line per stage: the frames this process was in when its peak was sampled."""
+    return "\n".join(f"peak of {r.stage} at: {r.where}" for r in run.rows if r.where)
+
+
 def main(argv: list[str]) -> int:
     """Convert ``--model`` once and print the per-stage memory table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -212,6 +239,7 @@ def main(argv: list[str]) -> int:
     console = Console(highlight=False, width=120, record=True)  # recorded for the page
     run = measure(args.model, ConvertOptions())
     console.print(table_of(run, "peak resident memory per stage"))
+    console.print(where_of(run), soft_wrap=True)
     console.print(
         f"weights {run.weights / 1e9:.3f} GB; baseline (this process after its imports) "
         f"{run.baseline / 1e9:.2f} GB; TF workers are measured above the fork server they "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from pipeline.core.run_dir import (
     write_npz,
 )
 from pipeline.core.signature import TensorSpec
+from pipeline.core.weight_store import weight_store
 from pipeline.export.scale_spec import check_scale_options
 from pipeline.export.sources import parse_source
 from pipeline.export.stage import ExportSettings, export_model
@@ -185,7 +187,7 @@ def convert(
     rep = report.Report(source=str(source))
     clear_failure_log(Path(out_dir))
 
-    with staged_run_dir(Path(out_dir)) as staging:
+    with staged_run_dir(Path(out_dir)) as staging, ExitStack() as run_scope:
         notify("export")
         with rep.stage("export"):
             settings = _export_settings(options, failure_log_path(Path(out_dir)))
@@ -193,6 +195,9 @@ def convert(
         write_golden(staging / GOLDEN, exported.inputs, exported.tf_outputs)
         weight_bytes = variable_bytes(exported.variables)
         input_names = [s.name for s in exported.input_specs]
+        # A large model's graphs keep their weights on disk until the run ends (deleted
+        # before the run directory is committed): see pipeline.core.weight_store.
+        store = run_scope.enter_context(weight_store(staging.parent, weight_bytes))
 
         notify("fixup")
         with rep.stage("fixup"):
@@ -203,6 +208,7 @@ def convert(
                 staging / ONNX,
                 fold_for_inference=options.fold_for_inference,
                 reference=exported.tf_outputs,
+                store=store,
             )
 
         notify("import")
@@ -264,6 +270,7 @@ def convert(
                     exported.tf_outputs64,
                     exported.tf_gradient_noise_unmeasured,
                     compared.tolerances.noise,
+                    store,
                 )
                 if tf_noise_unmeasured:
                     gradient_stage["tf_noise_unmeasured"] = tf_noise_unmeasured

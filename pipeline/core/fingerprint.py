@@ -69,10 +69,15 @@ class Fingerprints:
 
     def decode(self, array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(variable, flat_index)`` arrays of ``array``'s shape: which element of which
-        variable each element is, ``NOT_A_FINGERPRINT`` (-1) in both where it is none."""
+        variable each element is, ``NOT_A_FINGERPRINT`` (-1) in both where it is none.
+        Decoded a chunk at a time into int32 where every index fits (an LLM's embedding
+        decoded whole would take several times its own bytes)."""
         array = np.asarray(array)
-        variable = np.full(array.shape, NOT_A_FINGERPRINT, dtype=np.int64)
-        flat = np.full(array.shape, NOT_A_FINGERPRINT, dtype=np.int64)
+        largest = max((int(np.prod(s, dtype=np.int64)) for s in self.shapes), default=0)
+        fits = max(largest, len(self.shapes)) < np.iinfo(np.int32).max
+        index_type = np.int32 if fits else np.int64
+        variable = np.full(array.shape, NOT_A_FINGERPRINT, dtype=index_type)
+        flat = np.full(array.shape, NOT_A_FINGERPRINT, dtype=index_type)
         dtype = array.dtype.name
         if dtype not in _BITS or dtype in self._capacity_problems:
             return variable, flat
@@ -80,18 +85,25 @@ class Fingerprints:
         mine = [i for i, d in enumerate(self.dtypes) if d == dtype]
         if not mine:
             return variable, flat
-        numbers = array.view(view).astype(np.int64) - base
         starts = np.array([self.starts[i] for i in mine], dtype=np.int64)
         ends = starts + np.array([int(np.prod(self.shapes[i])) for i in mine], dtype=np.int64)
-        slot = np.searchsorted(starts, numbers, side="right") - 1
-        valid = (numbers >= 0) & (slot >= 0)
-        slot = np.clip(slot, 0, len(mine) - 1)
-        valid &= numbers < ends[slot]
-        owners = np.array(mine, dtype=np.int64)[slot]
-        variable[valid] = owners[valid]
-        flat[valid] = (numbers - starts[slot])[valid]
-        del numbers, slot, owners
+        owners_of = np.array(mine, dtype=np.int64)
+        source = array.reshape(-1)
+        variable_out, flat_out = variable.reshape(-1), flat.reshape(-1)
+        for begin in range(0, source.size, DECODE_CHUNK):
+            end = begin + DECODE_CHUNK
+            numbers = source[begin:end].view(view).astype(np.int64) - base
+            slot = np.searchsorted(starts, numbers, side="right") - 1
+            valid = (numbers >= 0) & (slot >= 0)
+            slot = np.clip(slot, 0, len(mine) - 1)
+            valid &= numbers < ends[slot]
+            variable_out[begin:end][valid] = owners_of[slot][valid]
+            flat_out[begin:end][valid] = (numbers - starts[slot])[valid]
         return _compact(variable), _compact(flat)
+
+
+DECODE_CHUNK = 2**22
+"""Elements decoded at a time by :meth:`Fingerprints.decode`."""
 
 
 def _compact(indices: np.ndarray) -> np.ndarray:
@@ -100,7 +112,7 @@ def _compact(indices: np.ndarray) -> np.ndarray:
     four times the weights' own bytes)."""
     if indices.size and indices.min() == indices.max():
         return np.broadcast_to(np.int64(indices.flat[0]), indices.shape)
-    if indices.size and indices.max() < np.iinfo(np.int32).max:
+    if indices.dtype != np.int32 and indices.size and indices.max() < np.iinfo(np.int32).max:
         return indices.astype(np.int32)
     return indices
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -76,17 +74,14 @@ class OrtRunner:
         # would read as a failure of a run that passes.
         options.log_severity_level = _FATAL
         providers_list = list(providers or select_providers())
-        if onnx_io.weight_bytes(model) < SEPARATE_WEIGHTS_BYTES:
+        if onnx_io.weight_bytes(model) < SEPARATE_WEIGHTS_BYTES and not onnx_io.has_stored(model):
             self.session = ort.InferenceSession(
                 ensure_ir_version(model).SerializeToString(),
                 sess_options=options,
                 providers=providers_list,
             )
         else:
-            with tempfile.TemporaryDirectory(prefix="tf2torch-ort-") as tmp:
-                path = onnx_io.with_external_weights(
-                    model, Path(tmp), max_ir_version=MAX_ORT_IR_VERSION
-                )
+            with onnx_io.readable_file(model, max_ir_version=MAX_ORT_IR_VERSION) as path:
                 options.add_session_config_entry("session.disable_prepacking", "1")
                 self.session = ort.InferenceSession(
                     str(path), sess_options=options, providers=providers_list

@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
+from pipeline.core import onnx_io
 from pipeline.core.fingerprint import NOT_A_FINGERPRINT, Fingerprints
 from pipeline.core.transforms import apply_transform, compose, describe_index_map
 
@@ -192,7 +192,7 @@ def check_values(
         tensor = initializers.get(name)
         if tensor is None:
             continue
-        actual = numpy_helper.to_array(tensor)
+        actual = onnx_io.array(tensor)
         known = [p for p in parts if p.variable in values]
         expected = build_value(actual, known, values)
         if expected.shape != actual.shape or not np.array_equal(_bytes(expected), _bytes(actual)):

@@ -25,7 +25,6 @@ import importlib
 import importlib.util
 import pkgutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -36,6 +35,7 @@ import onnx
 from pipeline.core import compare, onnx_io
 from pipeline.core.errors import BadInputError, PassError
 from pipeline.core.ort_runner import OrtRunner
+from pipeline.core.weight_store import WeightStore
 from pipeline.passes.base import FixupPass, PassRecord, PassResult
 from pipeline.passes.batch_norm import BatchNormPass
 from pipeline.passes.bucketize import BucketizePass
@@ -163,11 +163,10 @@ def _validity_error(model: onnx.ModelProto) -> str | None:
     A large model is checked from a file with external data: serialized, it would be one
     more copy of its weights (and past 2 GB protobuf cannot serialize it)."""
     try:
-        if onnx_io.weight_bytes(model) < onnx_io.LARGE_WEIGHTS_BYTES:
+        if onnx_io.weight_bytes(model) < onnx_io.LARGE_WEIGHTS_BYTES and not onnx_io.has_stored(model):
             onnx.checker.check_model(model, full_check=True)
         else:
-            with tempfile.TemporaryDirectory(prefix="tf2torch-check-") as tmp:
-                path = onnx_io.with_external_weights(model, Path(tmp))
+            with onnx_io.readable_file(model) as path:
                 onnx.checker.check_model(str(path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
         return str(err).strip().splitlines()[0]
@@ -219,9 +218,11 @@ def _run_one(
     inputs: Mapping[str, np.ndarray],
     unrunnable: str = "",
     tolerances: compare.Tolerances | None = None,
+    store: WeightStore | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, np.ndarray] | None, PassRecord]:
     """Apply ``p`` and check it; ``before`` is ONNX Runtime's outputs on ``model``, or None
-    and ``unrunnable`` says why there are none (recorded as the pass's ``note``)."""
+    and ``unrunnable`` says why there are none (recorded as the pass's ``note``).  With a
+    ``store``, the weights the pass made (a transposed kernel, a folded bias) go into it."""
     start = time.perf_counter()
     try:
         result = p.apply(model)
@@ -243,6 +244,8 @@ def _run_one(
         return model, before, record
 
     after_model = result.model
+    if store is not None:
+        store.offload(after_model)
     problem = _validity_error(after_model)
     if problem is not None:
         if before is not None:
@@ -331,6 +334,7 @@ def run_passes(
     inputs: Mapping[str, np.ndarray],
     patches: Sequence[FixupPass] = (),
     reference: Mapping[str, np.ndarray] | None = None,
+    store: WeightStore | None = None,
 ) -> tuple[onnx.ModelProto, list[PassRecord]]:
     """Apply ``passes`` then ``patches`` in order to ``model``, checking each one; return the
     graph and one record per pass.
@@ -340,7 +344,9 @@ def run_passes(
     still contain ops ONNX does not define (the import stage lists them all as
     unsupported); any other checker error left at the end raises :class:`PassError`.
     ``reference`` (TensorFlow's outputs on ``inputs``) widens the numeric check to float32's
-    own disagreement on this model (:func:`pass_tolerances`).
+    own disagreement on this model (:func:`pass_tolerances`).  With a ``store`` (``model``'s
+    weights already in it), every graph a pass returns has its new weights moved there too,
+    so no pass's output holds the weights in memory.
     """
     passes = list(passes)
     check_unique([*passes, *patches])
@@ -348,12 +354,12 @@ def run_passes(
     tolerances = pass_tolerances(reference, before)
     records = []
     for p in passes:
-        model, before, record = _run_one(p, model, before, inputs, unrunnable, tolerances)
+        model, before, record = _run_one(p, model, before, inputs, unrunnable, tolerances, store)
         records.append(record)
     if len(patches) > 1:
         check_exclusive_claims(model, patches)
     for p in patches:
-        model, before, record = _run_one(p, model, before, inputs, unrunnable, tolerances)
+        model, before, record = _run_one(p, model, before, inputs, unrunnable, tolerances, store)
         records.append(record)
     problem = _validity_error(model)
     if problem is not None and not _unknown_ops(model):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from pipeline.passes.base import PassResult
 
@@ -46,7 +46,7 @@ def _kernel(model: onnx.ModelProto, node: onnx.NodeProto) -> list[int] | None:
     if node.op_type == "Conv" and len(node.input) > 1:
         weight = next((t for t in model.graph.initializer if t.name == node.input[1]), None)
         if weight is not None:
-            return list(numpy_helper.to_array(weight).shape[2:])
+            return list(weight.dims[2:])
     return None
 
 

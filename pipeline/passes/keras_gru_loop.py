@@ -31,6 +31,7 @@ outside the loop (``ReverseSequence``), so each direction becomes its own forwar
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,7 +79,7 @@ class _Candidate:
     sources: dict[str, str]  # "kernel", "recurrent_kernel", "bias" -> initializer name
 
 
-def _match(loop: onnx.NodeProto, initializers: dict[str, np.ndarray]) -> _Candidate | None:
+def _match(loop: onnx.NodeProto, initializers: Mapping[str, np.ndarray]) -> _Candidate | None:
     """The GRU roles of ``loop``'s values, or None if it does not look like a Keras GRU."""
     body = next((a.g for a in loop.attribute if a.name == "body"), None)
     if body is None or len(loop.input) < 3:
@@ -327,7 +328,7 @@ class KerasGruLoopPass:
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         if opset < 7:
             return PassResult(model, 0)
-        initializers = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+        initializers = onnx_io.InitializerArrays(graph)
         record = provenance.read(model) or provenance.Provenance()
         feeds = _random_inputs(model)
         if feeds is None:

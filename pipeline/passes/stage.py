@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 
 from pipeline.core import onnx_io
+from pipeline.core.weight_store import WeightStore
 from pipeline.passes import (
     builtin_passes,
     builtin_patches,
@@ -42,14 +43,22 @@ def fix_graph(
     *,
     fold_for_inference: bool = False,
     reference: Mapping[str, np.ndarray] | None = None,
+    store: WeightStore | None = None,
 ) -> Fixed:
     """Run every pass and patch on ``raw_onnx`` (each checked by ONNX Runtime on ``inputs``)
     and save the result to ``out``; with ``fold_for_inference``, BatchNorms are then folded
     into their convolutions (recorded in the provenance record).  ``reference`` is
     TensorFlow's outputs on ``inputs``: each pass may move ONNX Runtime's outputs by as much
     as float32 already separates the two (see :func:`pipeline.passes.pass_tolerances`).
+    With a ``store``, the graph's weights are moved into it as it is read, and every graph
+    the passes make keeps them there (see :mod:`pipeline.core.weight_store`): the returned
+    graph is then a skeleton whose weights the store holds until it is closed.
     Raises :class:`~pipeline.core.errors.PassError`."""
-    raw = onnx.load(str(raw_onnx))
+    if store is None:
+        raw = onnx.load(str(raw_onnx))
+    else:
+        raw = onnx_io.load(raw_onnx)  # external data stays in its file
+        store.offload(raw)
     passes = builtin_passes() + (inference_passes() if fold_for_inference else [])
     fixed, records = run_passes(
         raw,
@@ -57,6 +66,7 @@ def fix_graph(
         dict(inputs),
         patches=[*builtin_patches(), *extra_patches],
         reference=reference,
+        store=store,
     )
     onnx_io.save(fixed, out)
     return Fixed(fixed, [r.to_json() for r in records])

@@ -30,13 +30,26 @@ import onnx
 import onnx2torch
 import torch
 from onnx2torch.node_converters.registry import get_converter
+from onnx2torch.onnx_tensor import OnnxTensor
 
 import pipeline.to_torch.ops  # noqa: F401 -- registers our converters in onnx2torch
+from pipeline.core import onnx_io
 from pipeline.core.errors import ExportError, Tf2TorchError, UnsupportedOpsError
 from pipeline.core.onnx_graph import all_nodes
 from pipeline.to_torch.ops import loop
 
 _STAGE = "import"
+
+
+def _initializer_array(self: OnnxTensor) -> np.ndarray:
+    """onnx2torch's ``OnnxTensor.to_numpy`` (a writable copy of an initializer's value), also
+    for a tensor kept in a :class:`~pipeline.core.weight_store.WeightStore`, whose absolute
+    location ``numpy_helper.to_array`` refuses: a large graph is imported without its
+    weights ever being in the graph, each read from disk straight into its torch tensor."""
+    return onnx_io.array(self.proto)
+
+
+OnnxTensor.to_numpy = _initializer_array
 
 
 def _op_key(node: onnx.NodeProto) -> str:

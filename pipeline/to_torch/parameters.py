@@ -41,9 +41,10 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from pipeline.core import provenance
+from pipeline.core import onnx_io, provenance
 from pipeline.core.fingerprint import NOT_A_FINGERPRINT, Fingerprints
 from pipeline.core.transforms import apply_transform, describe_index_map
+from pipeline.core.weight_store import WeightStore
 from pipeline.to_torch.linear_fusion import fuse_linear_layers
 from pipeline.to_torch.module_surgery import (
     Slot,
@@ -156,16 +157,18 @@ def fingerprinted(
         for path, i in index.items()
         if prints.supported(i) and np.dtype(prints.dtypes[i]).kind == "f"
     }
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
+    copy = onnx_io.copy(model)
+    store = WeightStore.holding(copy)  # a stored graph's marks are stored too, one at a time
     for position, tensor in enumerate(copy.graph.initializer):
         parts = [p for p in record.initializers.get(tensor.name, []) if p.variable in marked_paths]
         if not parts:
             continue
         # Each variable's fingerprints are made for the tensors that hold it, then dropped.
         marks = {p.variable: prints.value(index[p.variable]) for p in parts}
-        marked = provenance.build_value(numpy_helper.to_array(tensor), parts, marks)
+        marked = provenance.build_value(onnx_io.array(tensor), parts, marks)
         copy.graph.initializer[position].CopyFrom(numpy_helper.from_array(marked, tensor.name))
+        if store is not None:
+            store.offload_tensors([copy.graph.initializer[position]])
     return copy, prints, record
 
 
@@ -255,9 +258,7 @@ def adopt_tf_variables(
         found = held.get(index)
         why = mixed.get(index)
         if found is None:
-            entries[index] = [
-                _absent(module, meta, values[index], record, why, problems, read)
-            ]
+            entries[index] = [_absent(module, meta, values[index], record, why, problems, read)]
             continue
         placed = _place_variable(module, meta, found, problems, decoded)
         if why and path not in problems:

@@ -153,17 +153,27 @@ def measure_noise(
     return NoiseFloors(floors, float64_outputs={k: np.asarray(v) for k, v in high.items()})
 
 
+FLOOR_CHUNK = 2**22
+"""Elements compared at a time by :func:`_floor` (a whole LLM embedding's float64
+temporaries would be several times the model's largest tensor)."""
+
+
 def _floor(low: np.ndarray, high: np.ndarray) -> compare.Noise | None:
     """``max |low - high|`` and ``max |high|`` over the elements finite on both sides."""
-    low64, high64 = low.astype(np.float64), high.astype(np.float64)
-    finite = np.isfinite(low64) & np.isfinite(high64)
-    if low.shape != high.shape or not finite.any():
+    if low.shape != high.shape:
         return None
-    return compare.Noise(
-        noise=float(np.max(np.abs(low64 - high64)[finite])),
-        scale=float(np.max(np.abs(high64[finite]))),
-        dtype=low.dtype.name,
-    )
+    noise = scale = -1.0
+    low_flat, high_flat = np.asarray(low).reshape(-1), np.asarray(high).reshape(-1)
+    for begin in range(0, low_flat.size, FLOOR_CHUNK):
+        low64 = low_flat[begin : begin + FLOOR_CHUNK].astype(np.float64)
+        high64 = high_flat[begin : begin + FLOOR_CHUNK].astype(np.float64)
+        finite = np.isfinite(low64) & np.isfinite(high64)
+        if finite.any():
+            noise = max(noise, float(np.max(np.abs(low64 - high64)[finite])))
+            scale = max(scale, float(np.max(np.abs(high64[finite]))))
+    if noise < 0:  # no element finite on both sides
+        return None
+    return compare.Noise(noise=noise, scale=scale, dtype=low.dtype.name)
 
 
 def own_floor(

@@ -25,6 +25,7 @@ from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
 from pipeline.core import onnx_io
 from pipeline.core.ort_runner import CPU, OrtRunner
+from pipeline.core.weight_store import WeightStore
 from pipeline.verify.noise import NoiseFloors, own_floors
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class OrtFloors:
 
 def _widen_tensor(tensor: TensorProto) -> None:
     if tensor.data_type in _NARROW:
-        wide = numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float64))
+        wide = numpy_helper.from_array(onnx_io.array(tensor).astype(np.float64))
         wide.name = tensor.name
         tensor.CopyFrom(wide)
 
@@ -78,9 +79,17 @@ def float64_onnx(model: onnx.ModelProto, weights: bool = True) -> onnx.ModelProt
     """A float64 copy of ``model``: every float32/float16/bfloat16 initializer, constant,
     value type and cast target made float64.  Without ``weights`` the copy's initializers
     are graph inputs instead (built without touching their data: cheap, and enough to ask a
-    runtime whether it has every kernel)."""
+    runtime whether it has every kernel).  A model whose weights are in a
+    :class:`~pipeline.core.weight_store.WeightStore` gets its float64 weights stored there,
+    each as soon as it is widened."""
     if weights:
         wide = onnx_io.copy(model)
+        store = WeightStore.holding(wide)
+        if store is not None:
+            for tensor in wide.graph.initializer:
+                if tensor.data_type in _NARROW:
+                    _widen_tensor(tensor)
+                    store.offload_tensors([tensor])
     else:
         wide = onnx.ModelProto(
             ir_version=model.ir_version,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -13,6 +14,7 @@ from pipeline.core import compare, onnx_io
 from pipeline.core.memory import release as release_memory
 from pipeline.core.ort_runner import OrtRunner
 from pipeline.core.torch_runner import place_module, run_torch
+from pipeline.core.weight_store import WeightStore
 from pipeline.to_torch.parameters import ParameterEntry
 from pipeline.verify.gradients import (
     GradientComparison,
@@ -106,9 +108,13 @@ def with_noise_floors(
     ``module``'s (``outputs["ort"]``, ``outputs["torch"]``: their float32 runs on
     ``inputs``) and, given ``outputs["tf"]`` and its float64 twin's ``tf_outputs64``,
     TensorFlow's.  Measured (and reported) even where a user tolerance overrides it."""
-    floors = measure_noise(model, inputs, input_names, output_names)
-    release_memory(onnx_io.weight_bytes(model))  # the two imports measure_noise made
-    ort_floors = ort_own_floors(model, inputs, output_names, outputs["ort"], floors)
+    # A model kept in a store has its module's weights parked there meanwhile: the graph's
+    # float64 copies (onnx2torch's, ONNX Runtime's) then never sit beside them.
+    store = WeightStore.holding(model)
+    with store.parked(module) if store is not None else nullcontext(module):
+        floors = measure_noise(model, inputs, input_names, output_names)
+        release_memory(onnx_io.weight_bytes(model))  # the two imports measure_noise made
+        ort_floors = ort_own_floors(model, inputs, output_names, outputs["ort"], floors)
     own = {
         "tf": own_floors(outputs.get("tf", {}), tf_outputs64 or {}, floors),
         "torch": module_own_floors(
@@ -146,6 +152,7 @@ def check_gradients(
     tf_outputs64: Mapping[str, np.ndarray] | None = None,
     tf_noise_unmeasured: str | None = None,
     output_noise: Mapping[str, compare.Noise] | None = None,
+    store: WeightStore | None = None,
 ) -> tuple[list[GradientComparison], str | None]:
     """Differentiate the fixed loss ``sum(output * weight)`` in torch and compare each TF
     variable's gradient (carried through its transform) with its parameter's, within the
@@ -156,9 +163,12 @@ def check_gradients(
     TF's floor is used only where its twin is the same function: each of the twin's outputs
     (``tf_outputs64``) must match the float64 copy's within that output's own tolerance
     (``output_noise``, else the float32 default).  Returns the comparisons and why TF's floor
-    was not used (None when it was), in which case torch's floor stands for both sides."""
+    was not used (None when it was), in which case torch's floor stands for both sides.
+    With a ``store``, torch's float32 gradients wait there while the floors are measured."""
     args = (dict(inputs), list(input_names), list(output_names), dict(loss_weights))
-    torch_grads = torch_gradients(module, *args)
+    torch_grads: Mapping[str, np.ndarray] = torch_gradients(module, *args)
+    if store is not None:
+        torch_grads = store.spill(torch_grads, "torch_gradients.npz")
     outputs64: dict[str, np.ndarray] = {}
     noise = measure_gradient_noise(module, *args, torch_grads, outputs64)
     unmeasured = tf_noise_unmeasured
@@ -171,7 +181,7 @@ def check_gradients(
     def judge(routed: TieRouted | None = None) -> list[GradientComparison]:
         return compare_gradients(
             list(parameters),
-            dict(tf_gradients),
+            tf_gradients,
             torch_grads,
             compare.DTYPE_DEFAULTS["float32"],
             noise,

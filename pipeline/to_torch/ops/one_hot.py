@@ -15,12 +15,12 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from onnx import numpy_helper
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 from torch import nn
 
+from pipeline.core import onnx_io
 from pipeline.to_torch.ops.registry import (
     NodeContext,
     new_converter,
@@ -67,7 +67,7 @@ def _known_depth(graph: OnnxGraph, name: str) -> int | None:
     tensor = graph.initializers.get(name)  # a float depth (ONNX allows any numeric type)
     if tensor is None:
         return None
-    array = numpy_helper.to_array(tensor.proto)
+    array = onnx_io.array(tensor.proto)
     if array.size != 1 or not np.isfinite(array).all():
         return None
     return int(array.reshape(-1)[0])

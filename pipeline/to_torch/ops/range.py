@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from onnx import helper, numpy_helper
+from onnx import helper
 from onnx2torch.node_converters.registry import TConverter
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, onnx_mapping_from_node
 from torch import nn
 
+from pipeline.core import onnx_io
 from pipeline.to_torch.codegen import literals
 from pipeline.to_torch.ops.registry import (
     NodeContext,
@@ -69,7 +70,7 @@ def _constant_float(graph: OnnxGraph, name: str) -> float | None:
     tensor = graph.initializers.get(name)
     if tensor is None:
         return None
-    array = numpy_helper.to_array(tensor.proto)
+    array = onnx_io.array(tensor.proto)
     if array.size != 1 or array.dtype.kind != "f":
         return None
     return float(array.reshape(-1)[0])

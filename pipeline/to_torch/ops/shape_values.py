@@ -39,6 +39,8 @@ from onnx import numpy_helper
 from onnx2torch.onnx_graph import OnnxGraph
 from torch import nn
 
+from pipeline.core import onnx_io
+
 # Larger integer constants (embedding indices, gather tables) are data, not shapes.
 _MAX_CONSTANT_ELEMENTS = 64
 
@@ -523,7 +525,9 @@ _CACHE: weakref.WeakKeyDictionary[OnnxGraph, dict[str, IntValue]] = weakref.Weak
 def _analyse(graph: OnnxGraph) -> dict[str, IntValue]:
     known: dict[str, IntValue] = {}
     for name, tensor in graph.initializers.items():
-        value = _from_array(numpy_helper.to_array(tensor.proto))
+        if int(np.prod(tensor.proto.dims)) > _MAX_CONSTANT_ELEMENTS:
+            continue  # never a constant (_from_array says None): weights are not read
+        value = _from_array(onnx_io.array(tensor.proto))
         if value is not None:
             known[name] = value
     for onnx_node in graph.nodes.values():
