@@ -67,12 +67,19 @@ class WeightStore:
         return None if parent is None else cls(parent)
 
     def offload(self, model: onnx.ModelProto, min_bytes: int = onnx_io.SKELETON_MIN_BYTES) -> int:
-        """Move every main-graph initializer of ``model`` of at least ``min_bytes`` whose data
-        is in the graph into the store, in place; return the bytes moved."""
+        """Move every main-graph initializer of ``model`` of at least ``min_bytes`` into the
+        store, in place, unless it is there already: those whose data is in the graph, and
+        stored ones whose file is another (a raw graph's external data: ONNX Runtime and the
+        checker must find every file beside the graph written for them); return the bytes
+        moved."""
         return self.offload_tensors(
             t
             for t in model.graph.initializer
-            if t.data_location != TensorProto.EXTERNAL and onnx_io.tensor_bytes(t) >= min_bytes
+            if onnx_io.tensor_bytes(t) >= min_bytes
+            and (
+                t.data_location != TensorProto.EXTERNAL
+                or onnx_io.stored_file(t) not in (None, self.data)
+            )
         )
 
     def offload_tensors(self, tensors: Iterable[TensorProto]) -> int:

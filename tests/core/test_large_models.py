@@ -18,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from pipeline.core import onnx_io, ort_runner
 from pipeline.core.run_dir import LazyNpz, read_npz, write_npz
+from pipeline.core.weight_store import STORE_ENV
 from pipeline.verify import noise
 
 REPO = Path(__file__).resolve().parents[2]
@@ -190,9 +191,10 @@ def test_gradient_floors_in_groups_equal_one_pass(monkeypatch: pytest.MonkeyPatc
 
 
 def test_convert_with_external_data_then_check(tmp_path: Path) -> None:
-    """The whole pipeline on the external-data path: raw and fixed graphs written with
-    external data (the threshold lowered to 1 kB), the run passes, and `check` re-reads it."""
-    env = {**os.environ, onnx_io.THRESHOLD_ENV: "1024"}
+    """The whole pipeline on the path of a model past 2 GB: raw and fixed graphs written with
+    external data (the threshold lowered to 1 kB) and the graphs' weights kept in a weight
+    store (threshold 1 byte); the run passes, and `check` re-reads it."""
+    env = {**os.environ, onnx_io.THRESHOLD_ENV: "1024", STORE_ENV: "1"}
     run = tmp_path / "run"
     convert = subprocess.run(
         [sys.executable, "-m", "pipeline", "convert", f"{REPO}/models/zoo.py:cnn", "-o", str(run), "-q"],
@@ -215,5 +217,6 @@ def test_convert_with_external_data_then_check(tmp_path: Path) -> None:
         check=False,
     )
     assert check.returncode == 0, check.stdout + check.stderr
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no store left
     golden = read_npz(run / "golden.npz")
     assert any(k.startswith("output/") for k in golden)

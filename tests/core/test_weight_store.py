@@ -214,3 +214,25 @@ def test_parked_module_frees_its_weights_and_gets_them_back_exactly(tmp_path: Pa
     for name, value in before.items():
         assert after[name].dtype == value.dtype and torch.equal(after[name], value), name
     assert [p.name for p in store.directory.iterdir()] == ["weights.data"]
+
+
+def test_offload_moves_a_raw_graphs_external_data_into_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A graph past 2 GB comes with external data beside the raw file: offloading moves it
+    into the store too, so the checker and ONNX Runtime find one data file beside the graph
+    written for them (the checker refuses hard links)."""
+    monkeypatch.setenv(onnx_io.THRESHOLD_ENV, "1000")
+    model, weights = _conv_model()
+    onnx_io.save(model, tmp_path / "raw.onnx")
+    raw = onnx_io.load(tmp_path / "raw.onnx")
+    assert {onnx_io.stored_file(t) for t in raw.graph.initializer} >= {
+        (tmp_path / "raw.onnx.data").resolve()
+    }
+    store = WeightStore(tmp_path / "store")
+    store.offload(raw)
+    assert {onnx_io.stored_file(t) for t in raw.graph.initializer} == {None, store.data}
+    with onnx_io.readable_file(raw) as path:
+        onnx.checker.check_model(str(path), full_check=True)
+    for tensor in raw.graph.initializer:
+        assert np.array_equal(onnx_io.array(tensor), weights[tensor.name])
