@@ -220,3 +220,14 @@ def test_convert_with_external_data_then_check(tmp_path: Path) -> None:
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no store left
     golden = read_npz(run / "golden.npz")
     assert any(k.startswith("output/") for k in golden)
+
+
+def test_floor_in_chunks_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(3)
+    high = rng.standard_normal((7, 11))
+    low = (high + rng.standard_normal(high.shape) * 1e-6).astype(np.float32)
+    low[2, 3], high[5, 1], low[6, 10] = np.nan, np.inf, -np.inf  # skipped on either side
+    whole = noise._floor(low, high)
+    monkeypatch.setattr(noise, "FLOOR_CHUNK", 3)
+    assert noise._floor(low, high) == whole and whole is not None
+    assert noise._floor(np.full(4, np.nan, np.float32), np.zeros(4)) is None

@@ -22,7 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import pipeline
 from pipeline.commands.demo import load_catalog
-from pipeline.core import provenance
+from pipeline.core import fingerprint, provenance
 from pipeline.core.fingerprint import NOT_A_FINGERPRINT, fingerprints_for
 from pipeline.core.ort_runner import OrtRunner
 from pipeline.core.signature import TensorSpec
@@ -573,3 +573,24 @@ def test_fresh_twin_of_every_zoo_model(name: str, tmp_path: Path) -> None:
     entry = ZOO[name]
     result = _convert(f"{FRESH_ZOO}:{name}", tmp_path / name, input_ranges=dict(entry.input_ranges))
     assert_trainable_like_keras(result)
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 7, 2**22])
+def test_fingerprints_decode_the_same_in_chunks(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    """Decoded a chunk at a time (an LLM's embedding at once would be several copies of it):
+    the same owners and indices, whatever the chunk, on a tensor mixing two variables, a
+    computed value and a transposed (non-contiguous) view."""
+    values = [np.zeros((3, 4), np.float32), np.zeros((2, 5), np.float32)]
+    prints = fingerprints_for(values)
+    mixed = np.concatenate(
+        [prints.value(0).reshape(-1), prints.value(1).reshape(-1)[::-1], np.float32([0.5, 2.0])]
+    ).reshape(4, 6)
+    monkeypatch.setattr(fingerprint, "DECODE_CHUNK", chunk)
+    owner, flat = prints.decode(mixed)
+    assert owner.shape == flat.shape == (4, 6)
+    np.testing.assert_array_equal(np.asarray(owner).reshape(-1), [0] * 12 + [1] * 10 + [-1, -1])
+    np.testing.assert_array_equal(
+        np.asarray(flat).reshape(-1), [*range(12), *range(9, -1, -1), -1, -1]
+    )
+    owner, flat = prints.decode(np.transpose(prints.value(0)))
+    np.testing.assert_array_equal(flat, np.arange(12).reshape(3, 4).T)
