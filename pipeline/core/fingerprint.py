@@ -2,8 +2,9 @@
 
 Every element of every fingerprinted variable gets its own float, different from every
 other element's: consecutive bit patterns (as unsigned integers) from a fixed base, which for
-float32 is around 2**20 -- far from the values weights and constants usually hold, and
-finite for hundreds of millions of elements.  A tensor that went through any layout change
+float32 is around 2**20 -- far from the values weights and constants usually hold -- up to the
+largest finite float, and then the same magnitudes negative: 1.8 billion float32 elements
+(a 1.1-billion-parameter LLM needs both halves).  A tensor that went through any layout change
 (transpose, reshape, gate reorder, a split or a copy) still decodes exactly, element by
 element, to ``(variable, flat index)``; a value that was computed from variables (folded) no
 longer decodes.  Two equal-valued variables never share a fingerprint, so nothing can be
@@ -51,7 +52,7 @@ class Fingerprints:
         self._capacity_problems = [
             dtype
             for dtype, used in counters.items()
-            if dtype not in _BITS or used > _BITS[dtype][2] - _BITS[dtype][1]
+            if dtype not in _BITS or used > 2 * (_BITS[dtype][2] - _BITS[dtype][1])
         ]
 
     def supported(self, index: int) -> bool:
@@ -62,10 +63,14 @@ class Fingerprints:
     def value(self, index: int) -> np.ndarray:
         """The fingerprint array of variable ``index`` (its shape and dtype)."""
         dtype = self.dtypes[index]
-        view, base, _ = _BITS[dtype]
+        view, base, end = _BITS[dtype]
         size = int(np.prod(self.shapes[index], dtype=np.int64))
-        bits = np.arange(size, dtype=np.uint64) + np.uint64(base + self.starts[index])
-        return bits.astype(view).view(dtype).reshape(self.shapes[index])
+        numbers = np.arange(size, dtype=np.int64) + self.starts[index]
+        half = end - base
+        # the first half positive, the second the same magnitudes with the sign bit set
+        sign = np.int64(1) << (8 * np.dtype(view).itemsize - 1)
+        bits = np.where(numbers < half, base + numbers, (base + numbers - half) | sign)
+        return bits.astype(np.uint64).astype(view).view(dtype).reshape(self.shapes[index])
 
     def decode(self, array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(variable, flat_index)`` arrays of ``array``'s shape: which element of which
@@ -81,7 +86,9 @@ class Fingerprints:
         dtype = array.dtype.name
         if dtype not in _BITS or dtype in self._capacity_problems:
             return variable, flat
-        view, base, _ = _BITS[dtype]
+        view, base, end = _BITS[dtype]
+        half = end - base
+        sign_bit = 8 * np.dtype(view).itemsize - 1
         mine = [i for i, d in enumerate(self.dtypes) if d == dtype]
         if not mine:
             return variable, flat
@@ -91,14 +98,19 @@ class Fingerprints:
         source = array.reshape(-1)
         variable_out, flat_out = variable.reshape(-1), flat.reshape(-1)
         for begin in range(0, source.size, DECODE_CHUNK):
-            end = begin + DECODE_CHUNK
-            numbers = source[begin:end].view(view).astype(np.int64) - base
+            stop = begin + DECODE_CHUNK
+            bits = source[begin:stop].view(view).astype(np.uint64)
+            negative = (bits >> np.uint64(sign_bit)).astype(bool)
+            magnitude = (bits & np.uint64((1 << sign_bit) - 1)).astype(np.int64)
+            del bits
+            numbers = np.where(magnitude < end, magnitude - base, -1)  # -1: not one
+            numbers[negative & (numbers >= 0)] += half
             slot = np.searchsorted(starts, numbers, side="right") - 1
             valid = (numbers >= 0) & (slot >= 0)
             slot = np.clip(slot, 0, len(mine) - 1)
             valid &= numbers < ends[slot]
-            variable_out[begin:end][valid] = owners_of[slot][valid]
-            flat_out[begin:end][valid] = (numbers - starts[slot])[valid]
+            variable_out[begin:stop][valid] = owners_of[slot][valid]
+            flat_out[begin:stop][valid] = (numbers - starts[slot])[valid]
         return _compact(variable), _compact(flat)
 
 

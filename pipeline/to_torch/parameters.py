@@ -257,6 +257,11 @@ def adopt_tf_variables(
         path = str(meta["path"])
         found = held.get(index)
         why = mixed.get(index)
+        if not prints.supported(index):
+            why = (
+                f"not located: the model has more {prints.dtypes[index]} elements than "
+                "fingerprints can number (see pipeline.core.fingerprint)"
+            )
         if found is None:
             entries[index] = [_absent(module, meta, values[index], record, why, problems, read)]
             continue

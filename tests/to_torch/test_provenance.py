@@ -594,3 +594,18 @@ def test_fingerprints_decode_the_same_in_chunks(monkeypatch: pytest.MonkeyPatch,
     )
     owner, flat = prints.decode(np.transpose(prints.value(0)))
     np.testing.assert_array_equal(flat, np.arange(12).reshape(3, 4).T)
+
+
+def test_float32_fingerprints_reach_past_a_billion_elements() -> None:
+    """A 1.1-billion-parameter model has more float32 elements than the positive bit
+    patterns from 2**20 up hold: the count goes on with the same magnitudes negative, every
+    element still its own finite float that decodes to itself."""
+    prints = fingerprint.Fingerprints([(1_000_000_000,), (800_000_000,), (6,)], ["float32"] * 3)
+    assert all(prints.supported(i) for i in range(3))
+    tail = prints.value(2)
+    assert np.all(np.isfinite(tail)) and np.all(tail < 0) and np.unique(tail).size == 6
+    owner, flat = prints.decode(tail[::-1])
+    assert np.all(owner == 2) and list(flat) == [5, 4, 3, 2, 1, 0]
+    assert np.all(prints.decode(-tail)[0] != 2)  # the positive twins are other elements
+    too_many = fingerprint.Fingerprints([(1_900_000_000,)], ["float32"])
+    assert not too_many.supported(0)
