@@ -38,12 +38,36 @@ tenths of a second in a process holding TensorFlow or torch, which a small model
 conversion would pay at every stage for no measurable gain."""
 
 
+MMAP_THRESHOLD = 2**20
+"""Blocks from which glibc allocates with ``mmap`` once :func:`release` has run for a large
+model.  glibc raises its threshold as large blocks are freed, up to 32 MB; an LLM's tensors
+(16 MB attention kernels, 2 MB key/value ones) then come from the heap, and the float64
+copies of the floors stay resident after they are freed, stacking on the next one."""
+_M_MMAP_THRESHOLD = -3
+
+
+@functools.cache
+def _fixed_mmap_threshold() -> None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):  # not glibc: nothing to set
+        return
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+
 def release(weight_bytes: int) -> None:
     """For a model with ``weight_bytes`` of weights (at least :data:`RELEASE_MIN_BYTES`),
     collect garbage and return the allocator's free memory to the system (where the C
-    library can: glibc; elsewhere only the collection)."""
+    library can: glibc; elsewhere only the collection); the first call also makes glibc map
+    every block of :data:`MMAP_THRESHOLD` or more on its own, so a freed tensor goes back to
+    the system at once."""
     if weight_bytes < RELEASE_MIN_BYTES:
         return
+    _fixed_mmap_threshold()
     gc.collect()
     trim = _malloc_trim()
     if trim is not None:

@@ -11,6 +11,7 @@ import onnx
 import torch
 
 from pipeline.core import compare, onnx_io
+from pipeline.core.memory import RELEASE_MIN_BYTES
 from pipeline.core.memory import release as release_memory
 from pipeline.core.ort_runner import OrtRunner
 from pipeline.core.torch_runner import place_module, run_torch
@@ -115,6 +116,7 @@ def with_noise_floors(
         floors = measure_noise(model, inputs, input_names, output_names)
         release_memory(onnx_io.weight_bytes(model))  # the two imports measure_noise made
         ort_floors = ort_own_floors(model, inputs, output_names, outputs["ort"], floors)
+        release_memory(onnx_io.weight_bytes(model))  # ONNX Runtime's float64 session
     own = {
         "tf": own_floors(outputs.get("tf", {}), tf_outputs64 or {}, floors),
         "torch": module_own_floors(
@@ -169,6 +171,7 @@ def check_gradients(
     torch_grads: Mapping[str, np.ndarray] = torch_gradients(module, *args)
     if store is not None:
         torch_grads = store.spill(torch_grads, "torch_gradients.npz")
+        release_memory(RELEASE_MIN_BYTES)  # the gradients just written, before the floors
     outputs64: dict[str, np.ndarray] = {}
     noise = measure_gradient_noise(module, *args, torch_grads, outputs64)
     unmeasured = tf_noise_unmeasured
