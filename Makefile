@@ -76,10 +76,11 @@ bench-big: $(VENV_STAMP)
 bench-workers: $(VENV_STAMP)
 	$(PY) bench/bench_worker_start.py
 
-# model.py lines flat and with block classes (MODELS="mobilenet_v2 hub:bert" to choose).
+# model.py lines flat and with block classes (MODELS="mobilenet_v2 hub:bert" to choose;
+# HUB_ALL=1 adds every keras-hub backbone and a summary over them, ~30 min).
 codegen-lines: $(VENV_STAMP)
 	rm -f runs/codegen_lines.jsonl
-	$(PY) bench/codegen_lines.py $(MODELS)
+	$(PY) bench/codegen_lines.py $(if $(HUB_ALL),--hub-all) $(MODELS)
 
 # The fast zoo through migrate locally (--jobs 2) and on a local Ray cluster with 2 CPUs,
 # alternating; Ray's overhead per model (docs/results/bench_ray.md).

@@ -2,10 +2,11 @@
 the classes written and the blocks per class, and whether the block-structured module
 passes the three-way comparison with every gradient.
 
-``python bench/codegen_lines.py [NAME ...]`` (``make codegen-lines``) converts each model
-twice and writes ``docs/results/codegen_lines.md``; names are zoo factories
+``python bench/codegen_lines.py [--hub-all] [NAME ...]`` (``make codegen-lines``) converts
+each model twice and writes ``docs/results/codegen_lines.md``; names are zoo factories
 (``models/zoo.py``), ``keras.applications`` corpus networks (``models/applications.py``) and
-keras-hub backbones (``models/keras_hub.py``, prefixed ``hub:``).  Rows are appended to
+keras-hub backbones (``models/keras_hub.py``, prefixed ``hub:``).  ``--hub-all`` adds every
+keras-hub backbone of the catalog and a summary over them.  Rows are appended to
 ``runs/codegen_lines.jsonl`` as they finish, so an interrupted run keeps its rows.
 """
 
@@ -77,34 +78,91 @@ def measure(name: str, work: Path) -> dict[str, Any]:
         row[f"{label}_lines"] = len(text.splitlines())
         row[f"{label}_verdict"] = result.verdict
         row[f"{label}_seconds"] = round(time.perf_counter() - start, 1)
+        row[f"{label}_sym"] = len(re.findall(r"\btorch\.sym_\w+\(", text))
         if not flat:
             gradients = result.report.get("gradients") or []
             row["gradients"] = f"{sum(1 for g in gradients if g.get('pass'))}/{len(gradients)}"
             row["classes"] = classes_of(text)
+            row["attention"] = text.count("F.scaled_dot_product_attention(") + text.count(
+                "torch.softmax(scores, dim=-1) @ "
+            )
+            row["softmax_left"] = len(re.findall(r"torch\.softmax\((?!scores,)", text))
     return row
 
 
 def render(rows: list[dict[str, Any]]) -> str:
     """The results page's table."""
     lines = [
-        "| model | flat lines | block lines | ratio | classes (blocks each) | verdict | gradients |",
-        "|---|---:|---:|---:|---|---|---|",
+        "| model | flat lines | block lines | ratio | classes (blocks each) | attention idioms "
+        "| softmax left | `torch.sym_*` flat → blocks | verdict | gradients |",
+        "|---|---:|---:|---:|---|---:|---:|---|---|---|",
     ]
     for row in rows:
         flat, blocks = row.get("flat_lines"), row.get("blocks_lines")
         ratio = f"{blocks / flat:.2f}" if flat and blocks else "-"
         classes = ", ".join(f"`{c['class']}` ({c['blocks']})" for c in row.get("classes", []))
         verdict = row.get("blocks_verdict") or row.get("blocks_error", "-")
+        sym = f"{row.get('flat_sym', '-')} → {row.get('blocks_sym', '-')}"
         lines.append(
             f"| {row['model']} | {flat or '-'} | {blocks or '-'} | {ratio} | {classes or '-'} "
+            f"| {row.get('attention', '-')} | {row.get('softmax_left', '-')} | {sym} "
             f"| {verdict} | {row.get('gradients', '-')} |"
         )
     return "\n".join(lines)
 
 
+def summary(rows: list[dict[str, Any]], label: str) -> list[str]:
+    """Totals over ``rows`` (the keras-hub corpus)."""
+    both = [r for r in rows if r.get("flat_lines") and r.get("blocks_lines")]
+    passed = [r for r in both if r.get("blocks_verdict") == "pass"]
+    flat = sum(r["flat_lines"] for r in both)
+    blocks = sum(r["blocks_lines"] for r in both)
+    with_classes = sum(1 for r in both if r.get("classes"))
+    attention = sum(r.get("attention", 0) for r in both)
+    left = sum(r.get("softmax_left", 0) for r in both)
+    sym = (sum(r.get("flat_sym", 0) for r in both), sum(r.get("blocks_sym", 0) for r in both))
+    ratio = f"{blocks / flat:.2f}" if flat else "-"
+    return [
+        f"{label}: {len(rows)} models, {len(both)} written in both forms; the block form passes "
+        f"three ways with every gradient for {len(passed)}.",
+        f"- `model.py` lines: {flat} flat → {blocks} with blocks (ratio {ratio}); "
+        f"{with_classes} models get block classes.",
+        f"- attention regions written as one idiom: {attention}; softmaxes left op by op: {left}.",
+        f"- `torch.sym_*` calls: {sym[0]} flat → {sym[1]} with blocks.",
+        "",
+    ]
+
+
+def write_page(rows: list[dict[str, Any]], hub_all: bool) -> None:
+    """Write ``docs/results/codegen_lines.md`` from ``rows`` (with the keras-hub summary when
+    ``hub_all``)."""
+    description = (
+        "`model.py` lines as generated flat (`--flat`, one statement per op in `forward`) and "
+        "with block classes (repeated subgraphs written once as `nn.Module` classes held in "
+        "`nn.ModuleList`s), the classes and how many blocks each writes, and the verdict and "
+        "gradients of the block-structured module (the one every check runs). "
+        "Attention idioms: attention regions written as `F.scaled_dot_product_attention` (or, "
+        "for Keras's masked softmax, `softmax(masked_fill(scores)) @ v`); softmax left: "
+        "softmaxes still written op by op in the block form; `torch.sym_*`: calls in "
+        "`model.py`. "
+        "`make codegen-lines`; see [../generated-code.md](../generated-code.md)."
+    )
+    page = [*header("Generated code: lines flat and with blocks", description)]
+    if hub_all:
+        hub_rows = [r for r in rows if str(r["model"]).startswith("hub:")]
+        page += summary(hub_rows, "keras-hub corpus (`--hub-all`)")
+    page.append(render(rows))
+    write_text(PAGE, "\n".join(page) + "\n")
+
+
 def main(argv: list[str]) -> int:
-    """Measure the models named in ``argv`` (default :data:`DEFAULT`) and write the page."""
+    """Measure the models named in ``argv`` (default :data:`DEFAULT`; ``--hub-all`` adds
+    every keras-hub backbone) and write the page."""
+    hub_all = "--hub-all" in argv
+    argv = [a for a in argv if a != "--hub-all"]
     names = argv or DEFAULT
+    if hub_all:
+        names = [*names, *(f"hub:{n}" for n in HUB if f"hub:{n}" not in names)]
     rows: list[dict[str, Any]] = []
     ROWS.parent.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="codegen_lines_") as tmp:
@@ -114,15 +172,7 @@ def main(argv: list[str]) -> int:
             with ROWS.open("a") as out:
                 out.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
-    description = (
-        "`model.py` lines as generated flat (`--flat`, one statement per op in `forward`) and "
-        "with block classes (repeated subgraphs written once as `nn.Module` classes held in "
-        "`nn.ModuleList`s), the classes and how many blocks each writes, and the verdict and "
-        "gradients of the block-structured module (the one every check runs). "
-        "`make codegen-lines`; see [../generated-code.md](../generated-code.md)."
-    )
-    page = [*header("Generated code: lines flat and with blocks", description), render(rows)]
-    write_text(PAGE, "\n".join(page) + "\n")
+    write_page(rows, hub_all)
     return 0
 
 

@@ -69,3 +69,32 @@ def conv_stages() -> keras.Model:
     x = L.GlobalAveragePooling2D(name="pool")(x)
     outputs = L.Dense(5, name="logits")(x)
     return _randomized(keras.Model(inputs, outputs, name="conv_stages"))
+
+
+def attention_blocks() -> keras.Model:
+    """Two pre-norm blocks of Keras MultiHeadAttention with a causal mask and a residual
+    add, then logits: each attention becomes one ``softmax(masked scores) @ v`` (Keras's
+    masked softmax), and the two blocks are one class."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 16), name="sequence")
+    x = L.Dense(16, name="stem")(inputs)
+    for i in (1, 2):
+        h = L.LayerNormalization(name=f"block_{i}_norm")(x)
+        h = L.MultiHeadAttention(num_heads=2, key_dim=8, name=f"block_{i}_mha")(
+            h, h, use_causal_mask=True
+        )
+        x = L.Add(name=f"block_{i}_add")([x, h])
+    outputs = L.Dense(4, name="logits")(x)
+    return _randomized(keras.Model(inputs, outputs, name="attention_blocks"))
+
+
+def padded_attention() -> keras.Model:
+    """Token ids (0 = padding) → Embedding(mask_zero) → Keras MultiHeadAttention → logits:
+    the padding mask reaches the attention for queries and keys, so a padded query's row
+    has every key masked, where Keras's masked softmax attends uniformly."""
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input((6,), dtype="int32", name="tokens")
+    x = L.Embedding(20, 16, mask_zero=True, name="embed")(tokens)
+    h = L.MultiHeadAttention(num_heads=2, key_dim=8, name="mha")(x, x)
+    outputs = L.Dense(4, name="logits")(h)
+    return _randomized(keras.Model(tokens, outputs, name="padded_attention"))

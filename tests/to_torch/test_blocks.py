@@ -1,7 +1,9 @@
 """Block classes and idioms in the generated ``model.py`` (``ConvertOptions(flat=False)``,
 ``tf2torch convert --blocks``): repeated subgraphs written once as ``nn.Module`` classes,
-spelled-out activations as their ``F.`` calls, the parameter table on the new names, and
-the block-structured module proven three ways with every gradient, like the flat one.
+spelled-out activations as their ``F.`` calls, attention as
+``F.scaled_dot_product_attention``, short local names inside a block, the parameter table
+on the new names, and the block-structured module proven three ways with every gradient,
+like the flat one (and run by ``torch.compile``).
 
 The Keras models are in ``codegen_cases.py`` (loaded by the TF worker, never imported here).
 """
@@ -22,9 +24,18 @@ from pipeline.to_torch.codegen import blocks
 CASES = Path(__file__).with_name("codegen_cases.py")
 
 
-def _convert(name: str, out: Path, *, flat: bool) -> tuple[ConversionResult, str]:
-    result = convert(f"{CASES}:{name}", out, ConvertOptions(flat=flat))
+def _convert(
+    name: str, out: Path, *, flat: bool, source: str | None = None, **options: object
+) -> tuple[ConversionResult, str]:
+    given = ConvertOptions(flat=flat, **options)  # type: ignore[arg-type]
+    result = convert(source or f"{CASES}:{name}", out, given)
     return result, (result.run_dir / "torch_model" / "model.py").read_text()
+
+
+def _forward(source: str, cls: str) -> str:
+    """The ``forward`` of class ``cls`` in ``source``."""
+    body = source.split(f"class {cls}(nn.Module):", 1)[1]
+    return body.split("def forward(", 1)[1].split("\nclass ", 1)[0]
 
 
 def _assert_proven(result: ConversionResult) -> None:
@@ -176,3 +187,95 @@ def test_init_and_scaling_follow_the_block_names(mlp_blocks: tuple[ConversionRes
     reset = reset_parameters(module, seed=0)
     assert {n for r in reset for n in r["torch_names"]} >= {"blocks.0.project.bias"}
     assert not torch.allclose(module.get_parameter("blocks.2.expand.weight"), after)
+
+
+# ------------------------------------------------------------------- attention
+
+
+@pytest.fixture(scope="module")
+def attention_blocks(tmp_path_factory: pytest.TempPathFactory) -> tuple[ConversionResult, str]:
+    return _convert("attention_blocks", tmp_path_factory.mktemp("attention"), flat=False)
+
+
+def test_attention_is_one_sdpa_call_in_a_block_class(
+    attention_blocks: tuple[ConversionResult, str],
+) -> None:
+    result, source = attention_blocks
+    _assert_proven(result)
+    forward = _forward(source, "Block")
+    # Keras's causal mask (a constant lower triangle) is SDPA's is_causal.
+    assert "attn = F.scaled_dot_product_attention(q, k, v, is_causal=True)" in forward
+    assert "q = query.transpose(1, 2)" in forward
+    assert "attn = attn.transpose(1, 2).flatten(2)" in forward
+    for transcript in ("torch.softmax", " @ ", "unsqueeze", "permute", "torch.sym_"):
+        assert transcript not in source
+    # Short local names inside the class; the state dict keeps the block names.
+    assert "norm = self.norm(x)" in forward and "query = self.mha.query(norm)" in forward
+    names = {p["tf_name"]: p["torch_name"] for p in result.report["parameters"]}
+    assert names["block_2_mha/query/kernel"] == "blocks.1.mha.query.weight"
+
+
+def test_compiled_blocks_module_matches_eager(
+    attention_blocks: tuple[ConversionResult, str],
+) -> None:
+    # aot_eager: Dynamo tracing and AOTAutograd on CPU without compiling kernels (fast).
+    result, _ = attention_blocks
+    module = pipeline.load_torch(result.run_dir).eval()
+    x = torch.randn(3, 6, 16, generator=torch.Generator().manual_seed(0))
+    compiled = torch.compile(module, backend="aot_eager", fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), module(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_padded_attention_keeps_keras_masked_softmax(tmp_path: Path) -> None:
+    # A padded query has every key masked: Keras attends uniformly there and SDPA would
+    # give zeros (and its additive mask would send gradients into masked scores), so the
+    # scores are filled as Keras does and the products stay explicit.
+    result, source = _convert(
+        "padded_attention", tmp_path, flat=False, input_ranges={"tokens": (0, 20)}
+    )
+    _assert_proven(result)
+    assert ".masked_fill(~mask" in source
+    assert "torch.softmax(scores, dim=-1) @ v" in source
+    assert "torch.sym_" not in source
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["vit", "bert"])
+def test_keras_hub_attention_blocks(name: str, tmp_path: Path) -> None:
+    ranges = {"token_ids": (0, 128), "segment_ids": (0, 2), "padding_mask": (0, 2)}
+    result, source = _convert(
+        name,
+        tmp_path,
+        flat=False,
+        source=f"{Path(__file__).parents[2] / 'models' / 'keras_hub.py'}:{name}",
+        input_ranges=ranges if name == "bert" else {},
+    )
+    _assert_proven(result)
+    assert source.count("class Transformer") == 1
+    mask = ", attn_mask=mask" if name == "bert" else ""
+    assert f"attn = F.scaled_dot_product_attention(q, k, v{mask})" in source
+    for transcript in ("torch.softmax", "torch.sym_", "permute(0, 2, 1, 3, 4)"):
+        assert transcript not in source
+
+
+@pytest.mark.slow
+def test_relative_position_bias_is_sdpas_float_mask(tmp_path: Path) -> None:
+    # T5 adds a learned relative position bias (with its padding mask) to unscaled scores:
+    # SDPA's float attn_mask with scale=1.0, its gradient reaching the bias's embedding.
+    result, source = _convert(
+        "t5",
+        tmp_path,
+        flat=False,
+        source=f"{Path(__file__).parents[2] / 'models' / 'keras_hub.py'}:t5",
+        input_ranges={
+            "encoder_token_ids": (0, 128),
+            "encoder_padding_mask": (0, 2),
+            "decoder_token_ids": (0, 128),
+            "decoder_padding_mask": (0, 2),
+        },
+    )
+    _assert_proven(result)
+    assert source.count("F.scaled_dot_product_attention(") >= 4
+    assert ", scale=1.0)" in source

@@ -305,7 +305,10 @@ def plan(writer: _Writer) -> BlockPlan:
             found = {keys[writer.index[u]] for u in node.users}
             if len(found) == 1:
                 keys[i] = found.pop()
-    segments = blocks.segments(keys, computed)
+    # Ops a block recomputes (a mask) belong to no block, even between two ops of one.
+    segments = blocks.segments(
+        keys, [c and n not in pullable for n, c in zip(nodes, computed, strict=True)]
+    )
     cuts = [c for c in (_cut(writer, s, pullable) for s in segments) if c is not None]
     result = BlockPlan()
     if not cuts:
@@ -348,6 +351,10 @@ def plan(writer: _Writer) -> BlockPlan:
         taken_lists.add(attribute)
         flags = kind.flags
         source = _class_source(name, flags, forward, extra, template, [cuts[i] for i in members])
+        if len(members) == 2 and not _shorter(source, [cuts[i] for i in members]):
+            taken_classes.discard(name)
+            taken_lists.discard(attribute)
+            continue
         result.classes.append(source)
         calls = []
         for position, i in enumerate(members):
@@ -369,6 +376,15 @@ def plan(writer: _Writer) -> BlockPlan:
         ):
             result.skipped.add(node)
     return result
+
+
+def _shorter(source: str, cuts: Sequence[_Cut]) -> bool:
+    """Whether the class, its list and the loop that runs it take fewer lines than the
+    blocks written out.  Two small blocks stay inline when a class would make ``model.py``
+    longer; from three blocks on the class stays (one edit for every block)."""
+    inline = sum(len(c.forward) - 1 + len(c.init) for c in cuts)
+    written = len(source.splitlines()) + 3 + len(cuts) + 2 + 3  # blank lines, list, loop
+    return written < inline
 
 
 def _forward_literals(

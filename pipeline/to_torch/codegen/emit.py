@@ -27,7 +27,7 @@ from onnx2torch.node_converters.where import OnnxWhere
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
-from pipeline.to_torch.codegen import block_classes, blocks, idioms, literals, modules
+from pipeline.to_torch.codegen import attention, block_classes, blocks, idioms, literals, modules
 from pipeline.to_torch.codegen.naming import (
     ScopeReader,
     TemporaryNames,
@@ -133,6 +133,7 @@ class _Writer:
         self.attributes: dict[str, Attribute] = {}
         self.rendered: dict[torch.fx.Node, str] = {}
         self.bases: dict[torch.fx.Node, str] = {}
+        self.masks: dict[torch.fx.Node, str] | None = None
         self.helpers: set[str] = set()
         self.helper_ops: list[str] = []
         self.classes: dict[type, str] = {}
@@ -271,14 +272,61 @@ class _Writer:
             parts = self._kept_path(node).split(".")
         else:
             parts = [sanitize(p) for p in self._layers_of(node)]
-        if self.block_prefix:
-            parts = _inside_block(parts)
-        base = "_".join(_nested([self._short(p) for p in parts]))
+        module = self.gm.get_submodule(target) if node.op == "call_module" else None
+        role = self._role(node)
+        if role:
+            base = role
+        elif self.block_prefix:
+            # Inside a block class the class says where we are: the innermost layer's name
+            # (``mha/query`` -> ``query``); the block layer's own ops (its residual adds)
+            # carry the stream, ``h`` (the input ``x`` is never rebound: a flagged statement
+            # may read it late).
+            inner = _inside_block(parts)
+            stream = parts and isinstance(module, OnnxBinaryMathOperation)
+            base = self._short(inner[-1]) if inner else ("h" if stream else "")
+        else:
+            base = "_".join(_nested([self._short(p) for p in parts]))
         if not base:
             computed = [a for a in node.args if isinstance(a, torch.fx.Node) and self._computed(a)]
             base = self._base(computed[0]) if computed else _op_name(target)
         self.bases[node] = snake(base)
         return self.bases[node]
+
+    def _role(self, node: torch.fx.Node) -> str:
+        """A name the node's role gives (an attention's result, its mask or bias), or ''."""
+        if node.op == "call_module" and isinstance(
+            self.gm.get_submodule(str(node.target)), attention.ScaledDotProductAttention
+        ):
+            return "attn"
+        if self.masks is None:
+            self.masks = self._mask_nodes()
+        return self.masks.get(node, "")
+
+    def _mask_nodes(self) -> dict[torch.fx.Node, str]:
+        """The ops that compute nothing but an attention's mask (``mask``) or the bias it
+        adds to the scores (``bias``): the mask and its preparation."""
+
+        def role_as_mask(user: torch.fx.Node, node: torch.fx.Node) -> str:
+            if user.op != "call_module":
+                return ""
+            module = self.gm.get_submodule(str(user.target))
+            if (
+                isinstance(module, attention.ScaledDotProductAttention)
+                and user.args[3:4] == (node,)
+                and node not in user.args[:3]
+            ):
+                meta = _meta(node)
+                return "bias" if meta is not None and meta.dtype.is_floating_point else "mask"
+            return ""
+
+        found: dict[torch.fx.Node, str] = {}
+        for node in reversed(self.nodes):  # readers first
+            if node.op in ("placeholder", "output", "get_attr") or not node.users:
+                continue
+            roles = {found.get(u) or role_as_mask(u, node) for u in node.users}
+            if len(roles) == 1 and "" not in roles:
+                found[node] = roles.pop()
+        return found
 
     def _computed(self, node: torch.fx.Node) -> bool:
         if node.op == "placeholder":
@@ -394,6 +442,11 @@ class _Writer:
             lines.append(statement)
         return lines
 
+    def _scratch(self, base: str) -> str:
+        """A variable name for a statement the current node writes before its own, read only
+        by the node (free again after it: ``attn = ...; attn = attn.transpose(1, 2)``)."""
+        return self.names.allocate(base, "", self.now - 1, self.now)
+
     def _fresh(self, base: str) -> str:
         """A variable name for a block's own statements: free now, never handed out again
         (a value the current node reads keeps its name until after the node)."""
@@ -454,6 +507,11 @@ class _Writer:
             attribute = self._module_attribute(node, module)
         key: object = module if module is not None else node.target
         try:
+            if isinstance(module, attention.ScaledDotProductAttention):
+                query = _meta(node.args[0])
+                dim = query.shape[-1] if query is not None else 0
+                lines, value = attention.code_form(module, args, dim, self._scratch)
+                return registry.Block(lines, value)
             if module is None:
                 translator = registry.TRANSLATORS.get(node.target)  # type: ignore[call-overload]
                 if translator is None:
@@ -626,6 +684,18 @@ def _op_name(target: str) -> str:
     return snake(_OP_NUMBER.sub("", last)) or "value"
 
 
+def _propagate(gm: torch.fx.GraphModule, example_inputs: Sequence[torch.Tensor]) -> None:
+    """Shapes and dtypes of every node on the example inputs."""
+    loops = [m for m in gm.modules() if isinstance(m, OnnxLoop)]
+    for loop in loops:  # each loop keeps its body's first arguments, to write the body
+        loop.recording, loop.example = True, None
+    try:
+        ShapeProp(gm).propagate(*example_inputs)
+    finally:
+        for loop in loops:
+            loop.recording = False
+
+
 def emit_source(
     gm: torch.fx.GraphModule,
     example_inputs: Sequence[torch.Tensor],
@@ -646,20 +716,16 @@ def emit_source(
     Keras layers (``{"name", "class"}``) that name temporaries and comments;
     ``table_names`` are the parameter table's torch names (kept at their paths, or moved
     into a block list: ``blocks.2.expand.weight``).  Unless ``flat``, spelled-out activations
-    become their call (:mod:`~pipeline.to_torch.codegen.idioms`) and repeated blocks become
-    classes (:mod:`~pipeline.to_torch.codegen.block_classes`).  Raises
+    become their call (:mod:`~pipeline.to_torch.codegen.idioms`), attention becomes
+    ``F.scaled_dot_product_attention`` (:mod:`~pipeline.to_torch.codegen.attention`) and
+    repeated blocks become classes (:mod:`~pipeline.to_torch.codegen.block_classes`).  Raises
     :class:`CodegenError` listing every op without a translator.
     """
     if not flat:
         idioms.rewrite(gm)
-    loops = [m for m in gm.modules() if isinstance(m, OnnxLoop)]
-    for loop in loops:  # each loop keeps its body's first arguments, to write the body
-        loop.recording, loop.example = True, None
-    try:
-        ShapeProp(gm).propagate(*example_inputs)
-    finally:
-        for loop in loops:
-            loop.recording = False
+    _propagate(gm, example_inputs)
+    if not flat and attention.rewrite(gm):
+        _propagate(gm, example_inputs)
     layer_classes = {str(layer["name"]): str(layer["class"]) for layer in layers}
     writer = _Writer(
         gm, table_names, input_names, ScopeReader(layer_classes, model_name), layer_classes
