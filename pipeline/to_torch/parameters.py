@@ -188,11 +188,23 @@ def _decoded(
         present = np.unique(owner[owner != NOT_A_FINGERPRINT])
         if present.size == 0:
             continue
+        if present.size == 1 and owner.size < _smallest_holding(prints.shapes[int(present[0])]):
+            # Smaller than any tensor that holds a variable (the whole of it, or a row): a
+            # constant whose value happens to be a fingerprint.  Past a billion float32
+            # elements keras-hub's attention mask value -1e9 is one.
+            continue
         found[slot] = (owner, flat)
         if present.size > 1 or np.any(owner == NOT_A_FINGERPRINT):
             for index in present:
                 mixed[int(index)] = f"{slot.name} mixes it with other values (folded?)"
     return found, mixed
+
+
+def _smallest_holding(shape: Sequence[int]) -> int:
+    """Elements of the smallest tensor that can hold a variable of ``shape``: one row of it
+    (a stacked variable split across tensors), else all of it."""
+    size = int(np.prod(shape, dtype=np.int64))
+    return size // int(shape[0]) if len(shape) >= 2 and shape[0] else size
 
 
 def _restore(

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import TensorProto, helper, numpy_helper
 
 import pipeline
@@ -609,3 +610,17 @@ def test_float32_fingerprints_reach_past_a_billion_elements() -> None:
     assert np.all(prints.decode(-tail)[0] != 2)  # the positive twins are other elements
     too_many = fingerprint.Fingerprints([(1_900_000_000,)], ["float32"])
     assert not too_many.supported(0)
+
+
+def test_a_constant_equal_to_a_fingerprint_is_not_taken_for_the_variable() -> None:
+    """Past a billion float32 elements a graph constant can equal a fingerprint (keras-hub's
+    -1e9 attention mask value did, in the 1.1B Llama): a tensor smaller than any holding of
+    that variable is a constant, left as it is, not a piece of the variable."""
+    from pipeline.to_torch.parameters import _decoded
+
+    prints = fingerprints_for([np.zeros((4, 6), np.float32)])
+    module = torch.nn.Module()
+    module.weight = torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(prints.value(0).T)))
+    module.register_buffer("mask_value", torch.tensor(prints.value(0)[1, 2]))
+    found, mixed = _decoded(module, prints)
+    assert [slot.name for slot in found] == ["weight"] and not mixed
