@@ -81,9 +81,10 @@ class ConvertOptions:
       and 5) channels first, NCHW (off: Keras's layout).  The checks and ``model.pt2`` keep
       Keras's layout: they run the generated module behind permutes of its image inputs
       and outputs.
-    - ``flat``: the generated ``model.py`` writes every op in the model's ``forward`` (on);
-      off, repeated blocks become ``nn.Module`` classes in ``nn.ModuleList`` s
-      (``blocks.2.expand.weight``; see docs/generated-code.md).
+    - ``flat``: the generated ``model.py`` writes every op in the model's ``forward``; off
+      (the default), repeated blocks become ``nn.Module`` classes in ``nn.ModuleList`` s
+      (``blocks.2.expand.weight``) and common compositions their ``F.`` calls (see
+      docs/generated-code.md).
     """
 
     opset: int = 17
@@ -104,7 +105,7 @@ class ConvertOptions:
     scale: str | None = None
     calibration: Path | None = None
     channels_first: bool = False
-    flat: bool = True
+    flat: bool = False
 
 
 @dataclass

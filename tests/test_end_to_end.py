@@ -84,9 +84,14 @@ def assert_trainable_with_tf_names(result: pipeline.ConversionResult) -> None:
             continue
         if row["torch_name"] is None:  # a non-float constant of the graph (checked above)
             continue
-        # the name leads back to the TF layer: its top path part is in the torch name
+        # the name leads back to the TF layer: its top path part is in the torch name, or,
+        # for a member of a block class (``blocks.2.expand.weight``), the attribute after
+        # the block's index is in the TF name (``block_3_expand/kernel``)
         layer = row["tf_name"].split("/")[0]
-        assert layer in row["torch_name"], row
+        parts = row["torch_name"].split(".")
+        index = next((i for i, part in enumerate(parts[:-2]) if part.isdigit()), None)
+        member = parts[index + 1] if index is not None else None
+        assert layer in row["torch_name"] or (member and member in row["tf_name"]), row
         if row["trainable"]:
             assert params[row["torch_name"]].requires_grad, row
             assert list(params[row["torch_name"]].shape) == row["shape"], row

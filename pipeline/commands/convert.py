@@ -98,14 +98,15 @@ def add_parser(subparsers: Any, help: str, description: str) -> None:
         dest="flat",
         action="store_true",
         default=None,
-        help="write every op in the model's forward (the default)",
+        help="write every op in the model's forward, one statement each",
     )
     layout.add_argument(
         "--blocks",
         dest="flat",
         action="store_false",
         help="write repeated blocks as nn.Module classes held in nn.ModuleLists "
-        "(blocks.2.expand.weight; see docs/generated-code.md)",
+        "(blocks.2.expand.weight) and attention as F.scaled_dot_product_attention "
+        "(the default; see docs/generated-code.md)",
     )
     p.add_argument(
         "--scale",

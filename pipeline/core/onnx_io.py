@@ -297,6 +297,7 @@ def _write_external(
     min_bytes: int = SKELETON_MIN_BYTES,
     max_ir_version: int | None = None,
     link_stored: bool = False,
+    links: dict[Path, str] | None = None,
 ) -> None:
     """Write ``model`` to ``path`` with its large initializers in ``<path name>.data``.
 
@@ -305,12 +306,13 @@ def _write_external(
     with external data first copies the whole model), and ``model`` is not changed.  A stored
     tensor's bytes are copied from its file; with ``link_stored`` (a scratch graph for a
     reader, deleted before the store is) its file is hard-linked beside ``path`` instead,
-    and the reference made relative to it."""
+    and the reference made relative to it; ``links`` (stored file -> link name) collects the
+    links made, for the caller to delete with the graph."""
     data_name = f"{path.name}.data"
     sk = onnx.ModelProto()
     _copy_fields(model, sk, skip="graph")
     _copy_fields(model.graph, sk.graph, skip="initializer")
-    links: dict[Path, str] = {}
+    links = {} if links is None else links
     offset = 0
     with open(path.with_name(data_name), "wb") as data:
         for tensor in model.graph.initializer:
@@ -354,7 +356,7 @@ def _linked(stored: Path, directory: Path, links: dict[Path, str]) -> str:
     if stored.parent == directory.resolve():
         return stored.name
     if stored not in links:
-        name = f"stored-{len(links)}.data"
+        name = f"link-{id(links)}-{len(links)}.data"  # this writer's links only
         try:
             os.link(stored, directory / name)
         except OSError:  # another file system, or no hard links: a copy, still correct
@@ -377,12 +379,15 @@ def readable_file(model: onnx.ModelProto, max_ir_version: int | None = None) -> 
     fd, name = tempfile.mkstemp(prefix="scratch-", suffix=".onnx", dir=parent)
     os.close(fd)
     path = Path(name)
+    links: dict[Path, str] = {}
     try:
-        _write_external(model, path, SKELETON_MIN_BYTES, max_ir_version, link_stored=True)
+        _write_external(model, path, SKELETON_MIN_BYTES, max_ir_version, True, links)
         yield path
     finally:
         path.unlink(missing_ok=True)
         path.with_name(f"{path.name}.data").unlink(missing_ok=True)
+        for link in links.values():
+            (parent / link).unlink(missing_ok=True)
 
 
 def load(path: Path) -> onnx.ModelProto:

@@ -10,7 +10,7 @@ the graph becomes a skeleton of a few megabytes.  Then
 - a copy, shape inference and ``onnx_ir`` round trips hold no weights (``onnx_ir`` reads a
   stored tensor, memory-mapped, where a pass asks for its values);
 - our own code reads one with :func:`pipeline.core.onnx_io.array`, and onnx2torch through
-  the same function (:mod:`pipeline.to_torch.ops.stored`);
+  the same function (``OnnxTensor.to_numpy``, replaced in :mod:`pipeline.to_torch.importer`);
 - ONNX Runtime and the checker accept only relative locations, so they get the data file
   hard-linked beside the graph written for them, in a scratch directory inside the store
   (:func:`pipeline.core.onnx_io.with_external_weights`);
@@ -29,14 +29,17 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
-import torch
 from onnx import TensorProto
 
 from pipeline.core import onnx_io
 from pipeline.core.run_dir import LazyNpz, write_npz
+
+if TYPE_CHECKING:  # the TF worker keeps its weights in a store too, and never imports torch
+    import torch
 
 DATA_NAME = "weights.data"
 STORE_ENV = "TF2TORCH_STORE_BYTES"
@@ -75,11 +78,8 @@ class WeightStore:
         return self.offload_tensors(
             t
             for t in model.graph.initializer
-            if onnx_io.tensor_bytes(t) >= min_bytes
-            and (
-                t.data_location != TensorProto.EXTERNAL
-                or onnx_io.stored_file(t) not in (None, self.data)
-            )
+            if (t.data_location != TensorProto.EXTERNAL and onnx_io.tensor_bytes(t) >= min_bytes)
+            or onnx_io.stored_file(t) not in (None, self.data)
         )
 
     def offload_tensors(self, tensors: Iterable[TensorProto]) -> int:
@@ -107,6 +107,8 @@ class WeightStore:
         same tensor objects (for a step that needs memory for the graph's float64 copies,
         not the module).  Tensors that shared storage come back with storages of their own.
         """
+        import torch
+
         path = self.directory / f"parked-{os.getpid()}-{id(module)}.bin"
         spans: list[tuple[torch.Tensor, int, int, torch.dtype, torch.Size, torch.device]] = []
         seen: set[int] = set()

@@ -18,6 +18,7 @@ import numpy as np
 from pipeline.core.errors import BadInputError
 from pipeline.core.messages import one_line  # re-exported: the worker's one-line errors
 from pipeline.core.signature import TensorSpec
+from pipeline.core.weight_store import WeightStore
 from pipeline.export.sources import Source, SourceKind
 from pipeline.export.worker.frozen_export import export_keras_frozen
 from pipeline.export.worker.initializers import (
@@ -136,11 +137,16 @@ def _keras_model(
 
     last_feeds: dict[str, Any] = {}
 
-    def export(specs: list[TensorSpec], opset: int, fingerprint: bool = True) -> Any:
+    def export(
+        specs: list[TensorSpec],
+        opset: int,
+        fingerprint: bool = True,
+        store: WeightStore | None = None,
+    ) -> Any:
         last_feeds.clear()
         try:
             return export_stateless(
-                model, specs, opset, paths, fingerprint=fingerprint, feeds=last_feeds
+                model, specs, opset, paths, fingerprint=fingerprint, feeds=last_feeds, store=store
             ).proto
         except Exception as err:  # a model stateless_call cannot trace: the frozen route
             first = one_line(err)

@@ -12,6 +12,7 @@ import numpy as np
 from pipeline.core.errors import BadInputError
 from pipeline.core.messages import one_line
 from pipeline.core.signature import TensorSpec
+from pipeline.core.weight_store import WeightStore
 from pipeline.export.worker.frozen_export import export_saved_model_frozen
 from pipeline.export.worker.loading import LoadedModel, TfVariable
 from pipeline.export.worker.signature_export import export_signature_variables
@@ -109,7 +110,12 @@ def load_saved_model(path: str, override: list[TensorSpec], why: str | None = No
     variables = saved_model_variables(loaded, signature)
     last_feeds: dict[str, np.ndarray] = {}
 
-    def export(specs: list[TensorSpec], opset: int, fingerprint: bool = True) -> Any:
+    def export(
+        specs: list[TensorSpec],
+        opset: int,
+        fingerprint: bool = True,
+        store: WeightStore | None = None,
+    ) -> Any:
         last_feeds.clear()
         pairs = [(v.path, v.variable) for v in variables]
         try:
@@ -122,6 +128,7 @@ def load_saved_model(path: str, override: list[TensorSpec], why: str | None = No
                 feeds=last_feeds,
                 note=why,
                 fingerprint=fingerprint,
+                store=store,
             )
         except Exception as err:  # the frozen route, every unlocated variable said frozen
             failed = one_line(err)

@@ -18,6 +18,7 @@ from pipeline.core import onnx_io
 from pipeline.core.errors import BadInputError, OnnxExportError, Tf2TorchError
 from pipeline.core.memory import release as release_memory
 from pipeline.core.run_dir import write_npz
+from pipeline.core.weight_store import weight_store
 from pipeline.export.inputs import check_range_names, draw_inputs, load_inputs
 from pipeline.export.worker.loading import one_line
 from pipeline.export.worker.onnx_export import rename_outputs
@@ -88,16 +89,18 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
         arrays = draw_inputs(specs, batch=request["batch"], seed=request["seed"], ranges=ranges)
     write_npz(work_dir / "inputs.npz", arrays)
 
-    with _timed(timings, "export"):
+    # A large model's initializers wait on disk as they are made, not in the graph beside
+    # the model (pipeline.core.weight_store); the store goes once the raw graph is saved.
+    with _timed(timings, "export"), weight_store(work_dir, weight_bytes) as store:
         try:
-            proto = loaded.export(specs, request["opset"])
+            proto = loaded.export(specs, request["opset"], store=store)
         except Exception as err:
             raise OnnxExportError(f"tf2onnx could not export the model: {one_line(err)}") from None
         if loaded.output_names:
             rename_outputs(proto, loaded.output_names)
         output_names = [o.name for o in proto.graph.output]
-        # Written with external data past 2 GB; then the graph (a copy of every weight)
-        # goes before the reference run and the gradients make theirs.
+        # Written with external data past 2 GB; then the graph goes before the reference
+        # run and the gradients make theirs.
         onnx_io.save(proto, work_dir / "model.raw.onnx")
         del proto
     release_memory(weight_bytes)

@@ -23,6 +23,7 @@ import numpy as np
 from pipeline.core import provenance
 from pipeline.core.fingerprint import fingerprints_for
 from pipeline.core.signature import TensorSpec
+from pipeline.core.weight_store import WeightStore
 from pipeline.export.worker.stateless_export import (
     VARIABLE_INPUT,
     _inputs_to_initializers,
@@ -94,6 +95,7 @@ def export_signature_variables(
     feeds: dict[str, np.ndarray] | None = None,
     note: str | None = None,
     fingerprint: bool = True,
+    store: WeightStore | None = None,
 ) -> Any:
     """Export the concrete function ``signature`` (a SavedModel's ``serving_default``) for the
     inputs ``specs`` with each of ``variables`` (path, ``tf.Variable``) a named initializer of
@@ -178,7 +180,7 @@ def export_signature_variables(
     record = provenance.Provenance(route=f"{SIGNATURE_ROUTE}: {note}" if note else SIGNATURE_ROUTE)
     paths = [path for path, _ in variables]
     _inputs_to_initializers(
-        proto, {VARIABLE_INPUT.format(i): i for i in fed.values()}, paths, real, record
+        proto, {VARIABLE_INPUT.format(i): i for i in fed.values()}, paths, real, record, store
     )
     if fingerprint and captured:
         decode_fingerprints(

@@ -32,6 +32,7 @@ from onnx import numpy_helper
 from pipeline.core import provenance
 from pipeline.core.fingerprint import Fingerprints, fingerprints_for
 from pipeline.core.signature import TensorSpec
+from pipeline.core.weight_store import WeightStore
 from pipeline.export.worker.onnx_export import _grouped_convolutions_without_xla, rename_outputs
 
 STATELESS_ROUTE = "stateless"
@@ -114,6 +115,7 @@ def export_stateless(
     *,
     fingerprint: bool = True,
     feeds: dict[str, Any] | None = None,
+    store: WeightStore | None = None,
 ) -> StatelessExport:
     """Export ``model`` (a built ``keras.Model``) for inputs ``specs``; ``paths`` name the
     variables of ``model.weights`` in order.
@@ -122,7 +124,9 @@ def export_stateless(
     the trace and get no provenance (what ``tf2torch diff`` wants: TF's own graph).  ``feeds``
     (if given) receives, before tf2onnx runs, the value of every placeholder of the traced
     graph that is not a model input (TF tensor name → value, or the ``tf.Variable`` holding
-    it, read when the feeds are used): a run of that graph needs them."""
+    it, read when the feeds are used): a run of that graph needs them.  With a ``store``,
+    each variable's initializer goes to it as it is made: the graph never holds the
+    weights beside the model."""
     import tensorflow as tf
     import tf2onnx
 
@@ -195,7 +199,7 @@ def export_stateless(
     _captures_to_initializers(proto, captures)
 
     record = provenance.Provenance(route=STATELESS_ROUTE)
-    _inputs_to_initializers(proto, inputs_of, paths, weights, record)
+    _inputs_to_initializers(proto, inputs_of, paths, weights, record, store)
     if fingerprint and captured:
         decode_fingerprints(
             proto, prints, [paths[i] for i in captured], [real[i] for i in captured], record
@@ -245,10 +249,11 @@ def _inputs_to_initializers(
     paths: Sequence[str],
     variables: Sequence[Any],
     record: provenance.Provenance,
+    store: WeightStore | None = None,
 ) -> None:
     """Each variable's graph input becomes an initializer named after its path, holding the
     variable's value (a variable the traced graph never read has no input: it is simply not
-    recorded)."""
+    recorded); with a ``store``, its data goes there at once."""
     graph = proto.graph
     taken = {t.name for t in graph.initializer} | {o for n in graph.node for o in n.output}
     taken |= {i.name for i in graph.input if i.name not in variable_inputs}
@@ -264,6 +269,8 @@ def _inputs_to_initializers(
         value = np.asarray(variables[index])  # a tf.Variable or its value
         graph.initializer.append(numpy_helper.from_array(value, name))
         del value
+        if store is not None:  # a small one stays in the graph, where shape inference reads it
+            store.offload(proto)
         record.initializers[name] = [provenance.Part(paths[index])]
     del graph.input[:]
     graph.input.extend(kept)
