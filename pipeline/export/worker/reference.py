@@ -63,6 +63,11 @@ def float64_twin(model: Any) -> tuple[Any, list[Any]]:
             return layer.__class__.from_config(layer.get_config())
         return layer.__class__.from_config(_float64_config(layer.get_config()))
 
+    # Every config read first, before anything is built: a layer whose config cannot be
+    # read (keras-hub's LlamaTransformerDecoder) would otherwise fail the clone after most
+    # of the model was already built in float64 -- twice its weights, wasted.
+    for layer in model._flatten_layers(include_self=False):
+        layer.get_config()
     twin = keras.models.clone_model(model, clone_function=widen, recursive=True)
     src, dst = list(model.weights), list(twin.weights)
     if len(src) != len(dst):
