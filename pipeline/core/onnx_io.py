@@ -137,15 +137,16 @@ class InitializerArrays(Mapping[str, np.ndarray]):
         return len(self._tensors)
 
 
-def has_stored(model: onnx.ModelProto) -> bool:
-    """Whether any main-graph initializer of ``model`` is stored."""
-    return any(stored_file(t) is not None for t in model.graph.initializer)
+def reads_from_file(model: onnx.ModelProto, large: int = LARGE_WEIGHTS_BYTES) -> bool:
+    """Whether ONNX Runtime and the checker take ``model`` as a file with external data
+    (:func:`readable_file`) rather than as serialized bytes: from ``large`` bytes of
+    weights, or with stored tensors (bytes cannot hold their references)."""
+    return weight_bytes(model) >= large or scratch_parent(model) is not None
 
 
 def scratch_parent(model: onnx.ModelProto) -> Path | None:
-    """Where to make a scratch directory for files written from ``model``: inside its
-    store, when it has stored tensors (their files can then be hard-linked, never copied),
-    else None (the system's temporary directory)."""
+    """The directory of ``model``'s stored tensors' data (its store), where a graph written
+    for a reader can name that data by a relative location; None when it has none."""
     for tensor in model.graph.initializer:
         path = stored_file(tensor)
         if path is not None:
@@ -318,9 +319,9 @@ def _write_external(
         for tensor in model.graph.initializer:
             stored = stored_file(tensor)
             if stored is not None and link_stored:
+                _, at, length = _stored_span(tensor)
                 ref = sk.graph.initializer.add()
                 ref.CopyFrom(tensor)
-                _, at, length = _stored_span(tensor)
                 make_external(ref, _linked(stored, path.parent, links), at, length)
                 continue
             if stored is None and (
@@ -340,8 +341,7 @@ def _write_external(
                 data.write(raw)
                 del raw
             ref = sk.graph.initializer.add()
-            ref.name, ref.data_type = tensor.name, tensor.data_type
-            ref.dims.extend(tensor.dims)
+            ref.CopyFrom(_data_free(tensor))
             make_external(ref, data_name, offset, length)
             offset += length
     if max_ir_version is not None:

@@ -74,7 +74,7 @@ class OrtRunner:
         # would read as a failure of a run that passes.
         options.log_severity_level = _FATAL
         providers_list = list(providers or select_providers())
-        if onnx_io.weight_bytes(model) < SEPARATE_WEIGHTS_BYTES and not onnx_io.has_stored(model):
+        if not onnx_io.reads_from_file(model, SEPARATE_WEIGHTS_BYTES):
             self.session = ort.InferenceSession(
                 ensure_ir_version(model).SerializeToString(),
                 sess_options=options,

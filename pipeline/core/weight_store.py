@@ -69,15 +69,17 @@ class WeightStore:
         parent = onnx_io.scratch_parent(model)
         return None if parent is None else cls(parent)
 
-    def offload(self, model: onnx.ModelProto, min_bytes: int = onnx_io.SKELETON_MIN_BYTES) -> int:
-        """Move every main-graph initializer of ``model`` of at least ``min_bytes`` into the
-        store, in place, unless it is there already: those whose data is in the graph, and
-        stored ones whose file is another (a raw graph's external data: ONNX Runtime and the
-        checker must find every file beside the graph written for them); return the bytes
-        moved."""
+    def offload(
+        self, tensors: Iterable[TensorProto], min_bytes: int = onnx_io.SKELETON_MIN_BYTES
+    ) -> int:
+        """Move each of ``tensors`` (a graph's initializers, or the one just made) into the
+        store, in place, unless it is there already: those of at least ``min_bytes`` whose
+        data is in the graph, and stored ones whose file is another (a raw graph's external
+        data: ONNX Runtime and the checker must find every file beside the graph written for
+        them); return the bytes moved."""
         return self.offload_tensors(
             t
-            for t in model.graph.initializer
+            for t in tensors
             if (t.data_location != TensorProto.EXTERNAL and onnx_io.tensor_bytes(t) >= min_bytes)
             or onnx_io.stored_file(t) not in (None, self.data)
         )
@@ -148,16 +150,15 @@ class WeightStore:
 
 
 @contextmanager
-def weight_store(beside: Path, weight_bytes: int) -> Iterator[WeightStore | None]:
-    """A store in a new directory beside ``beside`` (on its file system, so links and the
-    final artifact stay on one disk) for a model of ``weight_bytes`` past
-    :func:`store_threshold`, deleted on exit; None for a smaller model (its graphs keep their
-    weights in memory, which is faster)."""
+def weight_store(parent: Path, weight_bytes: int) -> Iterator[WeightStore | None]:
+    """A store in a new directory under ``parent`` (on its file system, with the run's
+    artifacts) for a model of ``weight_bytes`` past :func:`store_threshold`, deleted on exit;
+    None for a smaller model (its graphs keep their weights in memory, which is faster)."""
     if weight_bytes < store_threshold():
         yield None
         return
-    beside.mkdir(parents=True, exist_ok=True)
-    store = WeightStore(Path(tempfile.mkdtemp(prefix=".tf2torch-weights-", dir=beside)))
+    parent.mkdir(parents=True, exist_ok=True)
+    store = WeightStore(Path(tempfile.mkdtemp(prefix=".tf2torch-weights-", dir=parent)))
     try:
         yield store
     finally:

@@ -163,7 +163,7 @@ def _validity_error(model: onnx.ModelProto) -> str | None:
     A large model is checked from a file with external data: serialized, it would be one
     more copy of its weights (and past 2 GB protobuf cannot serialize it)."""
     try:
-        if onnx_io.weight_bytes(model) < onnx_io.LARGE_WEIGHTS_BYTES and not onnx_io.has_stored(model):
+        if not onnx_io.reads_from_file(model):
             onnx.checker.check_model(model, full_check=True)
         else:
             with onnx_io.readable_file(model) as path:
@@ -245,7 +245,7 @@ def _run_one(
 
     after_model = result.model
     if store is not None:
-        store.offload(after_model)
+        store.offload(after_model.graph.initializer)
     problem = _validity_error(after_model)
     if problem is not None:
         if before is not None:

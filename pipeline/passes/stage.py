@@ -58,7 +58,7 @@ def fix_graph(
         raw = onnx.load(str(raw_onnx))
     else:
         raw = onnx_io.load(raw_onnx)  # external data stays in its file
-        store.offload(raw)
+        store.offload(raw.graph.initializer)
     passes = builtin_passes() + (inference_passes() if fold_for_inference else [])
     fixed, records = run_passes(
         raw,

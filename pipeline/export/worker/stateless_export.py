@@ -270,7 +270,7 @@ def _inputs_to_initializers(
         graph.initializer.append(numpy_helper.from_array(value, name))
         del value
         if store is not None:  # a small one stays in the graph, where shape inference reads it
-            store.offload(proto)
+            store.offload(graph.initializer[-1:])
         record.initializers[name] = [provenance.Part(paths[index])]
     del graph.input[:]
     graph.input.extend(kept)

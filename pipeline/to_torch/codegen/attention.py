@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -281,26 +281,27 @@ def _nearest(gm: torch.fx.GraphModule, start: torch.fx.Node, up: bool) -> torch.
     return None
 
 
-def _ancestors(nodes: Sequence[torch.fx.Node]) -> set[torch.fx.Node]:
+def _reachable(
+    nodes: Sequence[torch.fx.Node], step: Callable[[torch.fx.Node], Iterable[torch.fx.Node]]
+) -> set[torch.fx.Node]:
+    """Every node reached from ``nodes`` by repeated ``step`` (``nodes`` themselves only when
+    reached again)."""
     found: set[torch.fx.Node] = set()
     stack = list(nodes)
     while stack:
-        for arg in stack.pop().all_input_nodes:
-            if arg not in found:
-                found.add(arg)
-                stack.append(arg)
+        for other in step(stack.pop()):
+            if other not in found:
+                found.add(other)
+                stack.append(other)
     return found
+
+
+def _ancestors(nodes: Sequence[torch.fx.Node]) -> set[torch.fx.Node]:
+    return _reachable(nodes, lambda node: node.all_input_nodes)
 
 
 def _descendants(nodes: Sequence[torch.fx.Node]) -> set[torch.fx.Node]:
-    found: set[torch.fx.Node] = set()
-    stack = list(nodes)
-    while stack:
-        for user in stack.pop().users:
-            if user not in found:
-                found.add(user)
-                stack.append(user)
-    return found
+    return _reachable(nodes, lambda node: node.users)
 
 
 @dataclass
