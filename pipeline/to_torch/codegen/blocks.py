@@ -20,7 +20,7 @@ import ast
 import copy
 import inspect
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -145,15 +145,19 @@ def _nn_class(node: ast.AST) -> type | None:
     return None
 
 
+def _nn_calls(tree: ast.AST) -> Iterator[tuple[ast.Call, type]]:
+    """Every ``nn.X(...)`` call in ``tree`` with its class."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            cls = _nn_class(node.func)
+            if cls is not None:
+                yield node, cls
+
+
 def _with_defaults(tree: ast.AST) -> None:
     """Every ``nn.X(...)`` call gets each literal default it leaves out as a keyword, so two
     blocks that spell a default differently (``stride=2`` / nothing) line up."""
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call):
-            continue
-        cls = _nn_class(node.func)
-        if cls is None:
-            continue
+    for node, cls in _nn_calls(tree):
         params = list(inspect.signature(cls).parameters.values())[len(node.args) :]
         given = {k.arg for k in node.keywords}
         for param in params:
@@ -310,12 +314,7 @@ def _replace(tree: ast.AST, old: ast.AST, new: ast.AST) -> None:
 
 def _drop_defaults(tree: ast.AST) -> None:
     """Keywords still at their literal default go again (``stride=1``)."""
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call):
-            continue
-        cls = _nn_class(node.func)
-        if cls is None:
-            continue
+    for node, cls in _nn_calls(tree):
         params = inspect.signature(cls).parameters
         kept = []
         for keyword in node.keywords:
