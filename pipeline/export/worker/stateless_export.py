@@ -266,11 +266,14 @@ def _inputs_to_initializers(
             continue
         name = _unique(paths[index], taken)
         renames[graph_input.name] = name
-        value = np.asarray(variables[index])  # a tf.Variable or its value
-        graph.initializer.append(numpy_helper.from_array(value, name))
-        del value
+        tensor = numpy_helper.from_array(np.asarray(variables[index]), name)
         if store is not None:  # a small one stays in the graph, where shape inference reads it
-            store.offload(graph.initializer[-1:])
+            # Offloaded before it joins the graph: protobuf keeps a message's bytes in the
+            # arena of the message tree it is in, and clearing them there frees nothing
+            # until the whole graph goes (one more copy of the model, measured).
+            store.offload([tensor])
+        graph.initializer.append(tensor)
+        del tensor
         record.initializers[name] = [provenance.Part(paths[index])]
     del graph.input[:]
     graph.input.extend(kept)
