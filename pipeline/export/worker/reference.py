@@ -3,7 +3,7 @@ gradient of the fixed loss that the gradient check compares."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +48,20 @@ def _loss(
     )
 
 
-def float64_twin(model: Any) -> tuple[Any, list[Any]]:
+def check_twin_configs(model: Any) -> None:
+    """Read every layer's config, as :func:`float64_twin` will: raises where one cannot be
+    read (keras-hub's LlamaTransformerDecoder), before anything is built or released."""
+    for layer in model._flatten_layers(include_self=False):
+        layer.get_config()
+
+
+def float64_twin(model: Any, values: Sequence[np.ndarray] | None = None) -> tuple[Any, list[Any]]:
     """A float64 copy of the Keras ``model``: every layer rebuilt from its config with
     ``dtype="float64"`` and every variable's value copied (floating ones widened), and the
-    twin's variables in the order of ``model.weights``.  Raises where that cannot be done
-    faithfully (a subclassed model, a layer that ignores the dtype or whose config does not
-    rebuild it, variables that do not line up)."""
+    twin's variables in the order of ``model.weights``.  ``values`` (in that order) are the
+    values to copy when the model's own were released (:func:`release_variables`).  Raises
+    where that cannot be done faithfully (a subclassed model, a layer that ignores the
+    dtype or whose config does not rebuild it, variables that do not line up)."""
     import keras
 
     def widen(layer: Any) -> Any:
@@ -66,8 +74,7 @@ def float64_twin(model: Any) -> tuple[Any, list[Any]]:
     # Every config read first, before anything is built: a layer whose config cannot be
     # read (keras-hub's LlamaTransformerDecoder) would otherwise fail the clone after most
     # of the model was already built in float64 -- twice its weights, wasted.
-    for layer in model._flatten_layers(include_self=False):
-        layer.get_config()
+    check_twin_configs(model)
     twin = keras.models.clone_model(model, clone_function=widen, recursive=True)
     src, dst = list(model.weights), list(twin.weights)
     if len(src) != len(dst):
@@ -79,8 +86,8 @@ def float64_twin(model: Any) -> tuple[Any, list[Any]]:
     if src_keys != dst_keys and sorted(src_keys) == sorted(dst_keys):
         by_key = dict(zip(dst_keys, dst, strict=True))
         dst = [by_key[k] for k in src_keys]
-    for a, b in zip(src, dst, strict=True):
-        value = np.asarray(a.value)
+    for k, (a, b) in enumerate(zip(src, dst, strict=True)):
+        value = np.asarray(a.value if values is None else values[k])
         if tuple(value.shape) != tuple(b.shape):
             raise ValueError(f"{a.path}: twin variable {b.path} has shape {tuple(b.shape)}")
         if value.dtype.kind == "f":
@@ -89,7 +96,35 @@ def float64_twin(model: Any) -> tuple[Any, list[Any]]:
             b.assign(value.astype(np.float64))
         else:
             b.assign(value.astype(np.dtype(b.dtype)))
+        del value
     return twin, dst
+
+
+class _Released:
+    """What a released variable holds instead of its storage: any use says so."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(
+            f"{self._path}: the float32 model's variables were released for its float64 twin"
+        )
+
+
+def release_variables(loaded: LoadedModel) -> None:
+    """Free the storage of the Keras model's variables, in place: every Keras variable and
+    :attr:`LoadedModel.variables` entry then holds a :class:`_Released` that refuses any
+    use.  For the worker's last step, once every value is on disk: the float64 twin is
+    twice the model's weights, and the float32 model beside it would make three."""
+    import dataclasses
+
+    model = loaded.keras_model
+    for variable in model.weights:
+        variable._value = _Released(variable.path)
+    loaded.variables = [
+        dataclasses.replace(v, variable=_Released(v.path)) for v in loaded.variables
+    ]
 
 
 def _float64_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -139,19 +174,25 @@ def _float64_floors(
 
     if loaded.keras_model is None:
         raise ValueError("a SavedModel has no Keras layers to rebuild in float64")
-    twin, twin_variables = float64_twin(loaded.keras_model)
+    check_twin_configs(loaded.keras_model)
+    trainable = [i for i, v in enumerate(loaded.variables) if v.trainable and i in keys]
+    sizes = [(i, loaded.variables[i].variable.shape.num_elements() or 1) for i in trainable]
+    # The float32 values (and gradients) are on disk: the twin copies them from there, and
+    # the float32 model's storage goes first, so float32 and float64 are never side by side.
+    release_variables(loaded)
+    twin, twin_variables = float64_twin(
+        loaded.keras_model, low.sequence([f"value/{i}" for i in range(len(loaded.variables))])
+    )
     tensors = {
         k: tf.constant(v.astype(np.float64) if v.dtype.kind == "f" else v)
         for k, v in arrays.items()
     }
     args = [tensors[s.name] for s in loaded.inputs]
-    trainable = [i for i, v in enumerate(loaded.variables) if v.trainable and i in keys]
     with tf.GradientTape(persistent=len(trainable) > 1) as tape:
         results = flat_outputs(twin(pack_inputs(twin, args), training=False))
         if len(results) != len(outputs):
             raise ValueError(f"the twin has {len(results)} outputs, the model {len(outputs)}")
         loss = _loss(results, outputs, weights)
-    sizes = [(i, loaded.variables[i].variable.shape.num_elements() or 1) for i in trainable]
     floors: dict[int, np.ndarray] = {}
     for group in groups_within(sizes, GRADIENT_CHUNK_FRACTION):
         grads = tape.gradient(loss, [twin_variables[i] for i in group])
@@ -167,6 +208,32 @@ def _float64_floors(
         name: np.asarray(r) for name, r in zip(outputs, results, strict=True) if name in weights
     }
     return floors, out64
+
+
+def _float32_gradients(
+    loaded: LoadedModel,
+    arrays: dict[str, np.ndarray],
+    outputs: dict[str, np.ndarray],
+    weights: dict[str, np.ndarray],
+) -> tuple[dict[int, Any], str | None]:
+    """Every trainable variable's gradient of the fixed loss, by ``id`` of its
+    :class:`TfVariable`, and why TF could not differentiate the model (None when it could).
+    Its own function so that the tape and the outputs are gone when it returns."""
+    import tensorflow as tf
+
+    trainable = [v for v in loaded.variables if v.trainable]
+    try:
+        with tf.GradientTape() as tape:
+            results = loaded.call({k: tf.constant(v) for k, v in arrays.items()})
+            loss = _loss(results, outputs, weights)
+        if not trainable:
+            return {}, None
+        gradients = tape.gradient(loss, [v.variable for v in trainable])
+        return dict(zip((id(v) for v in trainable), gradients, strict=True)), None
+    except (LookupError, ValueError, TypeError, tf.errors.OpError) as err:
+        # An op without a registered gradient (LookupError) or one TF cannot trace under a
+        # tape: the outputs were already compared; the gradient check is skipped, saying why.
+        return {}, one_line(err)
 
 
 def write_variables_and_gradients(
@@ -190,25 +257,7 @@ def write_variables_and_gradients(
     import tensorflow as tf
 
     weights = loss_weights(outputs, seed)
-    trainable = [v for v in loaded.variables if v.trainable]
-    grads: dict[int, Any] = {}
-    error = None
-    try:
-        with tf.GradientTape() as tape:
-            results = loaded.call({k: tf.constant(v) for k, v in arrays.items()})
-            loss = _loss(results, outputs, weights)
-        if trainable:
-            grads = dict(
-                zip(
-                    (id(v) for v in trainable),
-                    tape.gradient(loss, [v.variable for v in trainable]),
-                    strict=True,
-                )
-            )
-    except (LookupError, ValueError, TypeError, tf.errors.OpError) as err:
-        # An op without a registered gradient (LookupError) or one TF cannot trace under a
-        # tape: the outputs were already compared; the gradient check is skipped, saying why.
-        error = one_line(err)
+    grads, error = _float32_gradients(loaded, arrays, outputs, weights)
     meta: list[dict[str, Any]] = []
     has_grad: list[int] = []
 
