@@ -63,9 +63,10 @@ lint: $(VENV_STAMP)
 bench: $(VENV_STAMP)
 	$(PY) bench/bench_latency.py
 
-# Peak memory per convert stage as a multiple of the model's weights (MODEL=file.py:fn).
+# Peak memory per convert stage as a multiple of the model's weights: ConvNeXtTiny and
+# ConvNeXtXLarge, or MODEL="file.py:fn ...".
 bench-memory: $(VENV_STAMP)
-	$(PY) bench/bench_memory.py $(if $(MODEL),--model $(MODEL))
+	$(PY) bench/bench_memory.py $(foreach m,$(MODEL),--model $(m))
 
 # keras-hub Llama decoders at 0.3 and 1.1 billion parameters through convert with the full
 # proof: stage times and peak memory (docs/results/bench_big.md; BIG_MODELS=llama_300m for one).
