@@ -166,9 +166,10 @@ def fingerprinted(
         # Each variable's fingerprints are made for the tensors that hold it, then dropped.
         marks = {p.variable: prints.value(index[p.variable]) for p in parts}
         marked = provenance.build_value(onnx_io.array(tensor), parts, marks)
-        copy.graph.initializer[position].CopyFrom(numpy_helper.from_array(marked, tensor.name))
-        if store is not None:
-            store.offload_tensors([copy.graph.initializer[position]])
+        marked_tensor = numpy_helper.from_array(marked, tensor.name)
+        if store is not None:  # before it joins the graph, whose arena would keep the bytes
+            store.offload_tensors([marked_tensor])
+        copy.graph.initializer[position].CopyFrom(marked_tensor)
     return copy, prints, record
 
 

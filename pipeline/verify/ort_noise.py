@@ -43,10 +43,14 @@ class OrtFloors:
     unmeasured: str | None = None
 
 
-def _widen_tensor(tensor: TensorProto) -> None:
+def _widen_tensor(tensor: TensorProto, store: WeightStore | None = None) -> None:
     if tensor.data_type in _NARROW:
         wide = numpy_helper.from_array(onnx_io.array(tensor).astype(np.float64))
         wide.name = tensor.name
+        if store is not None:
+            # Stored before it joins the graph: bytes set inside the graph stay in its
+            # protobuf arena until the whole graph goes, stored or not.
+            store.offload_tensors([wide])
         tensor.CopyFrom(wide)
 
 
@@ -87,9 +91,7 @@ def float64_onnx(model: onnx.ModelProto, weights: bool = True) -> onnx.ModelProt
         store = WeightStore.holding(wide)
         if store is not None:
             for tensor in wide.graph.initializer:
-                if tensor.data_type in _NARROW:
-                    _widen_tensor(tensor)
-                    store.offload_tensors([tensor])
+                _widen_tensor(tensor, store)
     else:
         wide = onnx.ModelProto(
             ir_version=model.ir_version,
