@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,12 +87,18 @@ def assert_trainable_with_tf_names(result: pipeline.ConversionResult) -> None:
             continue
         # the name leads back to the TF layer: its top path part is in the torch name, or,
         # for a member of a block class (``blocks.2.expand.weight``), the attribute after
-        # the block's index is in the TF name (``block_3_expand/kernel``)
+        # the block's index is in the TF name (``block_3_expand/kernel``), its layer number
+        # moved behind as torchvision names them (``bn0`` for ``conv2_block1_0_bn/gamma``)
         layer = row["tf_name"].split("/")[0]
         parts = row["torch_name"].split(".")
         index = next((i for i, part in enumerate(parts[:-2]) if part.isdigit()), None)
-        member = parts[index + 1] if index is not None else None
-        assert layer in row["torch_name"] or (member and member in row["tf_name"]), row
+        member = parts[index + 1] if index is not None else ""
+        numbered = re.fullmatch(r"([A-Za-z_]\w*?)(\d+)", member)
+        assert (
+            layer in row["torch_name"]
+            or (member and member in row["tf_name"])
+            or (numbered and f"_{numbered[2]}_{numbered[1]}" in f"_{layer}")
+        ), row
         if row["trainable"]:
             assert params[row["torch_name"]].requires_grad, row
             assert list(params[row["torch_name"]].shape) == row["shape"], row
