@@ -63,8 +63,8 @@ lint: $(VENV_STAMP)
 bench: $(VENV_STAMP)
 	$(PY) bench/bench_latency.py
 
-# Peak memory per convert stage as a multiple of the model's weights: ConvNeXtTiny and
-# ConvNeXtXLarge, or MODEL="file.py:fn ...".
+# Peak memory per convert stage as a multiple of the model's weights: ConvNeXtTiny, or
+# MODEL="file.py:fn ..." (e.g. models/applications.py:ConvNeXtXLarge, whose float64 twin TF builds).
 bench-memory: $(VENV_STAMP)
 	$(PY) bench/bench_memory.py $(foreach m,$(MODEL),--model $(m))
 
