@@ -167,7 +167,7 @@ def fingerprinted(
         marks = {p.variable: prints.value(index[p.variable]) for p in parts}
         marked = provenance.build_value(onnx_io.array(tensor), parts, marks)
         marked_tensor = numpy_helper.from_array(marked, tensor.name)
-        if store is not None:  # before it joins the graph, whose arena would keep the bytes
+        if store is not None:  # before it joins the graph (WeightStore.offload_tensors)
             store.offload_tensors([marked_tensor])
         copy.graph.initializer[position].CopyFrom(marked_tensor)
     return copy, prints, record

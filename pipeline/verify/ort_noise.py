@@ -47,9 +47,7 @@ def _widen_tensor(tensor: TensorProto, store: WeightStore | None = None) -> None
     if tensor.data_type in _NARROW:
         wide = numpy_helper.from_array(onnx_io.array(tensor).astype(np.float64))
         wide.name = tensor.name
-        if store is not None:
-            # Stored before it joins the graph: bytes set inside the graph stay in its
-            # protobuf arena until the whole graph goes, stored or not.
+        if store is not None:  # before it joins the graph (WeightStore.offload_tensors)
             store.offload_tensors([wide])
         tensor.CopyFrom(wide)
 

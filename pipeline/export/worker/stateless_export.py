@@ -267,11 +267,8 @@ def _inputs_to_initializers(
         name = _unique(paths[index], taken)
         renames[graph_input.name] = name
         tensor = numpy_helper.from_array(np.asarray(variables[index]), name)
-        if store is not None:  # a small one stays in the graph, where shape inference reads it
-            # Offloaded before it joins the graph: protobuf keeps a message's bytes in the
-            # arena of the message tree it is in, and clearing them there frees nothing
-            # until the whole graph goes (one more copy of the model, measured).
-            store.offload([tensor])
+        if store is not None:  # before it joins the graph (WeightStore.offload_tensors)
+            store.offload([tensor])  # a small one stays, where shape inference reads it
         graph.initializer.append(tensor)
         del tensor
         record.initializers[name] = [provenance.Part(paths[index])]
